@@ -1,0 +1,73 @@
+"""Plain records the rest of facecmp passes around: images, their faces, and data problems."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input, located as precisely as we can."""
+
+    file: Path
+    line: int | None
+    message: str
+    # "error" problems stop a strict run; "warning" ones were repaired by an explicit policy.
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else f"{self.file}"
+        return f"{where}: {self.severity}: {self.message}"
+
+
+@dataclass
+class ImageRecord:
+    """An image and its annotated faces.
+
+    ``key`` identifies the image in ground truth and prediction files: ``dad/0001.jpg`` for a
+    training image (the same file name exists in every character folder), the bare file name
+    (``0001.jpg``) for an image of a test folder.
+    Boxes are integer pixels ``x_min, y_min, x_max, y_max``, both ends inclusive.
+    """
+
+    key: str
+    path: Path
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
+    labels: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> str:
+        """The character folder of a training image ('' for a test image)."""
+        return self.key.rpartition("/")[0]
+
+
+@dataclass
+class Dataset:
+    """Images with their faces, plus every problem met while reading them."""
+
+    name: str
+    images: list[ImageRecord]
+    problems: list[Problem] = field(default_factory=list)
+    # Names listed in ground truth whose image file is absent.
+    missing: list[str] = field(default_factory=list)
+    characters: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def n_faces(self) -> int:
+        return int(sum(len(r.boxes) for r in self.images))
+
+    def ground_truth(self) -> dict[str, np.ndarray]:
+        """``key -> (K, 4) int boxes`` for every image, in dataset order."""
+        return {r.key: r.boxes for r in self.images}
+
+    def subset(self, keys, name: str | None = None) -> "Dataset":
+        wanted = set(keys)
+        return replace(self, name=name or self.name, images=[r for r in self.images if r.key in wanted])
