@@ -1,0 +1,34 @@
+# The two commands users need: `make demo` and `make test`. Both set themselves up.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.facecmp-installed
+DEMO_OUT ?= demo_out
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+# torch/torchvision first, pinned to the versions the local mirror serves; then facecmp with its
+# test extra; then facenet-pytorch WITHOUT its dependencies: it pins torch<2.3, numpy<2 and
+# Pillow<10.3, which would downgrade (and break) everything above. We only need its weights and,
+# in tests, its MTCNN as the reference implementation.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+demo: install
+	$(BIN)/facecmp demo --out $(DEMO_OUT)
+
+bench: install
+	$(BIN)/python -m pytest benchmarks $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .facecmp_cache $(DEMO_OUT) .pytest_cache .benchmarks

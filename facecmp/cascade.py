@@ -1,0 +1,177 @@
+"""The MTCNN cascade's steps as small tensor functions.
+
+The arithmetic follows facenet-pytorch's ``detect_face`` step for step (including its
+quirks: PNet's box regression scales by ``x2 - x1`` while later stages use ``x2 - x1 + 1``;
+crops use 1-based truncated coordinates), because detections must match it to a pixel.
+Boxes are float tensors ``(N, 4)`` as ``x1, y1, x2, y2``; ``image_inds`` says which image of
+the batch each box belongs to.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms
+
+PNET_STRIDE = 2
+PNET_CELL = 12
+# (x - 127.5) / 128, as the pretrained nets were trained.
+PIXEL_MEAN = 127.5
+PIXEL_SCALE = 0.0078125
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    return (pixels - PIXEL_MEAN) * PIXEL_SCALE
+
+
+def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
+    """Scales at which a 12 px PNet window covers faces from ``min_face_size`` up to the image."""
+    m = 12.0 / min_face_size
+    min_side = min(height, width) * m
+    scales = []
+    scale = m
+    while min_side >= 12:
+        scales.append(scale)
+        scale *= factor
+        min_side *= factor
+    return scales
+
+
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    return int(height * scale + 1), int(width * scale + 1)
+
+
+def proposals_from_maps(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float):
+    """PNet output maps -> candidate boxes in image coordinates.
+
+    Returns ``(boxes (M, 4), scores (M,), offsets (M, 4), image_inds (M,))``.
+    """
+    mask = probs >= threshold
+    where = mask.nonzero()
+    image_inds = where[:, 0]
+    scores = probs[mask]
+    offsets = reg.permute(1, 0, 2, 3)[:, mask].permute(1, 0)
+    cell_xy = where[:, 1:].to(reg.dtype).flip(1)  # (row, col) -> (x, y)
+    top_left = ((PNET_STRIDE * cell_xy + 1) / scale).floor()
+    bottom_right = ((PNET_STRIDE * cell_xy + PNET_CELL) / scale).floor()
+    return torch.cat([top_left, bottom_right], dim=1), scores, offsets, image_inds
+
+
+def regress_pnet(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """PNet's regression: offsets scaled by ``x2 - x1`` (no +1, unlike later stages)."""
+    size = (boxes[:, 2:4] - boxes[:, 0:2]).repeat(1, 2)
+    return boxes + offsets * size
+
+
+def regress(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """RNet/ONet regression: offsets scaled by the inclusive width/height."""
+    size = (boxes[:, 2:4] - boxes[:, 0:2] + 1).repeat(1, 2)
+    return boxes + offsets * size
+
+
+def square(boxes: torch.Tensor) -> torch.Tensor:
+    """Grow each box to a square around its centre (side = its longer side)."""
+    wh = boxes[:, 2:4] - boxes[:, 0:2]
+    side = wh.max(dim=1).values
+    top_left = boxes[:, 0:2] + wh * 0.5 - side[:, None] * 0.5
+    return torch.cat([top_left, top_left + side[:, None]], dim=1)
+
+
+def crop_windows(boxes: torch.Tensor, width: int, height: int) -> np.ndarray:
+    """Integer crop windows ``(N, 4)`` as 0-based ``x0, y0, x1, y1`` (end exclusive), clipped to the image.
+
+    Box corners are truncated, the start is treated as 1-based and clipped at 1, the end
+    clipped to the image size: facenet-pytorch's ``pad`` followed by its slicing.
+    """
+    b = boxes.trunc().int().cpu().numpy()
+    x0 = np.maximum(b[:, 0], 1) - 1
+    y0 = np.maximum(b[:, 1], 1) - 1
+    x1 = np.minimum(b[:, 2], width)
+    y1 = np.minimum(b[:, 3], height)
+    return np.stack([x0, y0, x1, y1], axis=1)
+
+
+def crop_resize(images: torch.Tensor, windows: np.ndarray, image_inds: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-resample each window of its image to ``size x size``: ``(N, 3, size, size)``.
+
+    Area interpolation is an adaptive average pool; here every output cell of every crop is a
+    rectangle sum read from one summed-area table per image, so all crops resample at once
+    instead of one ``interpolate`` call per crop.
+    """
+    n = len(windows)
+    channels = images.shape[1]
+    if n == 0:
+        return images.new_zeros((0, channels, size, size))
+    # Summed-area table with a zero row/column in front, in float64 so sums of up to
+    # 480*360*255 stay exact enough for a 1e-6 agreement with per-crop pooling.
+    sat = F.pad(images.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
+    win = torch.as_tensor(windows, dtype=torch.int64, device=images.device)
+    x0, y0, x1, y1 = win.unbind(1)
+    i = torch.arange(size, device=images.device)
+    # adaptive_avg_pool2d bins: start = floor(i * L / S), end = ceil((i + 1) * L / S)
+    h = (y1 - y0)[:, None]
+    w = (x1 - x0)[:, None]
+    ys = y0[:, None] + torch.div(i * h, size, rounding_mode="floor")
+    ye = y0[:, None] + torch.div((i + 1) * h + size - 1, size, rounding_mode="floor")
+    xs = x0[:, None] + torch.div(i * w, size, rounding_mode="floor")
+    xe = x0[:, None] + torch.div((i + 1) * w + size - 1, size, rounding_mode="floor")
+    inds = image_inds.to(images.device)
+
+    def corner(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
+        # (N, C, S, S): sat[img, :, yy[:, r], xx[:, c]]
+        return sat[inds[:, None, None], :, yy[:, :, None], xx[:, None, :]].permute(0, 3, 1, 2)
+
+    total = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
+    area = ((ye - ys)[:, :, None] * (xe - xs)[:, None, :]).unsqueeze(1)
+    return (total / area).to(images.dtype)
+
+
+def nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy NMS where overlap is intersection over the *smaller* box (MTCNN's last stage).
+
+    torchvision has only IoU-based NMS. Inclusive-pixel areas and ``np.argsort`` tie order
+    follow facenet-pytorch so the same boxes survive.
+    """
+    if len(boxes) == 0:
+        return np.zeros(0, dtype=np.int64)
+    x1, y1, x2, y2 = boxes.T
+    area = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(scores)
+    keep = []
+    while order.size > 0:
+        i = order[-1]
+        keep.append(i)
+        rest = order[:-1]
+        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        overlap = iw * ih / np.minimum(area[i], area[rest])
+        order = rest[overlap <= threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def batched_nms_min(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor, threshold: float) -> torch.Tensor:
+    keep = []
+    inds = image_inds.cpu().numpy()
+    b = boxes.cpu().numpy()
+    s = scores.cpu().numpy()
+    for img in np.unique(inds):
+        members = np.flatnonzero(inds == img)
+        keep.append(members[nms_min(b[members], s[members], threshold)])
+    keep_all = np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64)
+    return torch.as_tensor(keep_all, dtype=torch.long, device=boxes.device)
+
+
+__all__ = [
+    "batched_nms",
+    "batched_nms_min",
+    "crop_resize",
+    "crop_windows",
+    "normalize",
+    "proposals_from_maps",
+    "pyramid_scales",
+    "regress",
+    "regress_pnet",
+    "scaled_size",
+    "square",
+]

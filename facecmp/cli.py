@@ -1,0 +1,215 @@
+"""``facecmp`` command line: thin wiring from arguments to library calls.
+
+Every user-fixable problem surfaces as one ``facecmp: error: ...`` line and exit code 2;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import FacecmpError
+
+
+def _thresholds(text: str) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected three probabilities P,R,O such as 0.6,0.7,0.7; got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_detector_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-face", type=float, default=None, help="smallest face searched, px (default 20, or the checkpoint's)")
+    p.add_argument("--thresholds", type=_thresholds, default=None, help="stage thresholds P,R,O (default 0.6,0.7,0.7, or the checkpoint's)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facecmp", description="Pretrained vs fine-tuned MTCNN on your faces, measured.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--threads", type=_positive_int, default=2, help="CPU threads for torch (default 2)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("detect", help="detect faces in a folder of images; write the course's .npy files")
+    p.add_argument("--images", required=True, type=Path, help="folder of images (or a course test folder)")
+    p.add_argument("--out", required=True, type=Path, help="folder for detections/scores/file_names_all_faces.npy")
+    p.add_argument("--model", default="pretrained", help="'pretrained' or a checkpoint folder from `facecmp finetune`")
+    p.add_argument("--batch-size", type=_positive_int, default=1)
+    _add_detector_options(p)
+
+    p = sub.add_parser("evaluate", help="score course-format predictions against ground truth")
+    p.add_argument("--pred", required=True, type=Path, help="folder with the three .npy files")
+    p.add_argument("--gt", required=True, type=Path, help="ground-truth file (task1_gt_validare.txt layout)")
+    p.add_argument("--iou", type=float, default=0.3, help="IoU threshold for a true positive (default 0.3)")
+    p.add_argument("--name", default="all_faces", help="prediction file suffix (default all_faces; task 2: a character)")
+    p.add_argument("--json", type=Path, help="write the metrics as JSON here")
+    p.add_argument("--plot", type=Path, help="write the precision-recall curve (PNG) here")
+
+    p = sub.add_parser("check", help="summarise a dataset and list every problem with file:line")
+    p.add_argument("--data", required=True, type=Path, help="course archive root, training folder or test folder")
+
+    p = sub.add_parser("finetune", help="fine-tune MTCNN stages on a course archive's training part")
+    p.add_argument("--data", required=True, type=Path, help="archive root containing antrenare/ (or a training folder)")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint folder")
+    p.add_argument("--stages", default="pnet", help="comma-separated stages to fine-tune (default pnet)")
+    p.add_argument("--epochs", type=_positive_int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--from-scratch", action="store_true", help="random initialisation instead of the pretrained weights")
+    p.add_argument("--dev-per-folder", type=int, default=25, help="images per training folder kept out of training to calibrate thresholds (default 25)")
+    p.add_argument("--holdout-per-folder", type=int, default=0, help="images per folder held out entirely, e.g. as your own test split (default 0)")
+
+    p = sub.add_parser("compare", help="the whole study: fine-tune, detect with both variants, evaluate, report")
+    p.add_argument("--data", required=True, type=Path, help="course archive root")
+    p.add_argument("--test", default=None, help="test folder, or 'split' / 'split:N' to hold out N images per training folder (default: the archive's validare/, else split:50)")
+    p.add_argument("--out", required=True, type=Path, help="report folder")
+    p.add_argument("--checkpoint", type=Path, default=None, help="reuse this fine-tuned checkpoint instead of training")
+    p.add_argument("--epochs", type=_positive_int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
+
+    p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
+    p.add_argument("--out", type=Path, default=Path("demo_out"))
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def cmd_detect(args) -> int:
+    from .detector import load_detector
+    from .inference import images_to_detect, run_detector
+    from .predictions import save_predictions
+
+    dataset = images_to_detect(args.images)
+    detector = load_detector(args.model, min_face_size=args.min_face, thresholds=args.thresholds, device=args.device)
+    run = run_detector(detector, dataset, batch_size=args.batch_size)
+    save_predictions(args.out, run.predictions)
+    print(f"{len(dataset)} images, {len(run.predictions)} faces, {run.images_per_second:.1f} images/s ({run.ms_per_image:.1f} ms/image)")
+    print(f"wrote {args.out}/detections_all_faces.npy, scores_all_faces.npy, file_names_all_faces.npy")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .atomic import write_json
+    from .data import read_ground_truth
+    from .evaluation import evaluate, unknown_keys
+    from .plots import plot_pr_curves
+    from .predictions import load_predictions
+
+    preds = load_predictions(args.pred, name=args.name)
+    gt, problems = read_ground_truth(args.gt)
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    strangers = unknown_keys(preds, gt)
+    if strangers:
+        print(
+            f"warning: {len(strangers)} predicted image names are not in {args.gt} (counted as false positives), "
+            f"e.g. {', '.join(strangers[:3])}",
+            file=sys.stderr,
+        )
+    result = evaluate(preds, gt, iou_threshold=args.iou)
+    s = result.summary()
+    print(f"ap_cava   {s['ap_cava']:.6f}   (course evaluator)")
+    print(f"ap_voc    {s['ap_voc']:.6f}   (VOC all-point, monotone envelope)")
+    print(f"recall    {s['recall']:.4f}   precision {s['precision']:.4f}")
+    print(f"detections {s['n_detections']}   ground truth {s['n_ground_truth']}   true positives {s['n_true_positives']}")
+    if args.json:
+        write_json(args.json, s)
+    if args.plot:
+        plot_pr_curves({args.pred.name or "predictions": result}, args.plot)
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .data import check_dataset
+
+    report = check_dataset(args.data)
+    print(report.summary_text())
+    if report.problems:
+        print(f"\n{len(report.problems)} problem(s):")
+        for problem in report.problems:
+            print(f"  {problem}")
+        return 1
+    print("\nno problems found")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from .study import finetune_from_archive
+
+    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    ckpt = finetune_from_archive(
+        args.data, args.out, stages=stages, epochs=args.epochs, seed=args.seed, device=args.device,
+        resume=args.resume, from_scratch=args.from_scratch,
+        dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder,
+    )
+    print(f"checkpoint: {ckpt.path}")
+    print(json.dumps({k: ckpt.meta.get(k) for k in ("stages", "epochs", "thresholds", "timings")}, indent=2))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .study import run_comparison
+
+    report_dir = run_comparison(
+        args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
+        seed=args.seed, device=args.device, allow_missing=args.allow_missing,
+    )
+    print(f"report: {report_dir / 'report.md'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .study import run_demo
+
+    report_dir = run_demo(args.out, seed=args.seed)
+    print(f"report: {report_dir / 'report.md'}")
+    return 0
+
+
+COMMANDS = {
+    "detect": cmd_detect,
+    "evaluate": cmd_evaluate,
+    "check": cmd_check,
+    "finetune": cmd_finetune,
+    "compare": cmd_compare,
+    "demo": cmd_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        return COMMANDS[args.command](args)
+    except FacecmpError as exc:
+        if args.debug:
+            raise
+        print(f"facecmp: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("facecmp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

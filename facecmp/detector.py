@@ -1,0 +1,182 @@
+"""``Detector``: the three-stage MTCNN cascade with its settings.
+
+image pyramid -> PNet -> NMS -> RNet -> NMS -> ONet -> NMS (min-overlap). Default settings
+equal facenet-pytorch's ``MTCNN`` (min face 20, factor 0.709, thresholds 0.6/0.7/0.7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import cascade as C
+from .models import STAGES, build_network, pretrained_network
+
+# Batches handed to RNet/ONet at once; bounds memory on images with thousands of proposals.
+REFINE_BATCH = 2048
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    min_face_size: float = 20.0
+    factor: float = 0.709
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    # NMS IoU within one pyramid scale, across scales, after RNet; then min-overlap after ONet.
+    nms_thresholds: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.min_face_size < 12:
+            raise ValueError(f"min_face_size must be >= 12 px (PNet's window), got {self.min_face_size}")
+        if not 0 < self.factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {self.factor}")
+        if len(self.thresholds) != 3 or not all(0 <= t <= 1 for t in self.thresholds):
+            raise ValueError(f"thresholds must be three probabilities (PNet, RNet, ONet), got {self.thresholds}")
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+
+
+@dataclass
+class Detections:
+    """Faces found in one image: float boxes ``(K, 4)`` x1, y1, x2, y2 and scores ``(K,)``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class Detector:
+    """Runs the cascade. Stages not given in ``nets`` use the pretrained weights."""
+
+    def __init__(self, nets: Mapping[str, nn.Module] | None = None, settings: DetectorSettings | None = None):
+        self.settings = settings or DetectorSettings()
+        nets = dict(nets or {})
+        self.device = torch.device(self.settings.device)
+        self.nets = {s: (nets[s] if s in nets else pretrained_network(s)).eval().to(self.device) for s in STAGES}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, **setting_overrides) -> "Detector":
+        """Fine-tuned stages from a checkpoint folder, the rest pretrained; stored thresholds unless overridden."""
+        from .checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        nets = {stage: build_network(stage, sd) for stage, sd in ckpt.state_dicts.items()}
+        stored = {}
+        if ckpt.thresholds is not None:
+            stored["thresholds"] = tuple(ckpt.thresholds)
+        if ckpt.meta.get("min_face_size"):
+            stored["min_face_size"] = float(ckpt.meta["min_face_size"])
+        settings = DetectorSettings(**{**stored, **{k: v for k, v in setting_overrides.items() if v is not None}})
+        return cls(nets, settings)
+
+    def with_settings(self, **changes) -> "Detector":
+        return Detector(self.nets, dataclasses.replace(self.settings, **changes))
+
+    # -- public API -------------------------------------------------------------------
+    def detect(self, image: np.ndarray) -> Detections:
+        """Faces in one ``H x W x 3`` uint8 RGB image."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        """Faces in each image; images of equal size run through the networks together."""
+        results: list[Detections | None] = [None] * len(images)
+        by_size: dict[tuple, list[int]] = {}
+        for i, img in enumerate(images):
+            by_size.setdefault(img.shape, []).append(i)
+        for members in by_size.values():
+            batch = np.stack([images[i] for i in members])
+            for i, det in zip(members, self._detect_same_size(batch)):
+                results[i] = det
+        return results  # type: ignore[return-value]
+
+    # -- the cascade ------------------------------------------------------------------
+    @torch.inference_mode()
+    def _detect_same_size(self, batch: np.ndarray) -> list[Detections]:
+        imgs = torch.as_tensor(batch, device=self.device).permute(0, 3, 1, 2).float()
+        boxes, scores, inds = self._propose(imgs)
+        boxes, scores, inds = self._refine(imgs, boxes, inds)
+        boxes, scores, inds = self._output(imgs, boxes, inds)
+        boxes_np, scores_np, inds_np = boxes.cpu().numpy(), scores.cpu().numpy(), inds.cpu().numpy()
+        return [Detections(boxes_np[inds_np == b], scores_np[inds_np == b]) for b in range(len(batch))]
+
+    def _propose(self, imgs: torch.Tensor):
+        """Stage 1: PNet over the pyramid; squared candidate boxes per image."""
+        s = self.settings
+        h, w = imgs.shape[2:]
+        all_boxes, all_scores, all_offsets, all_inds = [], [], [], []
+        for scale in C.pyramid_scales(h, w, s.min_face_size, s.factor):
+            scaled = torch.nn.functional.interpolate(imgs, size=C.scaled_size(h, w, scale), mode="area")
+            reg, probs = self.nets["pnet"](C.normalize(scaled))
+            boxes, scores, offsets, inds = C.proposals_from_maps(reg, probs[:, 1], scale, s.thresholds[0])
+            keep = C.batched_nms(boxes, scores, inds, s.nms_thresholds[0])
+            all_boxes.append(boxes[keep])
+            all_scores.append(scores[keep])
+            all_offsets.append(offsets[keep])
+            all_inds.append(inds[keep])
+        if not all_boxes:
+            return imgs.new_zeros((0, 4)), imgs.new_zeros(0), torch.zeros(0, dtype=torch.long, device=imgs.device)
+        boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
+        offsets, inds = torch.cat(all_offsets), torch.cat(all_inds)
+        keep = C.batched_nms(boxes, scores, inds, s.nms_thresholds[1])
+        boxes = C.square(C.regress_pnet(boxes[keep], offsets[keep]))
+        return boxes, scores[keep], inds[keep]
+
+    def _classify_crops(self, stage: str, imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
+        """Crop each box, resample to the stage's input size, run the stage net in batches."""
+        size = {"rnet": 24, "onet": 48}[stage]
+        h, w = imgs.shape[2:]
+        windows = C.crop_windows(boxes, w, h)
+        # facenet-pytorch skips empty windows; keep boxes and crops aligned by dropping them.
+        valid = torch.as_tensor((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1]), device=imgs.device)
+        boxes, inds, windows = boxes[valid], inds[valid], windows[valid.cpu().numpy()]
+        outs = []
+        for start in range(0, len(boxes), REFINE_BATCH):
+            sl = slice(start, start + REFINE_BATCH)
+            crops = C.crop_resize(imgs, windows[sl], inds[sl], size)
+            outs.append(self.nets[stage](C.normalize(crops)))
+        if not outs:
+            return boxes, inds, None
+        return boxes, inds, tuple(torch.cat(parts) for parts in zip(*outs))
+
+    def _refine(self, imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
+        """Stage 2: RNet rescoring, NMS, regression, squaring."""
+        s = self.settings
+        boxes, inds, out = self._classify_crops("rnet", imgs, boxes, inds)
+        if out is None:
+            return boxes, boxes.new_zeros(0), inds
+        offsets, probs = out
+        scores = probs[:, 1]
+        passed = scores > s.thresholds[1]
+        boxes, scores, offsets, inds = boxes[passed], scores[passed], offsets[passed], inds[passed]
+        keep = C.batched_nms(boxes, scores, inds, s.nms_thresholds[2])
+        boxes = C.square(C.regress(boxes[keep], offsets[keep]))
+        return boxes, scores[keep], inds[keep]
+
+    def _output(self, imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
+        """Stage 3: ONet rescoring, regression, min-overlap NMS."""
+        s = self.settings
+        boxes, inds, out = self._classify_crops("onet", imgs, boxes, inds)
+        if out is None:
+            return boxes, boxes.new_zeros(0), inds
+        offsets, _landmarks, probs = out
+        scores = probs[:, 1]
+        passed = scores > s.thresholds[2]
+        boxes = C.regress(boxes[passed], offsets[passed])
+        scores, inds = scores[passed], inds[passed]
+        keep = C.batched_nms_min(boxes, scores, inds, s.nms_thresholds[3])
+        return boxes[keep], scores[keep], inds[keep]
+
+
+def load_detector(model: str | Path = "pretrained", **setting_overrides) -> Detector:
+    """``"pretrained"`` or a checkpoint folder; ``None`` overrides keep the defaults/stored values."""
+    overrides = {k: v for k, v in setting_overrides.items() if v is not None}
+    if str(model) == "pretrained":
+        return Detector(settings=DetectorSettings(**overrides))
+    return Detector.from_checkpoint(model, **overrides)
