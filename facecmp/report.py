@@ -1,0 +1,124 @@
+"""The comparison report: one table, ``results.json``, PR curves, a speed chart and a picture grid.
+
+Used by ``facecmp compare`` / ``facecmp demo`` and by the pytest plugin at the end of a
+benchmark session, so both produce the same files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from tabulate import tabulate
+
+from .atomic import atomic_path, write_json, write_text
+from .data.records import Dataset
+from .evaluation import Evaluation
+from .plots import plot_pr_curves
+from .predictions import Predictions
+
+COLUMNS = ("variant", "AP (course)", "AP (VOC)", "recall", "precision", "ms/image", "training s")
+
+
+@dataclass
+class VariantResult:
+    """What one model variant achieved on the test images."""
+
+    name: str
+    predictions: Predictions
+    evaluation: Evaluation
+    ms_per_image: float
+    training_seconds: float | None = None
+    settings: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        s = self.evaluation.summary()
+        return {
+            "name": self.name,
+            "ap_cava": s["ap_cava"],
+            "ap_voc": s["ap_voc"],
+            "recall": s["recall"],
+            "precision": s["precision"],
+            "ms_per_image": self.ms_per_image,
+            "training_seconds": self.training_seconds,
+            "n_detections": s["n_detections"],
+            "n_ground_truth": s["n_ground_truth"],
+            "n_true_positives": s["n_true_positives"],
+            "settings": self.settings,
+        }
+
+
+def results_table(results: Sequence[VariantResult], fmt: str = "github") -> str:
+    rows = []
+    for r in results:
+        s = r.evaluation.summary()
+        train = "-" if r.training_seconds is None else f"{r.training_seconds:.0f}"
+        rows.append([r.name, s["ap_cava"], s["ap_voc"], s["recall"], s["precision"], r.ms_per_image, train])
+    return tabulate(rows, headers=COLUMNS, tablefmt=fmt, floatfmt=(None, ".3f", ".3f", ".3f", ".3f", ".1f", None))
+
+
+def plot_speed(results: Sequence[VariantResult], path: Path) -> Path:
+    fig = Figure(figsize=(6.4, 0.6 + 0.5 * len(results)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    names = [r.name for r in results]
+    ax.barh(names, [r.ms_per_image for r in results], color="#4c72b0")
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per image (lower is better)")
+    for y, r in enumerate(results):
+        ax.text(r.ms_per_image, y, f" {r.ms_per_image:.1f}", va="center", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def write_report(
+    out_dir: str | Path,
+    results: Sequence[VariantResult],
+    *,
+    dataset: Dataset,
+    title: str = "facecmp comparison",
+    notes: Sequence[str] = (),
+    n_samples: int = 6,
+) -> Path:
+    """Write report.md, results.json, pr_curves.png, speed.png, samples.png into ``out_dir``."""
+    from .gallery import pick_sample_images, plot_detection_grid
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_pr_curves({r.name: r.evaluation for r in results}, out / "pr_curves.png", title=f"{title}: precision–recall")
+    plot_speed(results, out / "speed.png")
+    keys = pick_sample_images(dataset, n_samples)
+    floors = {r.name: float(r.settings.get("report_min_score", 0.0)) for r in results}
+    plot_detection_grid(dataset, {r.name: (r.predictions, r.evaluation) for r in results}, out / "samples.png", keys, floors)
+    write_json(
+        out / "results.json",
+        {"title": title, "dataset": dataset.name, "n_images": len(dataset), "n_faces": dataset.n_faces,
+         "variants": [r.as_json() for r in results]},
+    )
+    lines = [
+        f"# {title}",
+        "",
+        f"Test images: {len(dataset)} ({dataset.n_faces} faces) from `{dataset.name}`. "
+        "A detection is a true positive at IoU >= 0.3 (course convention, +1 pixel).",
+        "",
+        results_table(results),
+        "",
+        "AP (course) reproduces the course evaluator (no precision envelope); AP (VOC) is the all-point "
+        "VOC average precision with the monotone envelope.",
+        "",
+        *[f"- {n}" for n in notes],
+        "",
+        "![precision-recall](pr_curves.png)",
+        "",
+        "![speed](speed.png)",
+        "",
+        "![samples](samples.png)",
+        "",
+    ]
+    write_text(out / "report.md", "\n".join(lines))
+    return out

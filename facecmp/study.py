@@ -1,0 +1,121 @@
+"""The study end to end: choose splits, prepare each variant, detect, evaluate, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .data import load_archive, load_test, split_dataset
+from .data.records import Dataset
+from .errors import DataError
+from .evaluation import evaluate
+from .inference import run_detector
+from .predictions import save_predictions
+from .report import VariantResult, results_table, write_report
+from .variants import Variant, Workbench, get_variants
+
+COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
+DEFAULT_TEST_PER_FOLDER = 50
+DEFAULT_DEV_PER_FOLDER = 25
+
+
+@dataclass
+class Splits:
+    train: Dataset | None
+    dev: Dataset | None
+    test: Dataset
+
+
+def parse_split(spec: str) -> int | None:
+    """``split`` -> default count, ``split:N`` -> N, anything else -> None (a path)."""
+    if spec == "split":
+        return DEFAULT_TEST_PER_FOLDER
+    if spec.startswith("split:"):
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise DataError(f"--test {spec!r}: expected split:N with N a positive number of images per training folder")
+        return n
+    return None
+
+
+def choose_splits(
+    root: str | Path, test: str | None = None, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
+    allow_missing: bool = False,
+) -> Splits:
+    """Train / dev / test images for a study. A test split carved from the training images is never trained on."""
+    archive = load_archive(root, allow_missing=allow_missing)
+    train_all = archive.train
+    if test is None:
+        test_ds = archive.test
+        if test_ds is None:
+            test = f"split:{DEFAULT_TEST_PER_FOLDER}"
+    if test is not None:
+        per_folder = parse_split(test)
+        if per_folder is None:
+            test_ds = load_test(Path(test), allow_missing=allow_missing)
+        else:
+            if train_all is None:
+                raise DataError(f"{root}: --test {test} needs training images (antrenare/) to split")
+            train_all, test_ds = split_dataset(train_all, per_folder=per_folder, seed=seed)
+    dev = None
+    train = train_all
+    if train_all is not None and dev_per_folder > 0:
+        train, dev = split_dataset(train_all, per_folder=dev_per_folder, seed=seed + 1)
+    return Splits(train, dev, test_ds)
+
+
+def evaluate_variant(variant: Variant, bench: Workbench, test: Dataset, *, progress: bool = True) -> VariantResult:
+    prepared = variant.prepare(bench)
+    run = run_detector(prepared.detector, test, progress=progress, desc=variant.name)
+    evaluation = evaluate(run.predictions, test.ground_truth())
+    return VariantResult(
+        variant.name, run.predictions, evaluation, run.ms_per_image, prepared.training_seconds, prepared.settings
+    )
+
+
+def run_comparison(
+    root: str | Path,
+    out: str | Path,
+    *,
+    test: str | None = None,
+    checkpoint: Path | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    allow_missing: bool = False,
+    variants: Sequence[str] = COMPARE_VARIANTS,
+    cache_dir: Path | None = None,
+    title: str = "facecmp: pretrained vs fine-tuned MTCNN",
+) -> Path:
+    out = Path(out)
+    splits = choose_splits(root, test, seed=seed, allow_missing=allow_missing)
+    bench = Workbench(
+        train=splits.train, dev=splits.dev, cache_dir=Path(cache_dir) if cache_dir else out / "cache",
+        device=device, seed=seed, epochs=epochs,
+        checkpoints={"finetuned-pnet": checkpoint} if checkpoint else {},
+    )
+    results = []
+    for variant in get_variants(variants):
+        result = evaluate_variant(variant, bench, splits.test)
+        save_predictions(out / "predictions" / variant.name, result.predictions)
+        results.append(result)
+    notes = [
+        f"training images: {len(splits.train) if splits.train else 0}, dev (threshold calibration): "
+        f"{len(splits.dev) if splits.dev else 0}, test: {len(splits.test)}; seed {seed}.",
+        *(f"{r.name}: thresholds {r.settings.get('thresholds')}" for r in results),
+    ]
+    write_report(out, results, dataset=splits.test, title=title, notes=notes)
+    print(results_table(results))
+    return out
+
+
+def run_demo(out: str | Path, *, seed: int = 0) -> Path:
+    """The comparison on the built-in generated dataset (made once, cached)."""
+    from .synthetic import ensure_default_dataset
+
+    root = ensure_default_dataset(seed=seed)
+    return run_comparison(root, out, seed=seed, title="facecmp demo (generated cartoon faces)")

@@ -1,0 +1,196 @@
+"""The model variants the study compares, as a small registry.
+
+A variant knows how to produce a ready detector for a ``Workbench`` (training data, dev split,
+cache folder, device), training it first if it needs to. Adding one is a function and a
+``register(...)`` call; the CLI's ``compare`` and the pytest plugin both read this registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from .atomic import write_json
+from .data.records import Dataset
+from .detector import Detections, Detector, DetectorSettings
+from .errors import FacecmpError, ModelError
+
+# Bump when a change to training or calibration makes cached checkpoints stale.
+CACHE_VERSION = 1
+
+
+class DetectorLike(Protocol):
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
+
+
+@dataclass
+class Workbench:
+    """Everything a variant may need to get ready."""
+
+    train: Dataset | None
+    dev: Dataset | None
+    cache_dir: Path
+    device: str = "cpu"
+    seed: int = 0
+    epochs: int | None = None
+    progress: bool = True
+    # variant name -> an existing checkpoint folder to use instead of training
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    detector: DetectorLike
+    training_seconds: float | None = None
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    description: str
+    prepare: Callable[[Workbench], Prepared]
+    needs_training_data: bool = False
+
+
+REGISTRY: dict[str, Variant] = {}
+
+
+def register(variant: Variant) -> Variant:
+    REGISTRY[variant.name] = variant
+    return variant
+
+
+def get_variants(names: Sequence[str] | None = None) -> list[Variant]:
+    if names is None:
+        return list(REGISTRY.values())
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise FacecmpError(f"unknown variant(s) {', '.join(unknown)}; available: {', '.join(REGISTRY)}")
+    return [REGISTRY[n] for n in names]
+
+
+def _fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _dataset_fingerprint(ds: Dataset | None) -> str | None:
+    from .training.samples import data_fingerprint
+
+    return None if ds is None else data_fingerprint(ds)
+
+
+# -- pretrained ---------------------------------------------------------------------------
+def _pretrained(bench: Workbench) -> Prepared:
+    settings = DetectorSettings(device=bench.device)
+    return Prepared(Detector(settings=settings), settings={"thresholds": list(settings.thresholds)})
+
+
+def _pretrained_calibrated(bench: Workbench) -> Prepared:
+    """The pretrained cascade at the thresholds that score best on the dev split (cached)."""
+    from .training.calibrate import best_thresholds
+
+    if bench.dev is None:
+        raise FacecmpError("pretrained-calibrated needs a dev split with ground truth to choose thresholds on")
+    path = bench.cache_dir / f"pretrained-thresholds-{_fingerprint(CACHE_VERSION, _dataset_fingerprint(bench.dev))}.json"
+    if path.is_file():
+        stored = json.loads(path.read_text())
+    else:
+        start = time.perf_counter()
+        thresholds, table = best_thresholds(
+            lambda t: Detector(settings=DetectorSettings(thresholds=t, device=bench.device)), bench.dev, progress=bench.progress
+        )
+        stored = {"thresholds": list(thresholds), "table": table, "seconds": time.perf_counter() - start}
+        write_json(path, stored)
+    settings = DetectorSettings(thresholds=tuple(stored["thresholds"]), device=bench.device)
+    return Prepared(Detector(settings=settings), stored["seconds"], {"thresholds": stored["thresholds"]})
+
+
+# -- facenet-pytorch's own MTCNN, the peer we measure against -------------------------------
+class FacenetReference:
+    def __init__(self, device: str = "cpu", settings: DetectorSettings = DetectorSettings()):
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError as exc:
+            raise ModelError(f"facenet-pytorch is not importable ({exc}); run: pip install --no-deps facenet-pytorch==2.6.0 requests tqdm") from None
+        self.mtcnn = MTCNN(
+            keep_all=True, device=device, min_face_size=settings.min_face_size,
+            thresholds=list(settings.thresholds), factor=settings.factor,
+        )
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        from PIL import Image
+
+        out = []
+        for image in images:
+            boxes, probs = self.mtcnn.detect(Image.fromarray(image))
+            if boxes is None:
+                out.append(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+            else:
+                out.append(Detections(np.asarray(boxes, np.float32), np.asarray(probs, np.float32)))
+        return out
+
+
+def _facenet_reference(bench: Workbench) -> Prepared:
+    settings = DetectorSettings(device=bench.device)
+    return Prepared(FacenetReference(bench.device, settings), settings={"thresholds": list(settings.thresholds)})
+
+
+# -- fine-tuned -----------------------------------------------------------------------------
+def finetuned_checkpoint(bench: Workbench, name: str, stages: tuple[str, ...]) -> Path:
+    """The checkpoint for ``stages`` on this workbench's data: reused when cached, else trained (resumably)."""
+    from .training.finetune import finetune
+
+    if name in bench.checkpoints:
+        return bench.checkpoints[name]
+    if bench.train is None:
+        raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
+    key = _fingerprint(CACHE_VERSION, stages, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev), bench.seed, bench.epochs)
+    folder = bench.cache_dir / f"{name}-{key}"
+    if not (folder / "facecmp.json").is_file():
+        kwargs = {"epochs": bench.epochs} if bench.epochs else {}
+        finetune(
+            bench.train, folder, dev=bench.dev, stages=stages, seed=bench.seed, device=bench.device,
+            resume=(folder / "train_state.pt").is_file(), cache_dir=bench.cache_dir / "samples",
+            progress=bench.progress, **kwargs,
+        )
+    return folder
+
+
+def _from_checkpoint(name: str, stages: tuple[str, ...]) -> Callable[[Workbench], Prepared]:
+    def prepare(bench: Workbench) -> Prepared:
+        from .checkpoint import load_checkpoint
+
+        folder = finetuned_checkpoint(bench, name, stages)
+        meta = load_checkpoint(folder).meta
+        timings = meta.get("timings") or {}
+        detector = Detector.from_checkpoint(folder, device=bench.device)
+        return Prepared(
+            detector,
+            training_seconds=sum(float(v) for v in timings.values()) if timings else None,
+            settings={"thresholds": list(detector.settings.thresholds), "checkpoint": str(folder)},
+        )
+
+    return prepare
+
+
+register(Variant("pretrained", "facenet-pytorch's pretrained weights in our cascade, default thresholds", _pretrained))
+register(Variant("facenet-reference", "facenet-pytorch's own MTCNN (the peer we measure against)", _facenet_reference))
+register(
+    Variant(
+        "pretrained-calibrated", "pretrained cascade at the thresholds best on the dev split", _pretrained_calibrated,
+        needs_training_data=True,
+    )
+)
+register(
+    Variant(
+        "finetuned-pnet", "PNet fine-tuned on the target domain, RNet/ONet pretrained and frozen",
+        _from_checkpoint("finetuned-pnet", ("pnet",)), needs_training_data=True,
+    )
+)
