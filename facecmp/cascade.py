@@ -92,39 +92,59 @@ def crop_windows(boxes: torch.Tensor, width: int, height: int) -> np.ndarray:
     return np.stack([x0, y0, x1, y1], axis=1)
 
 
-def crop_resize(images: torch.Tensor, windows: np.ndarray, image_inds: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-resample each window of its image to ``size x size``: ``(N, 3, size, size)``.
+def integral_image(images: torch.Tensor) -> torch.Tensor:
+    """Summed-area table ``(B, C, H + 1, W + 1)`` with a zero row and column in front.
 
-    Area interpolation is an adaptive average pool; here every output cell of every crop is a
-    rectangle sum read from one summed-area table per image, so all crops resample at once
-    instead of one ``interpolate`` call per crop.
+    Pixels are integers 0..255, so int32 sums are exact (480 x 360 x 255 is far below 2**31):
+    every area average below is then one exact sum divided once.
     """
-    n = len(windows)
-    channels = images.shape[1]
+    sums = images.to(torch.int32).cumsum(2, dtype=torch.int32).cumsum(3, dtype=torch.int32)
+    return F.pad(sums, (1, 0, 1, 0))
+
+
+def _bins(length: torch.Tensor, size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-average-pool bins of ``length`` cells into ``size``: start = floor(i L / S), end = ceil((i+1) L / S)."""
+    i = torch.arange(size, device=device)
+    start = torch.div(i * length, size, rounding_mode="floor")
+    end = torch.div((i + 1) * length + size - 1, size, rounding_mode="floor")
+    return start, end
+
+
+def area_resize(sat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``interpolate(images, size, mode="area")`` from the images' integral image: ``(B, C, h, w)`` float."""
+    height, width = sat.shape[2] - 1, sat.shape[3] - 1
+    ys, ye = _bins(torch.tensor(height), size[0], sat.device)
+    xs, xe = _bins(torch.tensor(width), size[1], sat.device)
+    rows = sat.index_select(2, ye) - sat.index_select(2, ys)
+    total = rows.index_select(3, xe) - rows.index_select(3, xs)
+    area = (ye - ys)[:, None] * (xe - xs)[None, :]
+    return total.float() / area.float()
+
+
+def crop_resize(sat: torch.Tensor, windows: np.ndarray, image_inds: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-resample each window of its image to ``size x size``: ``(N, C, size, size)`` float.
+
+    Equal to one ``interpolate(crop, size, mode="area")`` per crop (an adaptive average pool),
+    but every output cell of every crop is one rectangle sum read from the integral image, so
+    all crops resample at once.
+    """
+    n, channels = len(windows), sat.shape[1]
     if n == 0:
-        return images.new_zeros((0, channels, size, size))
-    # Summed-area table with a zero row/column in front, in float64 so sums of up to
-    # 480*360*255 stay exact enough for a 1e-6 agreement with per-crop pooling.
-    sat = F.pad(images.double().cumsum(2).cumsum(3), (1, 0, 1, 0))
-    win = torch.as_tensor(windows, dtype=torch.int64, device=images.device)
+        return torch.zeros((0, channels, size, size), device=sat.device)
+    win = torch.as_tensor(windows, dtype=torch.int64, device=sat.device)
     x0, y0, x1, y1 = win.unbind(1)
-    i = torch.arange(size, device=images.device)
-    # adaptive_avg_pool2d bins: start = floor(i * L / S), end = ceil((i + 1) * L / S)
-    h = (y1 - y0)[:, None]
-    w = (x1 - x0)[:, None]
-    ys = y0[:, None] + torch.div(i * h, size, rounding_mode="floor")
-    ye = y0[:, None] + torch.div((i + 1) * h + size - 1, size, rounding_mode="floor")
-    xs = x0[:, None] + torch.div(i * w, size, rounding_mode="floor")
-    xe = x0[:, None] + torch.div((i + 1) * w + size - 1, size, rounding_mode="floor")
-    inds = image_inds.to(images.device)
+    ys, ye = _bins((y1 - y0)[:, None], size, sat.device)
+    xs, xe = _bins((x1 - x0)[:, None], size, sat.device)
+    ys, ye, xs, xe = ys + y0[:, None], ye + y0[:, None], xs + x0[:, None], xe + x0[:, None]
+    inds = image_inds.to(sat.device)[:, None, None]
 
     def corner(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        # (N, C, S, S): sat[img, :, yy[:, r], xx[:, c]]
-        return sat[inds[:, None, None], :, yy[:, :, None], xx[:, None, :]].permute(0, 3, 1, 2)
+        # (N, size, size, C) -> (N, C, size, size)
+        return sat[inds, :, yy[:, :, None], xx[:, None, :]].permute(0, 3, 1, 2)
 
     total = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
     area = ((ye - ys)[:, :, None] * (xe - xs)[:, None, :]).unsqueeze(1)
-    return (total / area).to(images.dtype)
+    return total.float() / area.float()
 
 
 def nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
@@ -167,6 +187,8 @@ __all__ = [
     "batched_nms_min",
     "crop_resize",
     "crop_windows",
+    "area_resize",
+    "integral_image",
     "normalize",
     "proposals_from_maps",
     "pyramid_scales",

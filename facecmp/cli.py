@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import FacecmpError
+from .errors import DataError, FacecmpError, ModelError
 
 
 def _thresholds(text: str) -> tuple[float, float, float]:
@@ -34,10 +34,45 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return value
+
+
+def _min_face(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value >= 12:  # PNet's window; also rejects nan
+        raise argparse.ArgumentTypeError(f"expected a face size in pixels of at least 12 (PNet's window), got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    """A torch device that exists here, checked before any work starts."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"unknown torch device {text!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"device {text!r} requested but CUDA is not available here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"device {text!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return text
+
+
 def _add_detector_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-face", type=float, default=None, help="smallest face searched, px (default 20, or the checkpoint's)")
+    p.add_argument("--min-face", type=_min_face, default=None, help="smallest face searched, px, >= 12 (default 20, or the checkpoint's)")
     p.add_argument("--thresholds", type=_thresholds, default=None, help="stage thresholds P,R,O (default 0.6,0.7,0.7, or the checkpoint's)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,14 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="detect faces in a folder of images; write the course's .npy files")
     p.add_argument("--images", required=True, type=Path, help="folder of images (or a course test folder)")
     p.add_argument("--out", required=True, type=Path, help="folder for detections/scores/file_names_all_faces.npy")
-    p.add_argument("--model", default="pretrained", help="'pretrained' or a checkpoint folder from `facecmp finetune`")
+    p.add_argument("--model", default="pretrained", help="'pretrained', a checkpoint folder from `facecmp finetune`, or 'facenet-reference' (facenet-pytorch's own MTCNN)")
     p.add_argument("--batch-size", type=_positive_int, default=1)
+    p.add_argument(
+        "--workers", type=int, default=None,
+        help="processes that decode and detect in parallel, one thread each "
+        "(default: --threads on CPU for 16+ images, else 0 = in this process)",
+    )
     _add_detector_options(p)
 
     p = sub.add_parser("evaluate", help="score course-format predictions against ground truth")
     p.add_argument("--pred", required=True, type=Path, help="folder with the three .npy files")
     p.add_argument("--gt", required=True, type=Path, help="ground-truth file (task1_gt_validare.txt layout)")
-    p.add_argument("--iou", type=float, default=0.3, help="IoU threshold for a true positive (default 0.3)")
+    p.add_argument("--iou", type=_probability, default=0.3, help="IoU threshold for a true positive (default 0.3)")
     p.add_argument("--name", default="all_faces", help="prediction file suffix (default all_faces; task 2: a character)")
     p.add_argument("--json", type=Path, help="write the metrics as JSON here")
     p.add_argument("--plot", type=Path, help="write the precision-recall curve (PNG) here")
@@ -70,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default="pnet", help="comma-separated stages to fine-tune (default pnet)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--from-scratch", action="store_true", help="random initialisation instead of the pretrained weights")
     p.add_argument("--dev-per-folder", type=int, default=25, help="images per training folder kept out of training to calibrate thresholds (default 25)")
@@ -83,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, default=None, help="reuse this fine-tuned checkpoint instead of training")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
 
     p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
@@ -92,18 +132,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NAMED_MODELS = ("pretrained", "facenet-reference")
+
+
+def _require_output_folder(path: Path, option: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{path}: {option} must be a folder, but a file of that name exists; choose another path")
+
+
+def _require_model(model: str) -> None:
+    if model not in NAMED_MODELS and not Path(model).exists():
+        raise ModelError(
+            f"{model}: no such checkpoint folder; --model takes {' or '.join(repr(m) for m in NAMED_MODELS)}, "
+            "or the folder `facecmp finetune --out` wrote"
+        )
+
+
 def cmd_detect(args) -> int:
     from .detector import load_detector
     from .inference import images_to_detect, run_detector
     from .predictions import save_predictions
 
+    _require_output_folder(args.out, "--out")
+    _require_model(args.model)
     dataset = images_to_detect(args.images)
     detector = load_detector(args.model, min_face_size=args.min_face, thresholds=args.thresholds, device=args.device)
-    run = run_detector(detector, dataset, batch_size=args.batch_size)
+    workers = args.workers
+    if workers is None:
+        workers = args.threads if args.device == "cpu" and len(dataset) >= 16 else 0
+    run = run_detector(detector, dataset, batch_size=args.batch_size, workers=workers, progress=sys.stderr.isatty())
     save_predictions(args.out, run.predictions)
     print(f"{len(dataset)} images, {len(run.predictions)} faces, {run.images_per_second:.1f} images/s ({run.ms_per_image:.1f} ms/image)")
     print(f"wrote {args.out}/detections_all_faces.npy, scores_all_faces.npy, file_names_all_faces.npy")
     return 0
+
+
+def _require_plot_format(path: Path) -> None:
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    if fmt not in formats:
+        raise DataError(f"{path}: cannot write a plot as .{fmt}; use one of .{', .'.join(sorted(formats))}")
 
 
 def cmd_evaluate(args) -> int:
@@ -113,6 +183,8 @@ def cmd_evaluate(args) -> int:
     from .plots import plot_pr_curves
     from .predictions import load_predictions
 
+    if args.plot is not None:
+        _require_plot_format(args.plot)
     preds = load_predictions(args.pred, name=args.name)
     gt, problems = read_ground_truth(args.gt)
     for problem in problems:
@@ -139,16 +211,15 @@ def cmd_evaluate(args) -> int:
 
 def cmd_check(args) -> int:
     from .data import check_dataset
+    from .data.check import MAX_LISTED
 
     report = check_dataset(args.data)
-    print(report.summary_text())
-    if report.problems:
-        print(f"\n{len(report.problems)} problem(s):")
+    print(report.summary_text())  # lists the first problems already
+    if len(report.problems) > MAX_LISTED:
+        print(f"\nall {len(report.problems)} problems:")
         for problem in report.problems:
             print(f"  {problem}")
-        return 1
-    print("\nno problems found")
-    return 0
+    return 1 if report.problems else 0
 
 
 def cmd_finetune(args) -> int:
@@ -202,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except FacecmpError as exc:
+        if args.debug:
+            raise
+        print(f"facecmp: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment, not the input: permissions, a full disk, a path that is a file
         if args.debug:
             raise
         print(f"facecmp: error: {exc}", file=sys.stderr)

@@ -6,6 +6,7 @@ equal facenet-pytorch's ``MTCNN`` (min face 20, factor 0.709, thresholds 0.6/0.7
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +60,14 @@ class Detector:
         self.settings = settings or DetectorSettings()
         nets = dict(nets or {})
         self.device = torch.device(self.settings.device)
-        self.nets = {s: (nets[s] if s in nets else pretrained_network(s)).eval().to(self.device) for s in STAGES}
+        # The detector owns copies of the nets, in channels-last layout: 1.6x (PNet) to 4x (ONet)
+        # faster convolutions on CPU than the default layout, with the same results to ~1e-6.
+        self.nets = {
+            s: copy.deepcopy(nets[s] if s in nets else pretrained_network(s))
+            .eval()
+            .to(self.device, memory_format=torch.channels_last)
+            for s in STAGES
+        }
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **setting_overrides) -> "Detector":
@@ -99,21 +107,23 @@ class Detector:
     # -- the cascade ------------------------------------------------------------------
     @torch.inference_mode()
     def _detect_same_size(self, batch: np.ndarray) -> list[Detections]:
-        imgs = torch.as_tensor(batch, device=self.device).permute(0, 3, 1, 2).float()
-        boxes, scores, inds = self._propose(imgs)
-        boxes, scores, inds = self._refine(imgs, boxes, inds)
-        boxes, scores, inds = self._output(imgs, boxes, inds)
+        imgs = torch.as_tensor(batch, device=self.device).permute(0, 3, 1, 2)
+        # One integral image serves the whole pyramid and both crop stages.
+        sat = C.integral_image(imgs)
+        boxes, scores, inds = self._propose(sat)
+        boxes, scores, inds = self._refine(sat, boxes, inds)
+        boxes, scores, inds = self._output(sat, boxes, inds)
         boxes_np, scores_np, inds_np = boxes.cpu().numpy(), scores.cpu().numpy(), inds.cpu().numpy()
         return [Detections(boxes_np[inds_np == b], scores_np[inds_np == b]) for b in range(len(batch))]
 
-    def _propose(self, imgs: torch.Tensor):
+    def _propose(self, sat: torch.Tensor):
         """Stage 1: PNet over the pyramid; squared candidate boxes per image."""
         s = self.settings
-        h, w = imgs.shape[2:]
+        h, w = sat.shape[2] - 1, sat.shape[3] - 1
         all_boxes, all_scores, all_offsets, all_inds = [], [], [], []
         for scale in C.pyramid_scales(h, w, s.min_face_size, s.factor):
-            scaled = torch.nn.functional.interpolate(imgs, size=C.scaled_size(h, w, scale), mode="area")
-            reg, probs = self.nets["pnet"](C.normalize(scaled))
+            scaled = C.area_resize(sat, C.scaled_size(h, w, scale))
+            reg, probs = self.nets["pnet"](C.normalize(scaled).contiguous(memory_format=torch.channels_last))
             boxes, scores, offsets, inds = C.proposals_from_maps(reg, probs[:, 1], scale, s.thresholds[0])
             keep = C.batched_nms(boxes, scores, inds, s.nms_thresholds[0])
             all_boxes.append(boxes[keep])
@@ -121,34 +131,34 @@ class Detector:
             all_offsets.append(offsets[keep])
             all_inds.append(inds[keep])
         if not all_boxes:
-            return imgs.new_zeros((0, 4)), imgs.new_zeros(0), torch.zeros(0, dtype=torch.long, device=imgs.device)
+            return torch.zeros((0, 4), device=sat.device), torch.zeros(0, device=sat.device), torch.zeros(0, dtype=torch.long, device=sat.device)
         boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
         offsets, inds = torch.cat(all_offsets), torch.cat(all_inds)
         keep = C.batched_nms(boxes, scores, inds, s.nms_thresholds[1])
         boxes = C.square(C.regress_pnet(boxes[keep], offsets[keep]))
         return boxes, scores[keep], inds[keep]
 
-    def _classify_crops(self, stage: str, imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
+    def _classify_crops(self, stage: str, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
         """Crop each box, resample to the stage's input size, run the stage net in batches."""
         size = {"rnet": 24, "onet": 48}[stage]
-        h, w = imgs.shape[2:]
+        h, w = sat.shape[2] - 1, sat.shape[3] - 1
         windows = C.crop_windows(boxes, w, h)
         # facenet-pytorch skips empty windows; keep boxes and crops aligned by dropping them.
-        valid = torch.as_tensor((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1]), device=imgs.device)
+        valid = torch.as_tensor((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1]), device=sat.device)
         boxes, inds, windows = boxes[valid], inds[valid], windows[valid.cpu().numpy()]
         outs = []
         for start in range(0, len(boxes), REFINE_BATCH):
             sl = slice(start, start + REFINE_BATCH)
-            crops = C.crop_resize(imgs, windows[sl], inds[sl], size)
-            outs.append(self.nets[stage](C.normalize(crops)))
+            crops = C.crop_resize(sat, windows[sl], inds[sl], size)
+            outs.append(self.nets[stage](C.normalize(crops).contiguous(memory_format=torch.channels_last)))
         if not outs:
             return boxes, inds, None
         return boxes, inds, tuple(torch.cat(parts) for parts in zip(*outs))
 
-    def _refine(self, imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
+    def _refine(self, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
         """Stage 2: RNet rescoring, NMS, regression, squaring."""
         s = self.settings
-        boxes, inds, out = self._classify_crops("rnet", imgs, boxes, inds)
+        boxes, inds, out = self._classify_crops("rnet", sat, boxes, inds)
         if out is None:
             return boxes, boxes.new_zeros(0), inds
         offsets, probs = out
@@ -159,10 +169,10 @@ class Detector:
         boxes = C.square(C.regress(boxes[keep], offsets[keep]))
         return boxes, scores[keep], inds[keep]
 
-    def _output(self, imgs: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
+    def _output(self, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
         """Stage 3: ONet rescoring, regression, min-overlap NMS."""
         s = self.settings
-        boxes, inds, out = self._classify_crops("onet", imgs, boxes, inds)
+        boxes, inds, out = self._classify_crops("onet", sat, boxes, inds)
         if out is None:
             return boxes, boxes.new_zeros(0), inds
         offsets, _landmarks, probs = out
@@ -174,9 +184,15 @@ class Detector:
         return boxes[keep], scores[keep], inds[keep]
 
 
-def load_detector(model: str | Path = "pretrained", **setting_overrides) -> Detector:
-    """``"pretrained"`` or a checkpoint folder; ``None`` overrides keep the defaults/stored values."""
+def load_detector(model: str | Path = "pretrained", **setting_overrides):
+    """``"pretrained"``, ``"facenet-reference"`` (facenet-pytorch's own MTCNN, for comparisons)
+    or a checkpoint folder. ``None`` overrides keep the defaults / the checkpoint's stored values."""
     overrides = {k: v for k, v in setting_overrides.items() if v is not None}
     if str(model) == "pretrained":
         return Detector(settings=DetectorSettings(**overrides))
+    if str(model) == "facenet-reference":
+        from .reference import FacenetReference
+
+        settings = DetectorSettings(**overrides)
+        return FacenetReference(settings.device, settings)
     return Detector.from_checkpoint(model, **overrides)

@@ -19,7 +19,8 @@ import numpy as np
 from .atomic import write_json
 from .data.records import Dataset
 from .detector import Detections, Detector, DetectorSettings
-from .errors import FacecmpError, ModelError
+from .errors import FacecmpError
+from .reference import FacenetReference
 
 # Bump when a change to training or calibration makes cached checkpoints stale.
 CACHE_VERSION = 1
@@ -113,30 +114,6 @@ def _pretrained_calibrated(bench: Workbench) -> Prepared:
 
 
 # -- facenet-pytorch's own MTCNN, the peer we measure against -------------------------------
-class FacenetReference:
-    def __init__(self, device: str = "cpu", settings: DetectorSettings = DetectorSettings()):
-        try:
-            from facenet_pytorch import MTCNN
-        except ImportError as exc:
-            raise ModelError(f"facenet-pytorch is not importable ({exc}); run: pip install --no-deps facenet-pytorch==2.6.0 requests tqdm") from None
-        self.mtcnn = MTCNN(
-            keep_all=True, device=device, min_face_size=settings.min_face_size,
-            thresholds=list(settings.thresholds), factor=settings.factor,
-        )
-
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        from PIL import Image
-
-        out = []
-        for image in images:
-            boxes, probs = self.mtcnn.detect(Image.fromarray(image))
-            if boxes is None:
-                out.append(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
-            else:
-                out.append(Detections(np.asarray(boxes, np.float32), np.asarray(probs, np.float32)))
-        return out
-
-
 def _facenet_reference(bench: Workbench) -> Prepared:
     settings = DetectorSettings(device=bench.device)
     return Prepared(FacenetReference(bench.device, settings), settings={"thresholds": list(settings.thresholds)})

@@ -110,10 +110,20 @@ def test_crop_resize_equals_area_interpolation(windows, size):
     wins[:, 2] = np.maximum(wins[:, 2], wins[:, 0] + 1)
     wins[:, 3] = np.maximum(wins[:, 3], wins[:, 1] + 1)
     inds = torch.arange(len(wins)) % 2
-    got = C.crop_resize(images, wins, inds, size)
+    got = C.crop_resize(C.integral_image(images), wins, inds, size)
     for k, (x0, y0, x1, y1) in enumerate(wins):
         want = F.interpolate(images[inds[k] : inds[k] + 1, :, y0:y1, x0:x1], size=(size, size), mode="area")
         torch.testing.assert_close(got[k : k + 1], want, atol=1e-3, rtol=0)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 70))
+def test_area_resize_equals_area_interpolation(out_h, out_w):
+    gen = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (2, 3, 45, 61), generator=gen).float()
+    got = C.area_resize(C.integral_image(images), (out_h, out_w))
+    want = F.interpolate(images, size=(out_h, out_w), mode="area")
+    torch.testing.assert_close(got, want, atol=1e-3, rtol=0)
 
 
 def test_nms_min_suppresses_contained_boxes():
