@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import DataError
 from .images import read_image
 from .layout import find_parts, read_test, read_training
+from .facesizes import suggest_min_face_size
 from .records import Dataset, Problem
 
 # Face-width buckets in pixels; 12 is the smallest face PNet sees at scale 1.
@@ -82,6 +83,7 @@ def _dataset_summary(ds: Dataset) -> list[str]:
         lines.append(f"  face width px: min {widths.min()}, "
                      + ", ".join(f"p{p} {v}" for p, v in zip(PERCENTILES, pct)) + f", max {widths.max()}")
         lines.append("  width histogram: " + ", ".join(f"{k}: {v}" for k, v in width_histogram(widths)))
+        lines.append(f"  suggested --min-face: {suggest_min_face_size(ds):.0f} px (keeps 99% of faces above it)")
     if ds.missing:
         shown = ", ".join(ds.missing[:10]) + (", ..." if len(ds.missing) > 10 else "")
         lines.append(f"  missing images: {len(ds.missing)} listed in the ground truth but absent ({shown})")

@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from facecmp.data.facesizes import face_sides, suggest_min_face_size
+from facecmp.data.records import Dataset, ImageRecord
+from facecmp.detector import Detector
+from facecmp.min_face import min_face_tradeoff
+
+
+def _dataset(sides):
+    boxes = np.array([[0, 0, s - 1, s + 9] for s in sides], dtype=np.int64)
+    return Dataset("sizes", [ImageRecord("a.jpg", None, boxes, ("x",) * len(sides))])
+
+
+def test_face_sides_are_the_shorter_inclusive_side():
+    np.testing.assert_array_equal(face_sides(_dataset([15, 40])), [15, 40])
+
+
+def test_suggestion_keeps_the_requested_share_of_faces():
+    sides = np.arange(10, 110)  # 100 faces, 10..109 px
+    ds = _dataset(sides)
+    size = suggest_min_face_size(ds, coverage=0.9)
+    assert (face_sides(ds) >= size).mean() >= 0.9
+    assert suggest_min_face_size(ds, coverage=0.5) > size
+
+
+def test_suggestion_never_goes_below_pnet_window():
+    assert suggest_min_face_size(_dataset([3, 4, 5])) == 12.0
+
+
+@pytest.mark.slow
+def test_tradeoff_reports_each_size(tmp_path):
+    from facecmp.data import load_archive
+    from facecmp.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "ds", n_train_per_character=1, n_test=4, seed=3)
+    test = load_archive(root).test
+    rows = min_face_tradeoff(Detector(), test, [20, 60])
+    assert [r["min_face_size"] for r in rows] == [20.0, 60.0]
+    assert rows[0]["faces_below"] <= rows[1]["faces_below"]
+    assert all(0.0 <= r["ap_cava"] <= 1.0 and r["ms_per_image"] > 0 for r in rows)
