@@ -24,6 +24,16 @@ def _thresholds(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -87,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="pretrained", help="'pretrained', a checkpoint folder from `facecmp finetune`, or 'facenet-reference' (facenet-pytorch's own MTCNN)")
     p.add_argument("--batch-size", type=_positive_int, default=1)
     p.add_argument(
-        "--workers", type=int, default=None,
+        "--workers", type=_non_negative_int, default=None,
         help="processes that decode and detect in parallel, one thread each "
         "(default: --threads on CPU for 16+ images, else 0 = in this process)",
     )
