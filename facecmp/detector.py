@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from . import cascade as C
+from .errors import ModelError
 from .models import STAGES, build_network, pretrained_network
 
 # Batches handed to RNet/ONet at once; bounds memory on images with thousands of proposals.
@@ -81,7 +82,10 @@ class Detector:
             stored["thresholds"] = tuple(ckpt.thresholds)
         if ckpt.meta.get("min_face_size"):
             stored["min_face_size"] = float(ckpt.meta["min_face_size"])
-        settings = DetectorSettings(**{**stored, **{k: v for k, v in setting_overrides.items() if v is not None}})
+        try:
+            settings = DetectorSettings(**{**stored, **{k: v for k, v in setting_overrides.items() if v is not None}})
+        except ValueError as exc:
+            raise ModelError(f"{path}: stored detector settings are invalid ({exc})") from None
         return cls(nets, settings)
 
     def with_settings(self, **changes) -> "Detector":

@@ -120,7 +120,18 @@ def load_predictions(pred_dir: str | Path, name: str = DEFAULT_NAME) -> Predicti
     return Predictions(boxes, scores, file_names)
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def _load_array(path: Path) -> np.ndarray:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(NPY_MAGIC))
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc})") from None
+    if magic != NPY_MAGIC:
+        # Without this check numpy would try to unpickle it and call it an object array.
+        raise DataError(f"{path}: not a numpy .npy file (no .npy header). Save it with np.save.")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:

@@ -1,12 +1,167 @@
-"""facecmp's pytest plugin (registered through the ``pytest11`` entry point)."""
+"""facecmp's pytest plugin (registered through the ``pytest11`` entry point).
+
+Wiring only: options -> ``BenchOptions``; one ``BenchSession`` per run (facecmp/benchsession.py
+does the work); fixtures; ``variant`` / gate parametrization; the table and report at the end.
+Nothing is loaded until a test requests one of the fixtures below.
+
+Fixtures: ``facecmp_session``, ``facecmp_splits``, ``facecmp_test_set``, ``variant`` (every
+selected variant), ``variant_prepared`` (its ready detector), ``variant_result`` (that variant's detections + evaluation, computed once per
+session), ``facecmp_gates`` (the gates of this dataset), ``facecmp_relation`` / ``facecmp_speed_gate``
+(parametrized over the relational / speed gates of the gates file).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .benchsession import DEFAULT_DEV_PER_FOLDER, DEFAULT_SPLIT, BenchOptions, BenchSession, default_cache_dir
+from .errors import FacecmpError
+from .gates import GateFailed, GateSet, load_gates
+
+SESSION_KEY = pytest.StashKey[BenchSession]()
+GATES_FILE = "gates.toml"
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("facecmp", "facecmp benchmark suite")
     group.addoption("--facecmp-data", default=None, help="course archive root (default: the built-in generated dataset)")
-    group.addoption("--facecmp-split", default="split:50", help="test images when the archive has no test part: split:N (N per training folder)")
+    group.addoption("--facecmp-split", default=DEFAULT_SPLIT, help="test images when the archive has no test part: split:N (N per training folder)")
     group.addoption("--facecmp-variants", default=None, help="comma-separated subset of variants to run")
     group.addoption("--facecmp-report", default=None, help="folder for report.md, results.json and plots")
     group.addoption("--facecmp-device", default="cpu", help="torch device (default cpu)")
+    group.addoption("--facecmp-cache", default=None, help="cache for generated data and trained checkpoints (default: $FACECMP_CACHE or <rootdir>/.facecmp_cache)")
+    group.addoption("--facecmp-max-test-images", type=int, default=None, metavar="N", help="evaluate on the first N test images only (time budget)")
+    group.addoption("--facecmp-workers", type=int, default=0, metavar="N", help="worker processes for the evaluation pass over the test images (default 0: in process)")
+    group.addoption("--facecmp-dev", type=int, default=DEFAULT_DEV_PER_FOLDER, metavar="N", help=f"dev images per training folder for threshold calibration (default {DEFAULT_DEV_PER_FOLDER})")
+    group.addoption("--facecmp-gates", default=None, help=f"gates file (default: {GATES_FILE} beside the test module)")
+
+
+def _options(config: pytest.Config) -> BenchOptions:
+    opt = config.getoption
+    variants = opt("--facecmp-variants")
+    cache = opt("--facecmp-cache")
+    return BenchOptions(
+        data=Path(opt("--facecmp-data")) if opt("--facecmp-data") else None,
+        split=opt("--facecmp-split"),
+        variants=tuple(v.strip() for v in variants.split(",") if v.strip()) if variants else None,
+        report=Path(opt("--facecmp-report")) if opt("--facecmp-report") else None,
+        device=opt("--facecmp-device"),
+        cache_dir=Path(cache) if cache else default_cache_dir(config.rootpath),
+        max_test_images=opt("--facecmp-max-test-images"),
+        workers=opt("--facecmp-workers"),
+        dev_per_folder=opt("--facecmp-dev"),
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SESSION_KEY] = BenchSession(_options(config))
+
+
+def _session(config: pytest.Config) -> BenchSession:
+    return config.stash[SESSION_KEY]
+
+
+def _gates_path(config: pytest.Config, test_path: Path) -> Path:
+    given = config.getoption("--facecmp-gates")
+    return Path(given) if given else Path(test_path).parent / GATES_FILE
+
+
+def _facecmp_errors_as_failures(fn, *args):
+    """Run a session step; a FacecmpError becomes a plain failure with its message (no traceback)."""
+    try:
+        return fn(*args)
+    except FacecmpError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+# -- parametrization ---------------------------------------------------------------------------
+def _explicitly_parametrized(metafunc, name: str) -> bool:
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+        if name in names:
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    session = _session(metafunc.config)
+    if "variant" in metafunc.fixturenames and not _explicitly_parametrized(metafunc, "variant"):
+        try:
+            names, problem = session.variant_names, None
+        except FacecmpError as exc:
+            names, problem = [], str(exc)
+        if problem:
+            pytest.fail(f"--facecmp-variants: {problem}", pytrace=False)
+        metafunc.parametrize("variant", names, ids=names)
+    for fixture, attr in (("facecmp_relation", "relations"), ("facecmp_speed_gate", "speed")):
+        if fixture in metafunc.fixturenames:
+            gates = load_gates(_gates_path(metafunc.config, metafunc.definition.path), session.dataset_key)
+            chosen = getattr(gates, attr)
+            metafunc.parametrize(fixture, chosen, ids=[g.name.replace(" ", "_") for g in chosen])
+
+
+# -- fixtures ------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def facecmp_session(pytestconfig: pytest.Config) -> BenchSession:
+    return _session(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def facecmp_splits(facecmp_session: BenchSession):
+    return _facecmp_errors_as_failures(lambda: facecmp_session.splits)
+
+
+@pytest.fixture(scope="session")
+def facecmp_test_set(facecmp_splits):
+    return facecmp_splits.test
+
+
+@pytest.fixture
+def variant_prepared(facecmp_session: BenchSession, variant: str):
+    return _facecmp_errors_as_failures(facecmp_session.prepared, variant)
+
+
+@pytest.fixture
+def variant_result(facecmp_session: BenchSession, variant: str):
+    return _facecmp_errors_as_failures(facecmp_session.result, variant)
+
+
+@pytest.fixture
+def facecmp_gates(request: pytest.FixtureRequest, facecmp_session: BenchSession) -> GateSet:
+    return _facecmp_errors_as_failures(
+        load_gates, _gates_path(request.config, request.path), facecmp_session.dataset_key
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A failed gate is reported as its message alone: which gate, measured what, short by how much."""
+    try:
+        return (yield)
+    except GateFailed as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+# -- the end of the session --------------------------------------------------------------------
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    bench = _session(session.config)
+    out = bench.options.report
+    if out is not None and bench.evaluated():
+        bench.report_path = bench.write_report(out)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    bench = _session(config)
+    table = bench.summary_table()
+    if table is None:
+        return
+    terminalreporter.section(f"facecmp: {bench.dataset_key}")
+    terminalreporter.write_line(table)
+    for note in bench.notes():
+        terminalreporter.write_line(f"- {note}")
+    if bench.report_path is not None:
+        terminalreporter.write_line(f"report: {bench.report_path / 'report.md'} (results.json, pr_curves.png, speed.png, samples.png)")

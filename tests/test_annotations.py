@@ -93,7 +93,7 @@ def test_read_ground_truth_raises_one_error_listing_every_bad_line(tmp_path):
     with pytest.raises(DataError) as info:
         read_ground_truth(path)
     message = str(info.value)
-    assert "15 errors" in message
+    assert "15 error(s)" in message
     assert f"{path}:2:" in message and f"{path}:11:" in message
     assert "and 5 more" in message
 

@@ -113,7 +113,7 @@ def clip_box(
     problems = []
     edge_convention = size is not None and (x1 <= size[0] and y1 <= size[1]) and x0 >= 0 and y0 >= 0
     if clipped != entry.box and not edge_convention:
-        where = f" of the {size[0]}x{size[1]} image" if size is not None else ""
+        where = f" ({size[0]}x{size[1]})" if size is not None else ""
         problems.append(
             Problem(entry.file, entry.line, f"box {list(entry.box)} of {entry.image} reaches outside the image{where}; "
                     f"clipped to {list(clipped)}", severity="warning")
@@ -162,7 +162,7 @@ def raise_for_problems(problems: list[Problem], *, strict: bool, what: str, limi
         return
     shown = "\n".join(f"  {p}" for p in fatal[:limit])
     more = f"\n  ... and {len(fatal) - limit} more" if len(fatal) > limit else ""
-    kind = "problems (strict mode)" if strict else "errors"
+    kind = ("problem(s) (strict mode)" if strict else "error(s)")
     raise DataError(
         f"{what}: {len(fatal)} {kind} in the annotations:\n{shown}{more}\n"
         "Fix the lines listed (or run `facecmp check` for the full report)"
