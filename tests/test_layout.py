@@ -71,7 +71,7 @@ def test_training_collects_all_errors_into_one_data_error(tmp_path):
     with pytest.raises(DataError) as info:
         load_training(train)
     message = str(info.value)
-    assert "3 errors" in message
+    assert "3 error(s)" in message
     assert "ann_annotations.txt:1" in message and "ann_annotations.txt:3" in message
     assert "ann/0009.jpg not found" in message
 
