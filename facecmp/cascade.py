@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import batched_nms
+
+from .nms import batched_nms
 
 PNET_STRIDE = 2
 PNET_CELL = 12
