@@ -23,7 +23,7 @@ from .errors import FacecmpError
 from .reference import FacenetReference
 
 # Bump when a change to training or calibration makes cached checkpoints stale.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 class DetectorLike(Protocol):

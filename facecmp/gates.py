@@ -1,0 +1,296 @@
+"""Benchmark gates: minimum accuracy per variant, and relations between variants, read from TOML.
+
+A gates file has one table per dataset (``[default]`` for the built-in generated data,
+``[dexter]`` for an archive folder named ``dexter``) and one ``[[speed]]`` list that holds for
+every dataset::
+
+    [dexter]
+    test = "split:50"                # how the test images were chosen when the numbers were measured
+    n_test_images = 200              # optional, like dev_per_folder / seed / test_fingerprint
+    [dexter.finetuned-pnet]          # minimum per metric (ap_cava, ap_voc, recall, precision)
+    ap_cava = 0.60
+    [[dexter.relations]]             # a.metric >= b.metric + by
+    variant = "finetuned-pnet"
+    beats = "pretrained"
+    by = 0.05
+    [[dexter.relations]]             # |a.metric - b.metric| <= tolerance
+    variant = "pretrained"
+    within = "facenet-reference"
+    tolerance = 0.01
+
+    [[speed]]                        # ms/image of `than` / ms/image of `variant` >= at_least
+    variant = "pretrained"
+    faster_than = "facenet-reference"
+    at_least = 1.0
+
+Speed gates are ratios measured in the same run, never absolute seconds. A failed gate says
+which gate failed and by how much.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import FacecmpError
+
+METRICS = ("ap_cava", "ap_voc", "recall", "precision")
+# Keys of a dataset table that describe how its numbers were measured (not gates).
+SETTING_KEYS = ("test", "n_test_images", "dev_per_folder", "seed", "test_fingerprint")
+
+Values = Mapping[str, Mapping[str, float]]  # variant -> metric -> measured value
+
+
+class GatesFileError(FacecmpError):
+    """The gates file cannot be read or says something we do not understand."""
+
+
+class GateFailed(AssertionError):
+    """A benchmark gate did not hold; the message says which and by how much."""
+
+
+def _num(v: float) -> str:
+    """A threshold as written: at least two decimals, more only when it has them."""
+    text = f"{v:.2f}"
+    return text if math.isclose(float(text), v, abs_tol=1e-12) else f"{v:g}"
+
+
+@dataclass(frozen=True)
+class MinimumGate:
+    scope: str
+    variant: str
+    metric: str
+    minimum: float
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return (self.variant,)
+
+    @property
+    def name(self) -> str:
+        return f"{self.scope}.{self.variant}.{self.metric} >= {_num(self.minimum)}"
+
+    def failure(self, values: Values) -> str | None:
+        measured = values[self.variant][self.metric]
+        if measured >= self.minimum:
+            return None
+        return f"gate {self.name} failed: measured {measured:.3f} (short by {self.minimum - measured:.3f})"
+
+
+@dataclass(frozen=True)
+class BeatsGate:
+    scope: str
+    variant: str
+    other: str
+    metric: str
+    by: float
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return (self.variant, self.other)
+
+    @property
+    def name(self) -> str:
+        return f"{self.scope}.{self.variant}.{self.metric} >= {self.other}.{self.metric} + {_num(self.by)}"
+
+    def failure(self, values: Values) -> str | None:
+        a, b = values[self.variant][self.metric], values[self.other][self.metric]
+        if a - b >= self.by:
+            return None
+        return (
+            f"gate {self.name} failed: measured {a:.3f} vs {b:.3f} ({a - b:+.3f}, short by {self.by - (a - b):.3f})"
+        )
+
+
+@dataclass(frozen=True)
+class WithinGate:
+    scope: str
+    variant: str
+    other: str
+    metric: str
+    tolerance: float
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return (self.variant, self.other)
+
+    @property
+    def name(self) -> str:
+        return f"{self.scope}.{self.variant}.{self.metric} within {_num(self.tolerance)} of {self.other}.{self.metric}"
+
+    def failure(self, values: Values) -> str | None:
+        a, b = values[self.variant][self.metric], values[self.other][self.metric]
+        if abs(a - b) <= self.tolerance:
+            return None
+        return (
+            f"gate {self.name} failed: measured {a:.3f} vs {b:.3f} "
+            f"(differs by {abs(a - b):.3f}, over by {abs(a - b) - self.tolerance:.3f})"
+        )
+
+
+@dataclass(frozen=True)
+class SpeedGate:
+    """``variant`` is at least ``at_least`` times as fast as ``other`` (ms/image ratio, same run)."""
+
+    variant: str
+    other: str
+    at_least: float
+    scope: str = "speed"
+    metric: str = "ms_per_image"
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return (self.variant, self.other)
+
+    @property
+    def name(self) -> str:
+        return f"{self.scope}.{self.variant} >= {_num(self.at_least)}x as fast as {self.other}"
+
+    def ratio(self, values: Values) -> float:
+        return values[self.other][self.metric] / values[self.variant][self.metric]
+
+    def failure(self, values: Values) -> str | None:
+        ratio = self.ratio(values)
+        if ratio >= self.at_least:
+            return None
+        a, b = values[self.variant][self.metric], values[self.other][self.metric]
+        return (
+            f"gate {self.name} failed: measured {ratio:.2f}x ({a:.1f} vs {b:.1f} ms/image; "
+            f"short by {self.at_least - ratio:.2f}x)"
+        )
+
+
+Gate = MinimumGate | BeatsGate | WithinGate | SpeedGate
+
+
+def check(gate: Gate, values: Values) -> None:
+    """Raise ``GateFailed`` with the gate's message when it does not hold."""
+    message = gate.failure(values)
+    if message is not None:
+        raise GateFailed(message)
+
+
+def check_all(gates, values: Values) -> None:
+    """Check every gate; one ``GateFailed`` listing all failures (so one run shows them all)."""
+    failures = [m for m in (g.failure(values) for g in gates) if m is not None]
+    if failures:
+        raise GateFailed("\n".join(failures))
+
+
+@dataclass
+class GateSet:
+    """The gates of one dataset (plus the dataset-independent speed gates) from one file."""
+
+    path: Path
+    dataset: str
+    found: bool  # whether the file has a table for this dataset
+    settings: dict = field(default_factory=dict)
+    minimums: list[MinimumGate] = field(default_factory=list)
+    relations: list[BeatsGate | WithinGate] = field(default_factory=list)
+    speed: list[SpeedGate] = field(default_factory=list)
+
+    def minimums_for(self, variant: str) -> list[MinimumGate]:
+        return [g for g in self.minimums if g.variant == variant]
+
+    def mismatch(self, run: Mapping[str, object]) -> str | None:
+        """Why the accuracy gates do not apply to a run with these settings (None when they do)."""
+        if not self.found:
+            return (
+                f"{self.path}: no gates for dataset {self.dataset!r}; add a [{self.dataset}] table "
+                "(measure first, then set gates below the measured numbers)"
+            )
+        for key, expected in self.settings.items():
+            if key in run and run[key] != expected:
+                return (
+                    f"{self.path}: the [{self.dataset}] gates were measured with {key} = {expected!r}, "
+                    f"this run has {run[key]!r}; accuracy gates do not apply"
+                )
+        return None
+
+
+def _where(path: Path, key: str) -> str:
+    return f"{path}: [{key}]"
+
+
+def _number(path: Path, key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GatesFileError(f"{_where(path, key)}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _metric(path: Path, key: str, metric) -> str:
+    if metric not in METRICS:
+        raise GatesFileError(f"{_where(path, key)}: unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    return metric
+
+
+def _relation(path: Path, scope: str, i: int, entry) -> BeatsGate | WithinGate:
+    key = f"[{scope}.relations] #{i + 1}"
+    if not isinstance(entry, dict) or "variant" not in entry:
+        raise GatesFileError(f"{path}: {key}: expected a table with variant = \"...\"")
+    metric = _metric(path, key, entry.get("metric", "ap_cava"))
+    extra = set(entry) - {"variant", "metric", "beats", "by", "within", "tolerance"}
+    if extra:
+        raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
+    if "beats" in entry and "within" not in entry:
+        return BeatsGate(scope, entry["variant"], entry["beats"], metric, _number(path, key, entry.get("by", 0.0)))
+    if "within" in entry and "beats" not in entry:
+        if "tolerance" not in entry:
+            raise GatesFileError(f"{path}: {key}: 'within' needs tolerance = <max AP difference>")
+        return WithinGate(scope, entry["variant"], entry["within"], metric, _number(path, key, entry["tolerance"]))
+    raise GatesFileError(f"{path}: {key}: expected exactly one of beats = \"other\" or within = \"other\"")
+
+
+def _speed(path: Path, i: int, entry) -> SpeedGate:
+    key = f"[[speed]] #{i + 1}"
+    if not isinstance(entry, dict) or not {"variant", "faster_than", "at_least"} <= set(entry):
+        raise GatesFileError(f"{path}: {key}: expected variant = \"a\", faster_than = \"b\", at_least = <ratio>")
+    extra = set(entry) - {"variant", "faster_than", "at_least"}
+    if extra:
+        raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
+    ratio = _number(path, key, entry["at_least"])
+    if ratio <= 0:
+        raise GatesFileError(f"{path}: {key}: at_least must be a positive speed ratio, got {ratio}")
+    return SpeedGate(entry["variant"], entry["faster_than"], ratio)
+
+
+def parse_gates(doc: dict, dataset: str, path: Path = Path("gates.toml")) -> GateSet:
+    speed_entries = doc.get("speed", [])
+    if not isinstance(speed_entries, list):
+        raise GatesFileError(f"{path}: 'speed' must be a list of tables ([[speed]])")
+    gates = GateSet(path, dataset, found=dataset in doc, speed=[_speed(path, i, e) for i, e in enumerate(speed_entries)])
+    table = doc.get(dataset, {})
+    if not isinstance(table, dict):
+        raise GatesFileError(f"{path}: {dataset!r} must be a table")
+    for key, value in table.items():
+        if key in SETTING_KEYS:
+            gates.settings[key] = value
+        elif key == "relations":
+            if not isinstance(value, list):
+                raise GatesFileError(f"{path}: {dataset}.relations must be a list of tables ([[{dataset}.relations]])")
+            gates.relations.extend(_relation(path, dataset, i, e) for i, e in enumerate(value))
+        elif isinstance(value, dict):  # a variant's minimums
+            for metric, minimum in value.items():
+                where = f"{dataset}.{key}"
+                gates.minimums.append(MinimumGate(dataset, key, _metric(path, where, metric), _number(path, where, minimum)))
+        else:
+            raise GatesFileError(
+                f"{_where(path, dataset)}: unknown key {key!r}; expected a variant table, relations, "
+                f"or one of {', '.join(SETTING_KEYS)}"
+            )
+    return gates
+
+
+def load_gates(path: str | Path, dataset: str) -> GateSet:
+    """The gates of ``dataset`` in the TOML file ``path`` (an empty set when the file does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return GateSet(path, dataset, found=False)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise GatesFileError(f"{path}: not valid TOML ({exc}); fix the file or remove it") from None
+    return parse_gates(doc, dataset, path)

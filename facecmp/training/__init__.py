@@ -1,0 +1,25 @@
+"""Fine-tuning MTCNN stages: sample mining, losses, the training loop, threshold calibration."""
+
+from .calibrate import DEFAULT_GRID, best_thresholds, stage_recall
+from .finetune import finetune
+from .loop import TrainResult, TrainSettings, train_stage
+from .losses import LossWeights, mtcnn_loss
+from .samples import MiningSettings, SampleDataset, SampleSet, iou_labels, mine_pnet_samples, mine_samples
+
+__all__ = [
+    "DEFAULT_GRID",
+    "LossWeights",
+    "MiningSettings",
+    "SampleDataset",
+    "SampleSet",
+    "TrainResult",
+    "TrainSettings",
+    "best_thresholds",
+    "finetune",
+    "iou_labels",
+    "mine_pnet_samples",
+    "mine_samples",
+    "mtcnn_loss",
+    "stage_recall",
+    "train_stage",
+]

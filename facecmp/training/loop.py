@@ -1,0 +1,200 @@
+"""Training one cascade stage on mined samples, the other stages frozen.
+
+Read top to bottom: settings -> freeze -> split -> data loaders -> optimizer and schedule ->
+(resume) -> epochs of train / validate / early-stop / checkpoint -> best weights.
+
+Everything random is seeded: the train/validation split (numpy), the shuffling and the flip
+augmentation (one torch.Generator whose state is checkpointed), so a run resumed from
+``train_state.pt`` continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import atomic
+from ..errors import ModelError
+from .losses import LossWeights, mtcnn_loss
+from .samples import SampleDataset, SampleSet, hflip
+
+STATE_FILE = "train_state.pt"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 15
+    batch_size: int = 256
+    lr: float = 1e-3
+    # Learning rate multiplied by this after every epoch (independent of ``epochs``, so resuming
+    # with a larger ``epochs`` continues the same schedule).
+    lr_decay: float = 0.85
+    weight_decay: float = 1e-5
+    # Stop after this many epochs without a better validation loss; keep the best epoch's weights.
+    patience: int = 3
+    val_fraction: float = 0.1
+    flip: bool = True
+    loss: LossWeights = field(default_factory=LossWeights)
+    threads: int = 2
+
+
+@dataclass
+class TrainResult:
+    state_dict: dict[str, torch.Tensor]
+    # One entry per epoch: {"epoch", "lr", "train_loss", "train_cls", "train_box", "val_loss", "val_cls", "val_box", "val_accuracy"}
+    history: list[dict]
+    best_epoch: int
+    stopped_early: bool
+
+
+def freeze_all_but(nets: Mapping[str, nn.Module], stage: str) -> nn.Module:
+    """Only ``nets[stage]`` keeps gradients; the others are frozen in eval mode."""
+    for name, net in nets.items():
+        net.requires_grad_(name == stage)
+        if name != stage:
+            net.eval()
+    return nets[stage]
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng([seed, 1]).permutation(n)
+    n_val = max(1, int(round(n * val_fraction))) if n > 1 else 0
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def net_outputs(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (N, 2), offsets (N, 4))`` for any stage (PNet's 1x1 maps are flattened)."""
+    out = net(x, logits=True)
+    return out[-1].flatten(1), out[0].flatten(1)
+
+
+def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_generator=None, progress=None) -> dict[str, float]:
+    """One pass over ``loader``; trains when ``optimizer`` is given. Returns sample-weighted mean losses."""
+    totals = {"loss": 0.0, "cls": 0.0, "box": 0.0, "correct": 0, "classified": 0}
+    seen = 0
+    net.train(optimizer is not None)
+    with torch.set_grad_enabled(optimizer is not None):
+        for images, labels, targets in loader:
+            if flip_generator is not None:
+                flip = torch.rand(len(images), generator=flip_generator) < 0.5
+                images[flip], targets[flip] = hflip(images[flip], targets[flip])
+            images, labels, targets = images.to(device), labels.to(device), targets.to(device)
+            logits, offsets = net_outputs(net, images)
+            loss, cls, box = mtcnn_loss(logits, offsets, labels, targets, weights)
+            if optimizer is not None:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            n = len(labels)
+            seen += n
+            totals["loss"] += loss.item() * n
+            totals["cls"] += cls.item() * n
+            totals["box"] += box.item() * n
+            classified = labels >= 0
+            totals["correct"] += int((logits.argmax(1)[classified] == labels[classified]).sum())
+            totals["classified"] += int(classified.sum())
+            if progress is not None:
+                progress.set_postfix(loss=f"{totals['loss'] / seen:.4f}", refresh=False)
+    out = {k: totals[k] / max(seen, 1) for k in ("loss", "cls", "box")}
+    out["accuracy"] = totals["correct"] / max(totals["classified"], 1)
+    return out
+
+
+def train_stage(
+    nets: Mapping[str, nn.Module],
+    stage: str,
+    samples: SampleSet,
+    out_dir: str | Path,
+    settings: TrainSettings = TrainSettings(),
+    seed: int = 0,
+    device: str = "cpu",
+    resume: bool = False,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune ``nets[stage]`` in place on ``samples``; return the best epoch's weights."""
+    torch.set_num_threads(settings.threads)
+    torch.manual_seed(seed)
+    out_dir = Path(out_dir)
+    state_path = out_dir / STATE_FILE
+
+    # Freeze every other stage; only this stage's parameters reach the optimizer.
+    net = freeze_all_but(nets, stage).to(device)
+
+    # Data: a seeded held-out split for validation; one generator drives shuffling and flips.
+    train_idx, val_idx = split_indices(len(samples), settings.val_fraction, seed)
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ModelError(f"only {len(samples)} training samples were mined; need at least 2 (more images or faces?)")
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = torch.utils.data.DataLoader(
+        SampleDataset(samples.take(train_idx)), batch_size=settings.batch_size, shuffle=True, generator=generator, num_workers=0
+    )
+    val_loader = torch.utils.data.DataLoader(SampleDataset(samples.take(val_idx)), batch_size=1024, shuffle=False, num_workers=0)
+    val_weights = LossWeights(settings.loss.classification, settings.loss.box, hard_ratio=1.0)
+
+    # Optimizer over this stage only, with a per-epoch exponential decay.
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
+
+    # Where we are: fresh, or restored from the last finished epoch.
+    run_id = {"stage": stage, "seed": seed, "n_samples": len(samples), "settings": {k: v for k, v in asdict(settings).items() if k != "epochs"}}
+    history: list[dict] = []
+    best = {"val_loss": math.inf, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
+    bad_epochs, stopped = 0, False
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state.get("run_id") != run_id:
+            raise ModelError(
+                f"{state_path}: was written by a run with different data or settings, so it cannot be resumed. "
+                "Drop --resume to start over, or use another output folder."
+            )
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, bad_epochs, stopped = state["history"], state["best"], state["bad_epochs"], state["stopped"]
+
+    epochs = tqdm(range(len(history), settings.epochs), desc=f"training {stage}", disable=not progress, unit="epoch",
+                  initial=len(history), total=settings.epochs)
+    for epoch in epochs:
+        if stopped:
+            break
+        lr = optimizer.param_groups[0]["lr"]
+        train = run_epoch(net, train_loader, settings.loss, device, optimizer, generator if settings.flip else None,
+                          epochs if progress else None)
+        val = run_epoch(net, val_loader, val_weights, device)
+        scheduler.step()
+        history.append({
+            "epoch": epoch + 1, "lr": lr,
+            "train_loss": train["loss"], "train_cls": train["cls"], "train_box": train["box"],
+            "val_loss": val["loss"], "val_cls": val["cls"], "val_box": val["box"], "val_accuracy": val["accuracy"],
+        })
+        epochs.set_postfix(train=f"{train['loss']:.4f}", val=f"{val['loss']:.4f}", acc=f"{val['accuracy']:.3f}")
+
+        # Early stopping on the validation loss.
+        if val["loss"] < best["val_loss"]:
+            best = {"val_loss": val["loss"], "epoch": epoch + 1, "state_dict": copy.deepcopy(net.state_dict())}
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+            stopped = bad_epochs >= settings.patience
+
+        # Checkpoint the whole run state after every epoch.
+        atomic.save_torch(state_path, {
+            "run_id": run_id, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped,
+        })
+    epochs.close()
+
+    net.load_state_dict(best["state_dict"])
+    net.eval()
+    return TrainResult(state_dict=copy.deepcopy(net.state_dict()), history=history, best_epoch=best["epoch"], stopped_early=stopped)

@@ -1,0 +1,154 @@
+"""Gates: parsing gates.toml, checking absolute / relational / speed gates, and their messages."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from facecmp.gates import (
+    BeatsGate,
+    GateFailed,
+    GatesFileError,
+    MinimumGate,
+    SpeedGate,
+    WithinGate,
+    check,
+    check_all,
+    load_gates,
+)
+
+GATES = """
+[[speed]]
+variant = "pretrained"
+faster_than = "facenet-reference"
+at_least = 1.5
+
+[dexter]
+test = "split:50"
+dev_per_folder = 5
+
+[dexter.finetuned-pnet]
+ap_cava = 0.60
+recall = 0.7
+
+[dexter.pretrained]
+ap_cava = 0.3
+
+[[dexter.relations]]
+variant = "finetuned-pnet"
+beats = "pretrained"
+by = 0.05
+
+[[dexter.relations]]
+variant = "pretrained"
+within = "facenet-reference"
+tolerance = 0.01
+metric = "ap_voc"
+"""
+
+unit = st.floats(0.0, 1.0, allow_nan=False)
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "gates.toml"
+    path.write_text(text)
+    return path
+
+
+def test_minimum_gate_message_names_the_gate_and_the_shortfall():
+    gate = MinimumGate("dexter", "finetuned-pnet", "ap_cava", 0.60)
+    with pytest.raises(GateFailed) as info:
+        check(gate, {"finetuned-pnet": {"ap_cava": 0.512}})
+    assert str(info.value) == "gate dexter.finetuned-pnet.ap_cava >= 0.60 failed: measured 0.512 (short by 0.088)"
+
+
+def test_relational_and_speed_messages():
+    beats = BeatsGate("dexter", "finetuned-pnet", "pretrained", "ap_cava", 0.05)
+    with pytest.raises(GateFailed, match=r"dexter.finetuned-pnet.ap_cava >= pretrained.ap_cava \+ 0.05 failed: "
+                                         r"measured 0.612 vs 0.590 \(\+0.022, short by 0.028\)"):
+        check(beats, {"finetuned-pnet": {"ap_cava": 0.612}, "pretrained": {"ap_cava": 0.59}})
+    within = WithinGate("dexter", "pretrained", "facenet-reference", "ap_cava", 0.01)
+    with pytest.raises(GateFailed, match=r"within 0.01 of facenet-reference.ap_cava failed: measured 0.512 vs 0.530 "
+                                         r"\(differs by 0.018, over by 0.008\)"):
+        check(within, {"pretrained": {"ap_cava": 0.512}, "facenet-reference": {"ap_cava": 0.53}})
+    speed = SpeedGate("pretrained", "facenet-reference", 1.5)
+    with pytest.raises(GateFailed, match=r"gate speed.pretrained >= 1.50x as fast as facenet-reference failed: "
+                                         r"measured 1.25x \(400.0 vs 500.0 ms/image; short by 0.25x\)"):
+        check(speed, {"pretrained": {"ms_per_image": 400.0}, "facenet-reference": {"ms_per_image": 500.0}})
+
+
+@given(measured=unit, minimum=unit)
+def test_minimum_gate_holds_exactly_when_measured_reaches_it(measured, minimum):
+    failure = MinimumGate("d", "v", "ap_cava", minimum).failure({"v": {"ap_cava": measured}})
+    assert (failure is None) == (measured >= minimum)
+
+
+@given(a=unit, b=unit, by=st.floats(-0.5, 0.5))
+def test_beats_gate_holds_exactly_when_the_margin_is_reached(a, b, by):
+    failure = BeatsGate("d", "a", "b", "ap_cava", by).failure({"a": {"ap_cava": a}, "b": {"ap_cava": b}})
+    assert (failure is None) == (a - b >= by)
+
+
+@given(a=unit, b=unit, tolerance=st.floats(0.0, 0.2))
+def test_within_gate_is_symmetric(a, b, tolerance):
+    values = {"a": {"ap_cava": a}, "b": {"ap_cava": b}}
+    one = WithinGate("d", "a", "b", "ap_cava", tolerance).failure(values)
+    other = WithinGate("d", "b", "a", "ap_cava", tolerance).failure(values)
+    assert (one is None) == (other is None) == (abs(a - b) <= tolerance)
+
+
+def test_check_all_reports_every_failure():
+    gates = [MinimumGate("d", "v", "ap_cava", 0.5), MinimumGate("d", "v", "recall", 0.9), MinimumGate("d", "v", "ap_voc", 0.1)]
+    with pytest.raises(GateFailed) as info:
+        check_all(gates, {"v": {"ap_cava": 0.4, "recall": 0.8, "ap_voc": 0.2}})
+    lines = str(info.value).splitlines()
+    assert len(lines) == 2 and "d.v.ap_cava" in lines[0] and "d.v.recall" in lines[1]
+
+
+def test_load_gates_reads_one_dataset_and_the_speed_gates(tmp_path):
+    gates = load_gates(write(tmp_path, GATES), "dexter")
+    assert gates.found and gates.settings == {"test": "split:50", "dev_per_folder": 5}
+    assert [g.name for g in gates.minimums_for("finetuned-pnet")] == [
+        "dexter.finetuned-pnet.ap_cava >= 0.60", "dexter.finetuned-pnet.recall >= 0.70"]
+    assert gates.relations == [
+        BeatsGate("dexter", "finetuned-pnet", "pretrained", "ap_cava", 0.05),
+        WithinGate("dexter", "pretrained", "facenet-reference", "ap_voc", 0.01),
+    ]
+    assert gates.speed == [SpeedGate("pretrained", "facenet-reference", 1.5)]
+    other = load_gates(write(tmp_path, GATES), "default")
+    assert not other.found and other.minimums == [] and other.speed == gates.speed
+
+
+def test_gates_apply_only_to_runs_measured_the_same_way(tmp_path):
+    gates = load_gates(write(tmp_path, GATES), "dexter")
+    assert gates.mismatch({"test": "split:50", "dev_per_folder": 5, "seed": 3}) is None
+    reason = gates.mismatch({"test": "split:20", "dev_per_folder": 5})
+    assert "test = 'split:50'" in reason and "'split:20'" in reason
+    assert "no gates for dataset 'default'" in load_gates(write(tmp_path, GATES), "default").mismatch({})
+
+
+def test_missing_file_is_an_empty_gate_set(tmp_path):
+    gates = load_gates(tmp_path / "absent.toml", "default")
+    assert not gates.found and gates.speed == [] and gates.mismatch({}) is not None
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[d\n", "not valid TOML"),
+        ("[d.v]\nap_cava = 'high'\n", "[d.v]: expected a number"),
+        ("[d.v]\nap = 0.5\n", "unknown metric 'ap'"),
+        ("[d]\nbogus = 1\n", "unknown key 'bogus'"),
+        ("[[d.relations]]\nvariant = 'a'\n", "exactly one of beats"),
+        ("[[d.relations]]\nvariant = 'a'\nwithin = 'b'\n", "needs tolerance"),
+        ("[[d.relations]]\nvariant = 'a'\nbeats = 'b'\nmargin = 0.1\n", "unknown key(s) margin"),
+        ("[[speed]]\nvariant = 'a'\nfaster_than = 'b'\nat_least = 0\n", "positive speed ratio"),
+        ("[[speed]]\nvariant = 'a'\n", "expected variant"),
+    ],
+)
+def test_bad_gates_files_say_where_and_what(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(GatesFileError) as info:
+        load_gates(path, "d")
+    assert str(path) in str(info.value) and expected in str(info.value)

@@ -1,0 +1,152 @@
+"""Training PNet: losses, frozen stages, resume, and the end-to-end fine-tune on tiny synthetic data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from facecmp.checkpoint import load_checkpoint
+from facecmp.data import load_archive
+from facecmp.errors import FacecmpError, ModelError
+from facecmp.models import build_network, pretrained_network
+from facecmp.synthetic import generate_dataset
+from facecmp.training import TrainSettings, finetune, train_stage
+from facecmp.training.losses import box_loss, classification_loss
+from facecmp.training.samples import MiningSettings, mine_samples
+
+FAST = TrainSettings(epochs=3, batch_size=64, patience=10, threads=2)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = generate_dataset(tmp_path_factory.mktemp("synthetic"), n_train_per_character=4, n_test=3, seed=0)
+    return load_archive(root)
+
+
+@pytest.fixture(scope="module")
+def tiny_samples(tiny):
+    return mine_samples(tiny.train, MiningSettings(), seed=0, progress=False)
+
+
+def fresh_nets(from_scratch: bool = False):
+    nets = {stage: pretrained_network(stage) for stage in ("pnet", "rnet", "onet")}
+    if from_scratch:
+        torch.manual_seed(0)
+        nets["pnet"] = build_network("pnet")
+    return nets
+
+
+# --- losses ---------------------------------------------------------------------------------
+
+
+def test_classification_loss_keeps_only_the_hardest_examples_and_ignores_parts():
+    logits = torch.tensor([[5.0, -5.0], [0.0, 0.0], [-5.0, 5.0], [3.0, -3.0], [9.0, 9.0]])
+    labels = torch.tensor([0, 1, 0, 1, -1])  # two easy-ish, two hard, one part face
+    per_example = torch.nn.functional.cross_entropy(logits[:4], labels[:4], reduction="none")
+    hardest_three = per_example.sort(descending=True).values[:3].mean()
+    assert torch.isclose(classification_loss(logits, labels, hard_ratio=0.7), hardest_three)
+    assert torch.isclose(classification_loss(logits, labels, hard_ratio=1.0), per_example.mean())
+
+
+def test_box_loss_uses_positives_and_parts_only():
+    predicted = torch.zeros(3, 4)
+    targets = torch.tensor([[1.0, 1, 1, 1], [100.0, 100, 100, 100], [0.5, 0.5, 0.5, 0.5]])
+    labels = torch.tensor([1, 0, -1])
+    assert torch.isclose(box_loss(predicted, targets, labels), torch.tensor((1.0 + 0.25) / 2))
+    assert box_loss(predicted, targets, torch.tensor([0, 0, 0])) == 0
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+
+def test_loss_decreases_over_a_few_epochs(tiny_samples, tmp_path):
+    result = train_stage(fresh_nets(from_scratch=True), "pnet", tiny_samples, tmp_path, FAST, seed=0, progress=False)
+    losses = [h["train_loss"] for h in result.history]
+    assert len(losses) == 3
+    assert losses[-1] < losses[0]
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
+
+
+def test_only_pnet_changes_rnet_and_onet_stay_bit_identical(tiny_samples, tmp_path):
+    nets = fresh_nets()
+    before = {s: {k: v.clone() for k, v in nets[s].state_dict().items()} for s in nets}
+    result = train_stage(nets, "pnet", tiny_samples, tmp_path, dataclasses.replace(FAST, epochs=1), seed=0, progress=False)
+    for stage in ("rnet", "onet"):
+        assert all(not p.requires_grad for p in nets[stage].parameters())
+        after = nets[stage].state_dict()
+        assert all(torch.equal(before[stage][k], after[k]) for k in after)
+    assert any(not torch.equal(before["pnet"][k], v) for k, v in result.state_dict.items())
+
+
+def test_resume_continues_exactly_where_it_stopped(tiny_samples, tmp_path):
+    whole = train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "whole", FAST, seed=0, progress=False)
+
+    train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "parts", dataclasses.replace(FAST, epochs=2), seed=0, progress=False)
+    resumed = train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "parts", FAST, seed=0, resume=True, progress=False)
+
+    assert len(resumed.history) == 3
+    assert resumed.history == whole.history
+    assert all(torch.equal(resumed.state_dict[k], v) for k, v in whole.state_dict.items())
+
+
+def test_resume_refuses_a_state_from_other_settings(tiny_samples, tmp_path):
+    train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, dataclasses.replace(FAST, epochs=1), seed=0, progress=False)
+    with pytest.raises(ModelError, match="different data or settings"):
+        train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, dataclasses.replace(FAST, lr=0.1), seed=0, resume=True, progress=False)
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny_samples, tmp_path):
+    # A huge learning rate makes validation worse after the first epoch.
+    wild = dataclasses.replace(FAST, epochs=6, lr=0.5, lr_decay=1.0, patience=1)
+    result = train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, wild, seed=0, progress=False)
+    val = [h["val_loss"] for h in result.history]
+    assert result.best_epoch == 1 + val.index(min(val))
+    if result.stopped_early:
+        assert len(val) < 6 and min(val[result.best_epoch:]) >= val[result.best_epoch - 1]
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+def test_finetune_writes_a_calibrated_checkpoint(tiny, tmp_path):
+    grid = ((0.6, 0.7, 0.7), (0.4, 0.7, 0.7))
+    ckpt = finetune(tiny.train, tmp_path / "ft", dev=tiny.test, epochs=2, cache_dir=tmp_path / "cache", progress=False,
+                    training=FAST, grid=grid)
+    again = load_checkpoint(tmp_path / "ft")
+    assert again.stages == ("pnet",) and ckpt.thresholds == again.thresholds
+    assert ckpt.thresholds in grid
+    table = ckpt.meta["calibration"]["table"]
+    assert [tuple(row["thresholds"]) for row in table] == list(grid)
+    best_ap = max(row["ap_cava"] for row in table)
+    assert table[list(grid).index(ckpt.thresholds)]["ap_cava"] == best_ap
+    assert set(ckpt.meta["timings"]) == {"mining_s", "training_s", "calibration_s"}
+    assert len(ckpt.meta["history"]) == ckpt.meta["epochs"] == 2
+    assert list((tmp_path / "cache").glob("*.npz"))
+
+
+def test_unimplemented_stages_are_refused(tiny, tmp_path):
+    with pytest.raises(FacecmpError, match="not yet implemented"):
+        finetune(tiny.train, tmp_path, stages=("pnet", "rnet"), progress=False)
+
+
+def test_stage_recall_after_onet_matches_what_detect_finds(tiny):
+    """Guards the stage-by-stage replay against drifting from ``Detector.detect``."""
+    from facecmp.data.images import read_image
+    from facecmp.detector import Detector, DetectorSettings
+    from facecmp.evaluation import pairwise_iou
+    from facecmp.training.calibrate import stage_recall
+
+    detector = Detector(settings=DetectorSettings(thresholds=(0.6, 0.1, 0.1)))
+    recall = stage_recall(detector, tiny.test, progress=False)
+    covered = total = 0
+    for record in tiny.test.images:
+        found = detector.detect(read_image(record.path)).boxes
+        total += len(record.boxes)
+        if len(found) and len(record.boxes):
+            covered += int((pairwise_iou(record.boxes, found).max(axis=1) >= 0.3).sum())
+    assert covered > 0, "the check needs some found faces to mean anything"
+    assert set(recall) == {"pnet", "rnet", "onet"}
+    assert recall["onet"] == pytest.approx(covered / total)
+    assert all(0.0 <= v <= 1.0 for v in recall.values())
