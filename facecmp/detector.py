@@ -96,27 +96,36 @@ class Detector:
         """Faces in one ``H x W x 3`` uint8 RGB image."""
         return self.detect_batch([image])[0]
 
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        """Faces in each image; images of equal size run through the networks together."""
+    def detect_batch(self, images: Sequence[np.ndarray], upto: str = "onet") -> list[Detections]:
+        """Faces in each image; images of equal size run through the networks together.
+
+        ``upto="pnet"`` or ``"rnet"`` stops after that stage and returns its (squared,
+        regressed) candidate boxes: what the next stage would see, e.g. to mine its
+        training samples or to measure recall per stage.
+        """
+        if upto not in STAGES:
+            raise ValueError(f"upto must be one of {STAGES}, got {upto!r}")
         results: list[Detections | None] = [None] * len(images)
         by_size: dict[tuple, list[int]] = {}
         for i, img in enumerate(images):
             by_size.setdefault(img.shape, []).append(i)
         for members in by_size.values():
             batch = np.stack([images[i] for i in members])
-            for i, det in zip(members, self._detect_same_size(batch)):
+            for i, det in zip(members, self._detect_same_size(batch, upto)):
                 results[i] = det
         return results  # type: ignore[return-value]
 
     # -- the cascade ------------------------------------------------------------------
     @torch.inference_mode()
-    def _detect_same_size(self, batch: np.ndarray) -> list[Detections]:
+    def _detect_same_size(self, batch: np.ndarray, upto: str = "onet") -> list[Detections]:
         imgs = torch.as_tensor(batch, device=self.device).permute(0, 3, 1, 2)
         # One integral image serves the whole pyramid and both crop stages.
         sat = C.integral_image(imgs)
         boxes, scores, inds = self._propose(sat)
-        boxes, scores, inds = self._refine(sat, boxes, inds)
-        boxes, scores, inds = self._output(sat, boxes, inds)
+        if upto != "pnet":
+            boxes, scores, inds = self._refine(sat, boxes, inds)
+        if upto == "onet":
+            boxes, scores, inds = self._output(sat, boxes, inds)
         boxes_np, scores_np, inds_np = boxes.cpu().numpy(), scores.cpu().numpy(), inds.cpu().numpy()
         return [Detections(boxes_np[inds_np == b], scores_np[inds_np == b]) for b in range(len(batch))]
 

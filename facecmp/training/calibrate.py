@@ -14,7 +14,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import cascade as C
 from ..data.images import read_image
 from ..data.records import Dataset
 from ..detector import Detector
@@ -85,25 +84,17 @@ def stage_recall(detector: Detector, dataset: Dataset, iou_threshold: float = 0.
     """Share of annotated faces still covered (IoU >= ``iou_threshold``) after PNet, RNet and ONet.
 
     Tells which stage loses the faces: a fine-tuned PNet cannot help if RNet/ONet reject them.
-    Uses the detector's (private) stage methods, so it measures exactly the cascade ``detect`` runs;
-    it must follow ``Detector._detect_same_size`` if that changes.
     """
     covered = {"pnet": 0, "rnet": 0, "onet": 0}
     total = 0
     for record in tqdm(dataset.images, desc="stage recall", disable=not progress, leave=False):
         if len(record.boxes) == 0:
             continue
-        imgs = torch.as_tensor(read_image(record.path)[None], device=detector.device).permute(0, 3, 1, 2)
-        sat = C.integral_image(imgs)
-        boxes, _, inds = detector._propose(sat)
-        after = {"pnet": boxes}
-        boxes, _, inds = detector._refine(sat, boxes, inds)
-        after["rnet"] = boxes
-        boxes, _, inds = detector._output(sat, boxes, inds)
-        after["onet"] = boxes
+        image = read_image(record.path)
+        after = {stage: detector.detect_batch([image], upto=stage)[0].boxes for stage in covered}
         total += len(record.boxes)
         for stage, found in after.items():
             if len(found):
-                iou = pairwise_iou(record.boxes.astype(np.float64), found.cpu().numpy().astype(np.float64))
+                iou = pairwise_iou(record.boxes.astype(np.float64), found.astype(np.float64))
                 covered[stage] += int((iou.max(axis=1) >= iou_threshold).sum())
     return {stage: covered[stage] / max(total, 1) for stage in covered}
