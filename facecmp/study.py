@@ -113,6 +113,42 @@ def run_comparison(
     return out
 
 
+def finetune_from_archive(
+    root: str | Path,
+    out: str | Path,
+    *,
+    stages: Sequence[str] = ("pnet",),
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    resume: bool = False,
+    from_scratch: bool = False,
+    dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
+    holdout_per_folder: int = 0,
+):
+    """``facecmp finetune``: train on the archive's training images, calibrate on a dev split of them.
+
+    ``holdout_per_folder`` images per folder are set aside first and never seen (your own test
+    split, the same one ``compare --test split:N`` uses with the same seed).
+    """
+    from .training.finetune import finetune
+
+    archive = load_archive(root)
+    if archive.train is None:
+        raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
+    train = archive.train
+    if holdout_per_folder > 0:
+        train, _ = split_dataset(train, per_folder=holdout_per_folder, seed=seed)
+    dev = None
+    if dev_per_folder > 0:
+        train, dev = split_dataset(train, per_folder=dev_per_folder, seed=seed + 1)
+    kwargs = {"epochs": epochs} if epochs else {}
+    return finetune(
+        train, out, dev=dev, stages=tuple(stages), seed=seed, device=device, resume=resume,
+        from_scratch=from_scratch, **kwargs,
+    )
+
+
 def run_demo(out: str | Path, *, seed: int = 0) -> Path:
     """The comparison on the built-in generated dataset (made once, cached)."""
     from .synthetic import ensure_default_dataset
