@@ -6,7 +6,7 @@ STAMP := $(VENV)/.facecmp-installed
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench tox clean
 
 install: $(STAMP)
 
@@ -30,5 +30,10 @@ demo: install
 bench: install
 	$(BIN)/python -m pytest benchmarks $(PYTEST_ARGS)
 
+# The tests and a short benchmark on three torch stacks (each env installs its own torch: slow once).
+tox: install
+	$(BIN)/python -m pip install -q tox
+	$(BIN)/tox $(TOX_ARGS)
+
 clean:
-	rm -rf $(VENV) .facecmp_cache $(DEMO_OUT) .pytest_cache .benchmarks
+	rm -rf $(VENV) .tox .facecmp_cache $(DEMO_OUT) .pytest_cache .benchmarks ci-report
