@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -36,10 +37,12 @@ def link_images(source: Path, n: int, into: Path) -> int:
     return len(images)
 
 
-def run_detect(images: Path, out: Path, model: str, extra: list[str]) -> float:
+def run_detect(images: Path, out: Path, model: str, extra: list[str], src: Path | None = None) -> float:
     cmd = [sys.executable, "-m", "facecmp.cli", "detect", "--images", str(images), "--out", str(out), "--model", model, *extra]
+    env = dict(os.environ, PYTHONPATH=str(src)) if src else None
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    # Run outside the checkout so that `-m` does not put the current folder first on sys.path.
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=images.parent)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
@@ -68,6 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=1, help="passed to our detector only")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--ours-src", type=Path, default=None, help="run our side from this source tree (e.g. a git worktree of an older commit)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,8 +82,9 @@ def main(argv=None) -> int:
         for r in range(args.rounds):
             order = MODELS if r % 2 == 0 else MODELS[::-1]
             for model in order:
-                extra = ["--batch-size", str(args.batch_size)] if model == "pretrained" else ["--workers", "0"]
-                times[model].append(run_detect(tmp / "images", tmp / model, model, extra))
+                ours = model == "pretrained"
+                extra = ["--batch-size", str(args.batch_size)] if ours else ["--workers", "0"]
+                times[model].append(run_detect(tmp / "images", tmp / model, model, extra, args.ours_src if ours else None))
         differing = compare_detections(tmp / "pretrained", tmp / "facenet-reference")
 
     median = {m: statistics.median(t) for m, t in times.items()}
