@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune MTCNN stages on a course archive's training part")
     p.add_argument("--data", required=True, type=Path, help="archive root containing antrenare/ (or a training folder)")
     p.add_argument("--out", required=True, type=Path, help="checkpoint folder")
-    p.add_argument("--stages", default="pnet", help="comma-separated stages to fine-tune (default pnet)")
+    p.add_argument("--stages", default="pnet", help="comma-separated stages to fine-tune, in any order: pnet, pnet,rnet or pnet,rnet,onet (default pnet)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=_device, default="cpu")
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
+    p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
 
     p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -247,11 +248,12 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .study import run_comparison
+    from .study import CASCADE_VARIANTS, COMPARE_VARIANTS, run_comparison
 
     report_dir = run_comparison(
         args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
         seed=args.seed, device=args.device, allow_missing=args.allow_missing,
+        variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()),
     )
     print(f"report: {report_dir / 'report.md'}")
     return 0

@@ -16,6 +16,8 @@ from .report import VariantResult, results_table, write_report
 from .variants import Variant, Workbench, get_variants
 
 COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
+# `compare --cascade` adds the RNet/ONet fine-tunes (minutes more on CPU).
+CASCADE_VARIANTS = ("finetuned-pnet-rnet", "finetuned-cascade")
 DEFAULT_TEST_PER_FOLDER = 50
 DEFAULT_DEV_PER_FOLDER = 25
 
@@ -154,4 +156,6 @@ def run_demo(out: str | Path, *, seed: int = 0) -> Path:
     from .synthetic import ensure_default_dataset
 
     root = ensure_default_dataset(seed=seed)
-    return run_comparison(root, out, seed=seed, title="facecmp demo (generated cartoon faces)")
+    return run_comparison(
+        root, out, seed=seed, variants=COMPARE_VARIANTS + CASCADE_VARIANTS, title="facecmp demo (generated cartoon faces)"
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from .errors import FacecmpError
 from .reference import FacenetReference
 
 # Bump when a change to training or calibration makes cached checkpoints stale.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 class DetectorLike(Protocol):
@@ -120,6 +121,29 @@ def _facenet_reference(bench: Workbench) -> Prepared:
 
 
 # -- fine-tuned -----------------------------------------------------------------------------
+def _checkpoint_folder(bench: Workbench, stages: tuple[str, ...]) -> Path:
+    key = _fingerprint(CACHE_VERSION, stages, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev), bench.seed, bench.epochs)
+    return bench.cache_dir / f"finetuned-{'-'.join(stages)}-{key}"
+
+
+def _reuse_finished_stages(bench: Workbench, stages: tuple[str, ...], folder: Path) -> None:
+    """Start ``folder`` from the training states of a cached run over a prefix of ``stages``.
+
+    Stage-wise training makes the PNet of the ``pnet`` checkpoint the same as the PNet of the
+    ``pnet,rnet,onet`` one (same data, settings and seed), so the longer run resumes from it
+    instead of training it again.
+    """
+    for k in range(len(stages) - 1, 0, -1):
+        prefix = _checkpoint_folder(bench, stages[:k])
+        states = [prefix / f"train_state_{stage}.pt" for stage in stages[:k]]
+        if all(p.is_file() for p in states):
+            folder.mkdir(parents=True, exist_ok=True)
+            for p in states:
+                if not (folder / p.name).exists():
+                    shutil.copyfile(p, folder / p.name)
+            return
+
+
 def finetuned_checkpoint(bench: Workbench, name: str, stages: tuple[str, ...]) -> Path:
     """The checkpoint for ``stages`` on this workbench's data: reused when cached, else trained (resumably)."""
     from .training.finetune import finetune
@@ -128,13 +152,13 @@ def finetuned_checkpoint(bench: Workbench, name: str, stages: tuple[str, ...]) -
         return bench.checkpoints[name]
     if bench.train is None:
         raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
-    key = _fingerprint(CACHE_VERSION, stages, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev), bench.seed, bench.epochs)
-    folder = bench.cache_dir / f"{name}-{key}"
+    folder = _checkpoint_folder(bench, stages)
     if not (folder / "facecmp.json").is_file():
+        _reuse_finished_stages(bench, stages, folder)
         kwargs = {"epochs": bench.epochs} if bench.epochs else {}
         finetune(
             bench.train, folder, dev=bench.dev, stages=stages, seed=bench.seed, device=bench.device,
-            resume=(folder / "train_state.pt").is_file(), cache_dir=bench.cache_dir / "samples",
+            resume=any(folder.glob("train_state_*.pt")), cache_dir=bench.cache_dir / "samples",
             progress=bench.progress, **kwargs,
         )
     return folder
@@ -169,5 +193,17 @@ register(
     Variant(
         "finetuned-pnet", "PNet fine-tuned on the target domain, RNet/ONet pretrained and frozen",
         _from_checkpoint("finetuned-pnet", ("pnet",)), needs_training_data=True,
+    )
+)
+register(
+    Variant(
+        "finetuned-pnet-rnet", "PNet then RNet fine-tuned on the target domain (RNet on PNet's proposals), ONet pretrained",
+        _from_checkpoint("finetuned-pnet-rnet", ("pnet", "rnet")), needs_training_data=True,
+    )
+)
+register(
+    Variant(
+        "finetuned-cascade", "the whole cascade fine-tuned stage by stage (RNet/ONet on the earlier stages' candidates)",
+        _from_checkpoint("finetuned-cascade", ("pnet", "rnet", "onet")), needs_training_data=True,
     )
 )

@@ -126,9 +126,10 @@ def test_finetune_writes_a_calibrated_checkpoint(tiny, tmp_path):
     assert list((tmp_path / "cache").glob("*.npz"))
 
 
-def test_unimplemented_stages_are_refused(tiny, tmp_path):
-    with pytest.raises(FacecmpError, match="not yet implemented"):
-        finetune(tiny.train, tmp_path, stages=("pnet", "rnet"), progress=False)
+def test_unknown_stages_are_refused(tiny, tmp_path):
+    with pytest.raises(FacecmpError, match="cannot fine-tune 'lnet'"):
+        finetune(tiny.train, tmp_path, stages=("pnet", "lnet"), progress=False)
+    assert not (tmp_path / "facecmp.json").exists()
 
 
 def test_stage_recall_after_onet_matches_what_detect_finds(tiny):

@@ -1,13 +1,16 @@
 """Fine-tuning MTCNN stages: sample mining, losses, the training loop, threshold calibration."""
 
 from .calibrate import DEFAULT_GRID, best_thresholds, stage_recall
-from .finetune import finetune
+from .finetune import DEFAULT_TRAINING, finetune
+from .hard_mining import HardMiningSettings, default_hard_mining, mine_hard_samples, mine_stage_samples
 from .loop import TrainResult, TrainSettings, train_stage
 from .losses import LossWeights, mtcnn_loss
 from .samples import MiningSettings, SampleDataset, SampleSet, iou_labels, mine_pnet_samples, mine_samples
 
 __all__ = [
     "DEFAULT_GRID",
+    "DEFAULT_TRAINING",
+    "HardMiningSettings",
     "LossWeights",
     "MiningSettings",
     "SampleDataset",
@@ -15,10 +18,13 @@ __all__ = [
     "TrainResult",
     "TrainSettings",
     "best_thresholds",
+    "default_hard_mining",
     "finetune",
     "iou_labels",
+    "mine_hard_samples",
     "mine_pnet_samples",
     "mine_samples",
+    "mine_stage_samples",
     "mtcnn_loss",
     "stage_recall",
     "train_stage",

@@ -1,58 +1,126 @@
 """Choosing the cascade's stage thresholds on a dev split with ground truth.
 
-A small grid of ``(pnet, rnet, onet)`` thresholds, each scored by the course AP (``ap_cava``)
-on the dev images. The same search runs for the pretrained model, so the study compares a
-fine-tuned model at its calibrated thresholds with the pretrained model at *its* best ones.
-Images are decoded once and kept in memory for the whole grid.
+A grid of ``(pnet, rnet, onet)`` thresholds, each scored by the course AP (``ap_cava``) on the
+dev images. The same search runs for the pretrained model, so the study compares a fine-tuned
+model at its calibrated thresholds with the pretrained model at *its* best ones.
+
+Scoring a grid point does not re-run the nets. For one PNet threshold the cascade runs once
+with the grid's lowest RNet and ONet thresholds, keeping every final candidate's RNet score,
+ONet score and regressed box (:class:`CascadeCandidates`). A higher RNet/ONet threshold then
+keeps exactly the candidates whose scores pass it: greedy NMS visits boxes in score order, so
+the boxes above a threshold suppress one another the same way whether or not lower-scoring
+boxes are present. Only the final (min-overlap) NMS is re-run per grid point, because removing
+candidates with RNet can change which boxes it keeps. The result equals ``Detector.detect`` at
+that grid point (a test checks it).
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import cascade as C
 from ..data.images import read_image
 from ..data.records import Dataset
-from ..detector import Detector
+from ..detector import Detections, Detector
 from ..errors import DataError
 from ..evaluation import evaluate, pairwise_iou
 from ..inference import detections_to_predictions
 
 Thresholds = tuple[float, float, float]
 
-# facenet-pytorch's default first. On cartoons RNet/ONet reject most faces at 0.7 and AP keeps
-# rising as their thresholds drop (measured on Dexter: 0.19 at the default -> 0.42 at 0.05 for
-# the pretrained cascade), so the grid reaches low RNet/ONet thresholds and varies PNet's there.
-DEFAULT_GRID: tuple[Thresholds, ...] = (
-    (0.6, 0.7, 0.7),
-    (0.6, 0.4, 0.4),
-    (0.6, 0.2, 0.2),
-    (0.6, 0.1, 0.1),
-    (0.4, 0.1, 0.1),
-    (0.6, 0.05, 0.05),
-    (0.4, 0.05, 0.05),
-    (0.8, 0.05, 0.05),
+# facenet-pytorch's default first (it wins ties). On cartoons the pretrained RNet/ONet reject
+# most faces at 0.7 and AP keeps rising as their thresholds drop (Dexter: 0.19 at the default,
+# 0.42 at 0.6/0.05/0.05), while fine-tuned RNet/ONet are best at higher ones: the grid spans both.
+PNET_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+LATER_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95)
+DEFAULT_GRID: tuple[Thresholds, ...] = ((0.6, 0.7, 0.7),) + tuple(
+    t for t in itertools.product(PNET_THRESHOLDS, LATER_THRESHOLDS, LATER_THRESHOLDS) if t != (0.6, 0.7, 0.7)
 )
+# Images run through the cascade together while calibrating.
+BATCH_IMAGES = 8
 
 
 def _decoded(dataset: Dataset, progress: bool) -> list[tuple[str, np.ndarray]]:
     return [(r.key, read_image(r.path)) for r in tqdm(dataset.images, desc="reading dev images", disable=not progress, leave=False)]
 
 
-def score_thresholds(detector: Detector, images: Sequence[tuple[str, np.ndarray]], ground_truth) -> dict:
-    """Detect on every (key, image) and evaluate: one row of the calibration table."""
-    per_image = {key: detector.detect(image) for key, image in images}
+def _row(thresholds, per_image: dict[str, Detections], ground_truth) -> dict:
     result = evaluate(detections_to_predictions(per_image), ground_truth)
     return {
-        "thresholds": list(detector.settings.thresholds),
+        "thresholds": [float(t) for t in thresholds],
         "ap_cava": result.ap_cava,
         "ap_voc": result.ap_voc,
         "recall": result.final_recall,
         "n_detections": result.n_detections,
     }
+
+
+def score_thresholds(detector: Detector, images: Sequence[tuple[str, np.ndarray]], ground_truth) -> dict:
+    """Detect on every (key, image) and evaluate: one row of the calibration table."""
+    per_image = {key: detector.detect(image) for key, image in images}
+    return _row(detector.settings.thresholds, per_image, ground_truth)
+
+
+# --- one cascade run, many thresholds ----------------------------------------------------------
+
+
+@dataclass
+class CascadeCandidates:
+    """One image's final candidates at low RNet/ONet thresholds, before the final NMS."""
+
+    boxes: np.ndarray  # (K, 4) after ONet's regression
+    rnet_scores: np.ndarray  # (K,)
+    onet_scores: np.ndarray  # (K,)
+
+    def detections(self, rnet: float, onet: float, nms_threshold: float) -> Detections:
+        """What the cascade finds with these RNet/ONet thresholds (same PNet threshold)."""
+        passed = np.flatnonzero((self.rnet_scores > rnet) & (self.onet_scores > onet))
+        keep = passed[C.nms_min(self.boxes[passed], self.onet_scores[passed], nms_threshold)]
+        return Detections(self.boxes[keep].astype(np.float32), self.onet_scores[keep].astype(np.float32))
+
+
+@torch.inference_mode()
+def cascade_candidates(detector: Detector, images: Sequence[np.ndarray]) -> list[CascadeCandidates]:
+    """Run ``detector`` up to RNet, then ONet on every candidate, keeping the scores of both stages.
+
+    ``detector.settings.thresholds`` are the lowest thresholds that will be scored.
+    """
+    onet_threshold = detector.settings.thresholds[2]
+    out = []
+    for image, after_rnet in zip(images, detector.detect_batch(list(images), upto="rnet")):
+        height, width = image.shape[:2]
+        boxes = torch.as_tensor(after_rnet.boxes, dtype=torch.float32, device=detector.device).reshape(-1, 4)
+        windows = C.crop_windows(boxes, width, height)
+        valid = np.flatnonzero((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1]))
+        if len(valid) == 0:
+            out.append(CascadeCandidates(np.zeros((0, 4)), np.zeros(0), np.zeros(0)))
+            continue
+        sat = C.integral_image(torch.as_tensor(image, device=detector.device).permute(2, 0, 1)[None])
+        crops = C.crop_resize(sat, windows[valid], torch.zeros(len(valid), dtype=torch.long), 48)
+        offsets, _landmarks, probs = detector.nets["onet"](C.normalize(crops).contiguous(memory_format=torch.channels_last))
+        final = C.regress(boxes[valid], offsets).cpu().numpy()
+        onet_scores = probs[:, 1].cpu().numpy()
+        passed = onet_scores > onet_threshold
+        out.append(CascadeCandidates(final[passed], np.asarray(after_rnet.scores)[valid][passed], onet_scores[passed]))
+    return out
+
+
+def _score_group(detector: Detector, group: Sequence[Thresholds], images, ground_truth) -> list[dict]:
+    """Rows for grid points sharing ``detector``'s PNet threshold, from one cascade run."""
+    candidates = []
+    for start in range(0, len(images), BATCH_IMAGES):
+        batch = images[start : start + BATCH_IMAGES]
+        candidates += zip([k for k, _ in batch], cascade_candidates(detector, [im for _, im in batch]))
+    nms_threshold = detector.settings.nms_thresholds[3]
+    return [
+        _row(t, {key: c.detections(t[1], t[2], nms_threshold) for key, c in candidates}, ground_truth) for t in group
+    ]
 
 
 def best_thresholds(
@@ -65,18 +133,31 @@ def best_thresholds(
 
     ``detector_factory(thresholds)`` builds the detector to score, e.g.
     ``lambda t: Detector(settings=DetectorSettings(thresholds=t))`` for the pretrained model.
+    It is called once per distinct PNet threshold (with the lowest RNet/ONet thresholds of the
+    grid); a factory that does not return a ``Detector`` is called, and run, per grid point.
     """
     if not grid:
         raise ValueError("the threshold grid is empty")
     if dataset.n_faces == 0:
         raise DataError(f"{dataset.name}: the calibration split has no annotated faces; calibrate on images with faces")
+    grid = [tuple(float(t) for t in point) for point in grid]
     images = _decoded(dataset, progress)
     ground_truth = dataset.ground_truth()
-    table = []
-    for thresholds in tqdm(grid, desc="calibrating thresholds", disable=not progress, unit="setting"):
-        table.append(score_thresholds(detector_factory(tuple(thresholds)), images, ground_truth))
+    rows: dict[int, dict] = {}
+    by_pnet: dict[float, list[int]] = {}
+    for i, point in enumerate(grid):
+        by_pnet.setdefault(point[0], []).append(i)
+    for pnet, members in tqdm(by_pnet.items(), desc="calibrating thresholds", disable=not progress, unit="pnet threshold"):
+        lowest = (pnet, min(grid[i][1] for i in members), min(grid[i][2] for i in members))
+        detector = detector_factory(lowest)
+        if isinstance(detector, Detector):
+            group_rows = _score_group(detector, [grid[i] for i in members], images, ground_truth)
+        else:
+            group_rows = [score_thresholds(detector_factory(grid[i]), images, ground_truth) for i in members]
+        rows.update(zip(members, group_rows))
+    table = [rows[i] for i in range(len(grid))]
     best = max(range(len(table)), key=lambda i: (table[i]["ap_cava"], -i))
-    return tuple(float(t) for t in grid[best]), table
+    return grid[best], table
 
 
 @torch.inference_mode()

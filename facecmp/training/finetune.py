@@ -1,4 +1,18 @@
-"""Fine-tuning end to end: mine samples (cached) -> train -> calibrate thresholds -> save a checkpoint."""
+"""Fine-tuning end to end: for each stage in cascade order, mine samples (cached) -> train; then
+calibrate thresholds on a dev split -> save a checkpoint.
+
+Stage-wise as in MTCNN: PNet trains on jittered 12 px crops around the annotated faces
+(``samples``); RNet on 24 px crops of what the (fine-tuned) PNet proposes, ONet on 48 px crops of
+what PNet+RNet pass on (``hard_mining``). Each stage starts from its pretrained weights, trains
+alone (the others frozen) and is then used, fine-tuned, to mine the next stage's samples.
+Stages not fine-tuned stay pretrained.
+
+Measured on Dexter (3,700 training images, 100 dev, 200 held-out test; 2 CPU cores shared with
+another benchmark, load 4-6): PNet 9 s mining + 23 s training (15 epochs, 76k samples), RNet
+4.6 min mining + 16.6 min training (8 epochs, 117k samples), ONet 3.5 min mining (1,000 images)
++ 9.1 min training (6 epochs, 22k samples), calibration 10 s. Held-out AP (ap_cava): pretrained
+0.19, pretrained at its best thresholds 0.44, PNet fine-tuned 0.75, PNet+RNet 0.85, all three 0.95.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +20,67 @@ import dataclasses
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Mapping
 
 from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ..data.records import Dataset
 from ..detector import Detector, DetectorSettings
 from ..errors import FacecmpError
-from ..models import build_network, pretrained_network
+from ..models import STAGES, build_network, pretrained_network
 from .calibrate import DEFAULT_GRID, best_thresholds
+from .hard_mining import HardMiningSettings, default_hard_mining, mine_stage_samples
 from .loop import TrainSettings, train_stage
-from .samples import MiningSettings, data_fingerprint, mine_pnet_samples
+from .samples import MiningSettings, SampleSet, data_fingerprint, mine_pnet_samples
 
-IMPLEMENTED_STAGES = ("pnet",)
+# Per-stage training recipes (``epochs`` overrides them all when given).
+DEFAULT_TRAINING: dict[str, TrainSettings] = {
+    "pnet": TrainSettings(epochs=15),
+    "rnet": TrainSettings(epochs=8),
+    "onet": TrainSettings(epochs=6, batch_size=128),
+}
+
+
+def ordered_stages(stages) -> tuple[str, ...]:
+    """``stages`` in cascade order, checked: at least one of pnet, rnet, onet, no repeats."""
+    stages = tuple(stages)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown or not stages:
+        raise FacecmpError(
+            f"cannot fine-tune {', '.join(map(repr, unknown)) or 'no stage'}; --stages takes a comma-separated "
+            f"list of {', '.join(STAGES)} (e.g. pnet,rnet,onet)"
+        )
+    return tuple(s for s in STAGES if s in stages)
+
+
+def training_settings(stage: str, training, epochs: int | None) -> TrainSettings:
+    """One TrainSettings for every stage, a per-stage mapping, or None (the defaults); ``epochs`` wins."""
+    if isinstance(training, TrainSettings):
+        settings = training
+    else:
+        settings = dict(training or {}).get(stage, DEFAULT_TRAINING[stage])
+    return dataclasses.replace(settings, epochs=epochs) if epochs else settings
+
+
+def hard_mining_settings(stage: str, hard_mining, min_face_size: float) -> HardMiningSettings:
+    """RNet's/ONet's mining recipe (given or default), run at the detector's minimum face size."""
+    chosen = dict(hard_mining or {}).get(stage) or default_hard_mining(stage)
+    return dataclasses.replace(chosen, min_face_size=min_face_size)
+
+
+def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, device, progress, min_face_size) -> SampleSet:
+    if stage == "pnet":
+        samples = mine_pnet_samples(train, mining, seed=seed, cache_dir=cache_dir, progress=progress)
+        smallest = mining.min_face_size
+    else:
+        settings = hard_mining_settings(stage, hard_mining, min_face_size)
+        samples = mine_stage_samples(train, nets, stage, settings, seed=seed, cache_dir=cache_dir, device=device, progress=progress)
+        smallest = settings.crops.min_face_size
+    if len(samples) < 2 or samples.counts()["positive"] == 0:
+        raise FacecmpError(
+            f"{train.name}: mining {stage} samples found {samples.counts()}; need positives. Are the faces at least "
+            f"{smallest} px and the boxes inside their images?"
+        )
+    return samples
 
 
 def finetune(
@@ -25,7 +89,7 @@ def finetune(
     *,
     dev: Dataset | None = None,
     stages: tuple[str, ...] = ("pnet",),
-    epochs: int = TrainSettings.epochs,
+    epochs: int | None = None,
     seed: int = 0,
     device: str = "cpu",
     resume: bool = False,
@@ -33,44 +97,49 @@ def finetune(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     mining: MiningSettings = MiningSettings(),
-    training: TrainSettings = TrainSettings(),
+    hard_mining: Mapping[str, HardMiningSettings] | None = None,
+    training: TrainSettings | Mapping[str, TrainSettings] | None = None,
     grid=DEFAULT_GRID,
     min_face_size: float = DetectorSettings.min_face_size,
 ) -> Checkpoint:
     """Fine-tune ``stages`` on ``train``; calibrate thresholds on ``dev`` when given; save into ``out_dir``.
 
-    ``cache_dir`` (default ``out_dir/cache``) keeps mined samples between runs; ``resume``
-    continues an interrupted training from ``out_dir/train_state.pt``.
+    ``mining`` is PNet's sample recipe, ``hard_mining`` RNet's/ONet's (default
+    :func:`default_hard_mining`); ``training`` one TrainSettings for all stages or one per stage
+    (default ``DEFAULT_TRAINING``); ``epochs`` overrides every stage's. ``cache_dir`` (default
+    ``out_dir/cache``) keeps mined samples between runs; ``resume`` continues an interrupted
+    training from ``out_dir/train_state_<stage>.pt`` (finished stages are not re-trained).
     """
-    stages = tuple(stages)
-    unsupported = [s for s in stages if s not in IMPLEMENTED_STAGES]
-    if unsupported or not stages:
-        raise FacecmpError(
-            f"fine-tuning {', '.join(unsupported) or 'no stage'} is not yet implemented; only --stages pnet is supported"
-        )
+    stages = ordered_stages(stages)
     if train.n_faces == 0:
         raise FacecmpError(f"{train.name}: the training set has no annotated faces, so there is nothing to learn from")
     out_dir = Path(out_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
-    training = dataclasses.replace(training, epochs=epochs)
-    timings = {}
 
-    start = time.perf_counter()
-    samples = mine_pnet_samples(train, mining, seed=seed, cache_dir=cache_dir, progress=progress)
-    timings["mining_s"] = time.perf_counter() - start
-    if len(samples) < 2 or samples.counts()["positive"] == 0:
-        raise FacecmpError(
-            f"{train.name}: mining found {samples.counts()} samples; need positives. Are the faces at least "
-            f"{mining.min_face_size} px and the boxes inside their images?"
+    nets = {stage: pretrained_network(stage) for stage in STAGES}
+    per_stage: dict[str, dict] = {}
+    for stage in stages:
+        if from_scratch:
+            nets[stage] = build_network(stage)
+        settings = training_settings(stage, training, epochs)
+        start = time.perf_counter()
+        samples = mine_for_stage(
+            stage, train, nets, mining=mining, hard_mining=hard_mining, seed=seed, cache_dir=cache_dir,
+            device=device, progress=progress, min_face_size=min_face_size,
         )
-
-    nets = {stage: pretrained_network(stage) for stage in ("pnet", "rnet", "onet")}
-    if from_scratch:
-        nets["pnet"] = build_network("pnet")
-    start = time.perf_counter()
-    result = train_stage(nets, "pnet", samples, out_dir, training, seed=seed, device=device, resume=resume, progress=progress)
-    timings["training_s"] = time.perf_counter() - start
-    nets["pnet"].load_state_dict(result.state_dict)
+        mining_s = time.perf_counter() - start
+        start = time.perf_counter()
+        result = train_stage(nets, stage, samples, out_dir, settings, seed=seed, device=device, resume=resume, progress=progress)
+        nets[stage].load_state_dict(result.state_dict)
+        per_stage[stage] = {
+            "training": asdict(settings),
+            "samples": samples.counts(),
+            "epochs": len(result.history),
+            "best_epoch": result.best_epoch,
+            "stopped_early": result.stopped_early,
+            "history": result.history,
+            "timings": {"mining_s": mining_s, "training_s": time.perf_counter() - start},
+        }
 
     thresholds, table = None, None
     start = time.perf_counter()
@@ -79,21 +148,34 @@ def finetune(
             return Detector(nets, DetectorSettings(min_face_size=min_face_size, thresholds=t, device=device))
 
         thresholds, table = best_thresholds(detector, dev, grid, progress=progress)
-    timings["calibration_s"] = time.perf_counter() - start
+    calibration_s = time.perf_counter() - start
 
     meta = {
-        "settings": {"mining": asdict(mining), "training": asdict(training), "seed": seed, "from_scratch": from_scratch},
+        "settings": {
+            "mining": asdict(mining),
+            "hard_mining": {s: asdict(hard_mining_settings(s, hard_mining, min_face_size)) for s in stages if s != "pnet"},
+            "seed": seed,
+            "from_scratch": from_scratch,
+        },
         "data_fingerprint": data_fingerprint(train),
         "n_train_images": len(train),
-        "samples": samples.counts(),
-        "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
-        "history": result.history,
+        "stage_training": per_stage,
         "thresholds": list(thresholds) if thresholds else None,
         "calibration": {"dataset": dev.name, "n_images": len(dev), "table": table} if dev is not None else None,
         "min_face_size": min_face_size,
-        "timings": timings,
+        # Totals over the stages (per stage: stage_training[stage]["timings"]).
+        "timings": {
+            "mining_s": sum(p["timings"]["mining_s"] for p in per_stage.values()),
+            "training_s": sum(p["timings"]["training_s"] for p in per_stage.values()),
+            "calibration_s": calibration_s,
+        },
     }
-    save_checkpoint(out_dir, {"pnet": result.state_dict}, meta)
+    if len(stages) == 1:
+        # A one-stage checkpoint keeps its training record at the top level too, as it always has.
+        only = per_stage[stages[0]]
+        meta.update({k: only[k] for k in ("samples", "epochs", "best_epoch", "stopped_early", "history")})
+        meta["settings"]["training"] = only["training"]
+    else:
+        meta["epochs"] = {s: p["epochs"] for s, p in per_stage.items()}
+    save_checkpoint(out_dir, {stage: nets[stage].state_dict() for stage in stages}, meta)
     return load_checkpoint(out_dir)

@@ -5,7 +5,8 @@ Read top to bottom: settings -> freeze -> split -> data loaders -> optimizer and
 
 Everything random is seeded: the train/validation split (numpy), the shuffling and the flip
 augmentation (one torch.Generator whose state is checkpointed), so a run resumed from
-``train_state.pt`` continues exactly as if it had never stopped.
+``train_state_<stage>.pt`` continues exactly as if it had never stopped. Every stage has its
+own state file, so one folder holds the whole cascade's training.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from ..errors import ModelError
 from .losses import LossWeights, mtcnn_loss
 from .samples import SampleDataset, SampleSet, hflip
 
-STATE_FILE = "train_state.pt"
+def state_file(stage: str) -> str:
+    """The file in ``out_dir`` that checkpoints ``stage``'s training after every epoch."""
+    return f"train_state_{stage}.pt"
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 
 
 def net_outputs(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits (N, 2), offsets (N, 4))`` for any stage (PNet's 1x1 maps are flattened)."""
+    """``(logits (N, 2), offsets (N, 4))`` for any stage (PNet's 1x1 maps are flattened; ONet's landmarks ignored)."""
     out = net(x, logits=True)
     return out[-1].flatten(1), out[0].flatten(1)
 
@@ -123,7 +126,7 @@ def train_stage(
     torch.set_num_threads(settings.threads)
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
-    state_path = out_dir / STATE_FILE
+    state_path = out_dir / state_file(stage)
 
     # Freeze every other stage; only this stage's parameters reach the optimizer.
     net = freeze_all_but(nets, stage).to(device)

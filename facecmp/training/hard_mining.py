@@ -1,0 +1,257 @@
+"""Training samples for RNet and ONet, mined with the earlier stages of the cascade (MTCNN's recipe).
+
+RNet learns on what PNet proposes and ONet on what PNet+RNet pass on, so their samples come
+from running those stages over the training images (``Detector.detect_batch(upto=...)``, at
+low thresholds so candidates are plentiful). Every candidate is labelled by its IoU with the
+image's faces: proposals on a face become positives (IoU >= 0.65) or part faces (0.4-0.65),
+false alarms (IoU < 0.3) become *hard* negatives (at most ``hard_negatives_per_image`` per
+image, the highest-scoring first: the ones the earlier stage was most sure of). To these are
+added the jittered positives / part faces around every annotated face and random and near
+negatives (``samples.select_crops``), and the lot is balanced to neg:pos:part = 3:1:1.
+
+Crops are cut exactly as the cascade cuts them (``cascade.crop_windows`` + ``crop_resize``:
+the same 1-based truncated window, clipped at the border, the same area resampling), so a
+stage trains on the pixels it will see at inference.
+
+Box targets: a candidate box ``(x1, y1, x2, y2)`` shows the pixels ``[x1 - 1, x2)`` (the
+cascade's 1-based crop), of side ``s = x2 - x1 + 1``: the scale ``cascade.regress`` multiplies
+the offsets by. Targets are ``(face - crop region) / s`` with the face's inclusive annotation
+as ``[x_min, x_max + 1)`` (``samples.box_offsets``, the same convention as PNet's samples, so
+left-right flips stay exact). Applied by ``regress`` they land one pixel right/down of the
+annotation, the 1-based convention the pretrained nets were trained in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.ops import box_iou
+from tqdm.auto import tqdm
+
+from .. import cascade as C
+from ..data.images import read_image
+from ..data.records import Dataset
+from ..detector import Detector, DetectorSettings
+from ..errors import FacecmpError
+from .samples import (
+    NEGATIVE,
+    PART,
+    POSITIVE,
+    MiningSettings,
+    SampleSet,
+    _pick,
+    balance,
+    box_offsets,
+    data_fingerprint,
+    face_regions,
+    iou_labels,
+    load_samples,
+    save_samples,
+    select_crops,
+)
+
+# Bump when this module changes what it produces: old caches are then ignored.
+HARD_MINING_VERSION = 1
+# The stage whose candidates each stage trains on, and the stages that produce them.
+PREVIOUS_STAGE = {"rnet": "pnet", "onet": "rnet"}
+INPUT_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
+
+
+@dataclass(frozen=True)
+class HardMiningSettings:
+    """How RNet's or ONet's samples are mined. ``crops`` holds the IoU bands and the jittered-crop recipe."""
+
+    crops: MiningSettings = field(default_factory=lambda: MiningSettings(crop_size=24))
+    # Thresholds of the earlier stages while mining (low: many candidates, hard negatives included).
+    thresholds: tuple[float, float, float] = (0.6, 0.3, 0.3)
+    min_face_size: float = DetectorSettings.min_face_size
+    # Candidates kept per image: at most this many positives / part faces / hard negatives.
+    positives_per_image: int = 8
+    parts_per_image: int = 8
+    hard_negatives_per_image: int = 12
+    # Mine only this many training images (a seeded random subset; None = all) to bound the cost.
+    max_images: int | None = None
+    # Images run through the earlier stages together.
+    batch_images: int = 8
+
+
+def default_hard_mining(stage: str) -> HardMiningSettings:
+    """The recipes measured on Dexter (see the module docstring of ``finetune``)."""
+    if stage == "rnet":
+        return HardMiningSettings(crops=MiningSettings(crop_size=24), thresholds=(0.6, 0.3, 0.3), max_images=None)
+    if stage == "onet":
+        return HardMiningSettings(crops=MiningSettings(crop_size=48), thresholds=(0.6, 0.1, 0.1), max_images=1000)
+    raise ValueError(f"hard mining is for rnet and onet, not {stage!r}")
+
+
+def weights_fingerprint(nets: Mapping[str, nn.Module], stages) -> str:
+    """Hash of the weights of ``stages``: the sample cache of a later stage depends on them."""
+    h = hashlib.sha256()
+    for stage in stages:
+        for name, tensor in sorted(nets[stage].state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def hard_mining_fingerprint(dataset: Dataset, nets, stage: str, settings: HardMiningSettings, seed: int) -> str:
+    earlier = ("pnet",) if stage == "rnet" else ("pnet", "rnet")
+    spec = json.dumps(
+        {"version": HARD_MINING_VERSION, "stage": stage, "settings": asdict(settings), "seed": seed}, sort_keys=True
+    )
+    return hashlib.sha256((data_fingerprint(dataset) + weights_fingerprint(nets, earlier) + spec).encode()).hexdigest()
+
+
+# --- one image -----------------------------------------------------------------------------
+
+
+def crop_regions(boxes: np.ndarray) -> np.ndarray:
+    """Cascade boxes -> the continuous pixel region ``[x1 - 1, x2)`` the cascade crops for them."""
+    regions = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).copy()
+    regions[:, :2] -= 1
+    return regions
+
+
+def region_boxes(regions: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`crop_regions`: the cascade box that crops exactly ``regions``."""
+    boxes = np.asarray(regions, dtype=np.float64).reshape(-1, 4).copy()
+    boxes[:, :2] += 1
+    return boxes
+
+
+def label_candidates(boxes: np.ndarray, faces: np.ndarray, settings: MiningSettings) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, offsets)`` of cascade boxes against the continuous face regions of their image."""
+    regions = crop_regions(boxes)
+    if len(faces) == 0 or len(regions) == 0:
+        return np.full(len(regions), NEGATIVE, np.int8), np.zeros((len(regions), 4), np.float32)
+    iou = box_iou(torch.from_numpy(regions), torch.from_numpy(faces)).numpy()
+    labels = iou_labels(iou.max(axis=1), settings)
+    offsets = box_offsets(regions, faces[iou.argmax(axis=1)])
+    offsets[labels == NEGATIVE] = 0.0
+    return labels, offsets
+
+
+def pick_candidates(labels: np.ndarray, scores: np.ndarray, settings: HardMiningSettings, rng) -> np.ndarray:
+    """Indices of the candidates to keep: random positives/parts, the highest-scoring false alarms."""
+    negatives = np.flatnonzero(labels == NEGATIVE)
+    hardest = negatives[np.argsort(-scores[negatives], kind="stable")[: settings.hard_negatives_per_image]]
+    return np.concatenate([
+        _pick(labels == POSITIVE, settings.positives_per_image, rng),
+        _pick(labels == PART, settings.parts_per_image, rng),
+        hardest,
+    ]).astype(np.int64)
+
+
+def cut_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of cascade boxes as the cascade cuts them: ``(uint8 (N, 3, size, size), kept index)``.
+
+    Boxes whose clipped window is empty (wholly outside the image) are dropped, as the cascade drops them.
+    """
+    height, width = image.shape[:2]
+    windows = C.crop_windows(torch.as_tensor(boxes, dtype=torch.float32), width, height)
+    valid = np.flatnonzero((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1]))
+    sat = C.integral_image(torch.from_numpy(image).permute(2, 0, 1)[None])
+    crops = C.crop_resize(sat, windows[valid], torch.zeros(len(valid), dtype=torch.long), size)
+    return crops.round().clamp(0, 255).to(torch.uint8).numpy(), valid
+
+
+def mine_candidate_image(
+    image: np.ndarray, annotated: np.ndarray, candidates, settings: HardMiningSettings, rng: np.random.Generator
+):
+    """Samples of one image, its labelled candidates plus jittered crops and random negatives:
+    ``(pixels uint8 (N, 3, S, S), labels (N,), offsets (N, 4), cascade boxes (N, 4))``."""
+    height, width = image.shape[:2]
+    faces = face_regions(annotated)
+    boxes = np.asarray(candidates.boxes, dtype=np.float64).reshape(-1, 4)
+    labels, offsets = label_candidates(boxes, faces, settings.crops)
+    keep = pick_candidates(labels, np.asarray(candidates.scores), settings, rng)
+    # The jittered / random crops of samples.py, as cascade boxes.
+    crops, crop_labels, crop_offsets = select_crops(faces, width, height, settings.crops, rng)
+    boxes = np.concatenate([boxes[keep], region_boxes(crops)])
+    labels = np.concatenate([labels[keep], crop_labels]).astype(np.int8)
+    offsets = np.concatenate([offsets[keep], crop_offsets]).astype(np.float32)
+    pixels, valid = cut_crops(image, boxes, settings.crops.crop_size)
+    return pixels, labels[valid], offsets[valid], boxes[valid]
+
+
+# --- a dataset -------------------------------------------------------------------------------
+
+
+def mining_images(dataset: Dataset, settings: HardMiningSettings, seed: int) -> list:
+    records = dataset.images
+    if settings.max_images is not None and len(records) > settings.max_images:
+        chosen = np.sort(np.random.default_rng([seed, 2]).choice(len(records), settings.max_images, replace=False))
+        records = [records[i] for i in chosen]
+    return records
+
+
+def mine_hard_samples(
+    dataset: Dataset,
+    nets: Mapping[str, nn.Module],
+    stage: str,
+    settings: HardMiningSettings,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> SampleSet:
+    """Mine ``stage``'s (rnet or onet) samples with the earlier stages of ``nets`` (no cache)."""
+    if stage not in PREVIOUS_STAGE:
+        raise ValueError(f"hard mining is for rnet and onet, not {stage!r}")
+    if settings.crops.crop_size != INPUT_SIZE[stage]:
+        raise ValueError(f"{stage} takes {INPUT_SIZE[stage]} px crops; the mining settings say {settings.crops.crop_size}")
+    detector = Detector(nets, DetectorSettings(min_face_size=settings.min_face_size, thresholds=settings.thresholds, device=device))
+    records = mining_images(dataset, settings, seed)
+    images, labels, offsets = [], [], []
+    bar = tqdm(total=len(records), desc=f"mining {stage} samples", disable=not progress, unit="img")
+    for start in range(0, len(records), settings.batch_images):
+        batch = records[start : start + settings.batch_images]
+        pixels = [read_image(r.path) for r in batch]
+        found = detector.detect_batch(pixels, upto=PREVIOUS_STAGE[stage])
+        for j, (record, image, candidates) in enumerate(zip(batch, pixels, found)):
+            rng = np.random.default_rng([seed, start + j])
+            im, lab, off, _boxes = mine_candidate_image(image, record.boxes, candidates, settings, rng)
+            images.append(im)
+            labels.append(lab)
+            offsets.append(off)
+        bar.update(len(batch))
+    bar.close()
+    size = settings.crops.crop_size
+    all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int8)
+    keep = balance(all_labels, settings.crops.ratio, np.random.default_rng([seed, len(records)]))
+    return SampleSet(
+        images=(np.concatenate(images) if images else np.zeros((0, 3, size, size), np.uint8))[keep],
+        labels=all_labels[keep],
+        offsets=(np.concatenate(offsets) if offsets else np.zeros((0, 4), np.float32))[keep],
+    )
+
+
+def mine_stage_samples(
+    dataset: Dataset,
+    nets: Mapping[str, nn.Module],
+    stage: str,
+    settings: HardMiningSettings,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> SampleSet:
+    """:func:`mine_hard_samples`, read from ``cache_dir`` when the data, settings and earlier weights are unchanged."""
+    if cache_dir is None:
+        return mine_hard_samples(dataset, nets, stage, settings, seed, device, progress)
+    key = hard_mining_fingerprint(dataset, nets, stage, settings, seed)[:20]
+    path = Path(cache_dir) / f"samples{settings.crops.crop_size}_{stage}_{key}.npz"
+    if path.is_file():
+        return load_samples(path)
+    samples = mine_hard_samples(dataset, nets, stage, settings, seed, device, progress)
+    if len(samples) == 0:
+        raise FacecmpError(f"{dataset.name}: mining {stage} samples found nothing; are there faces in the training images?")
+    save_samples(path, samples)
+    samples.cache_path = path
+    return samples

@@ -1,0 +1,247 @@
+"""Fine-tuning RNet and ONet: samples mined from the earlier stages, the 3-stage fine-tune, resume,
+frozen stages, and the one-run threshold calibration. Tiny generated data, so it runs in seconds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from facecmp.checkpoint import load_checkpoint
+from facecmp.data import load_archive
+from facecmp.data.images import read_image
+from facecmp.detector import Detections, Detector, DetectorSettings
+from facecmp.errors import FacecmpError
+from facecmp.models import pretrained_network
+from facecmp.synthetic import generate_dataset
+from facecmp.training import TrainSettings, finetune, train_stage
+from facecmp.training.calibrate import best_thresholds, score_thresholds
+from facecmp.training.finetune import ordered_stages
+from facecmp.training.hard_mining import (
+    HardMiningSettings,
+    crop_regions,
+    default_hard_mining,
+    mine_candidate_image,
+    mine_hard_samples,
+    mine_stage_samples,
+    pick_candidates,
+)
+from facecmp.training.samples import NEGATIVE, PART, POSITIVE, MiningSettings, SampleDataset
+
+FAST = TrainSettings(epochs=2, batch_size=64, patience=10, threads=2)
+GRID = ((0.6, 0.7, 0.7), (0.6, 0.2, 0.2), (0.4, 0.1, 0.5))
+
+
+def recipe(stage: str) -> HardMiningSettings:
+    return dataclasses.replace(default_hard_mining(stage), max_images=None)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = generate_dataset(tmp_path_factory.mktemp("synthetic"), n_train_per_character=3, n_test=3, seed=0)
+    return load_archive(root)
+
+
+def pretrained_nets():
+    return {stage: pretrained_network(stage) for stage in ("pnet", "rnet", "onet")}
+
+
+@pytest.fixture(scope="module")
+def rnet_samples(tiny):
+    return mine_hard_samples(tiny.train, pretrained_nets(), "rnet", recipe("rnet"), seed=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def onet_samples(tiny):
+    return mine_hard_samples(tiny.train, pretrained_nets(), "onet", recipe("onet"), seed=0, progress=False)
+
+
+def reference_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Continuous-box IoU written out by hand (independent of torchvision)."""
+    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = iw * ih
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
+
+
+# --- mining --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage, upto", [("rnet", "pnet"), ("onet", "rnet")])
+def test_mined_labels_and_offsets_agree_with_the_iou_with_the_faces(tiny, stage, upto):
+    settings = recipe(stage)
+    detector = Detector(settings=DetectorSettings(thresholds=settings.thresholds))
+    seen = {POSITIVE: 0, PART: 0, NEGATIVE: 0}
+    for i, record in enumerate(tiny.train.images[:6]):
+        image = read_image(record.path)
+        candidates = detector.detect_batch([image], upto=upto)[0]
+        pixels, labels, offsets, boxes = mine_candidate_image(image, record.boxes, candidates, settings, np.random.default_rng(i))
+        assert pixels.shape == (len(labels), 3, settings.crops.crop_size, settings.crops.crop_size)
+        faces = record.boxes.astype(np.float64) + [0, 0, 1, 1]  # inclusive pixels -> continuous
+        regions = crop_regions(boxes)
+        iou = reference_iou(regions, faces)
+        best = iou.max(axis=1)
+        assert np.all(best[labels == POSITIVE] >= 0.65)
+        assert np.all((best[labels == PART] >= 0.4) & (best[labels == PART] < 0.65))
+        assert np.all(best[labels == NEGATIVE] < 0.3)
+        assert set(np.unique(labels)) <= {POSITIVE, PART, NEGATIVE}
+        # Offsets, applied as cascade.regress applies them, move the crop onto its best face.
+        side = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        moved = regions + offsets * side
+        faced = labels != NEGATIVE
+        np.testing.assert_allclose(moved[faced], faces[iou.argmax(axis=1)][faced], atol=1e-3)
+        assert np.all(offsets[labels == NEGATIVE] == 0)
+        for label in seen:
+            seen[label] += int((labels == label).sum())
+    assert all(n > 0 for n in seen.values()), seen
+
+
+def test_hard_negatives_are_the_highest_scoring_false_alarms():
+    labels = np.array([NEGATIVE, POSITIVE, NEGATIVE, NEGATIVE, PART, NEGATIVE], dtype=np.int8)
+    scores = np.array([0.9, 0.99, 0.5, 0.95, 0.8, 0.7])
+    settings = dataclasses.replace(recipe("rnet"), hard_negatives_per_image=2)
+    kept = pick_candidates(labels, scores, settings, np.random.default_rng(0))
+    assert sorted(kept[labels[kept] == NEGATIVE]) == [0, 3]
+    assert {1, 4} <= set(kept.tolist())
+
+
+def test_mined_sets_are_balanced_and_of_the_stage_input_size(rnet_samples, onet_samples):
+    for samples, size in ((rnet_samples, 24), (onet_samples, 48)):
+        counts = samples.counts()
+        assert samples.images.shape[1:] == (3, size, size) and samples.images.dtype == np.uint8
+        assert counts["positive"] > 0 and counts["part"] > 0
+        assert counts["negative"] <= 3 * min(counts["positive"], counts["part"]) + 1
+
+
+def test_pretrained_rnet_regression_agrees_in_sign_with_the_targets(rnet_samples):
+    """Guards the offset convention: the pretrained RNet already points the way our targets do."""
+    data = SampleDataset(rnet_samples)
+    with torch.no_grad():
+        predicted = pretrained_network("rnet")(data.images, logits=True)[0].numpy()
+    faced = rnet_samples.labels != NEGATIVE
+    for k in range(4):
+        assert np.corrcoef(predicted[faced, k], rnet_samples.offsets[faced, k])[0, 1] > 0.2
+
+
+def test_the_sample_cache_follows_the_earlier_stages_weights(tiny, tmp_path):
+    nets = pretrained_nets()
+    settings = recipe("rnet")
+    first = mine_stage_samples(tiny.train, nets, "rnet", settings, cache_dir=tmp_path, progress=False)
+    again = mine_stage_samples(tiny.train, nets, "rnet", settings, cache_dir=tmp_path, progress=False)
+    assert not first.from_cache and again.from_cache and again.cache_path == first.cache_path
+    np.testing.assert_array_equal(again.images, first.images)
+    with torch.no_grad():
+        nets["pnet"].conv1.weight.mul_(1.01)
+    changed = mine_stage_samples(tiny.train, nets, "rnet", settings, cache_dir=tmp_path, progress=False)
+    assert not changed.from_cache and changed.cache_path != first.cache_path
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["rnet", "onet"])
+def test_only_the_trained_stage_changes(stage, rnet_samples, onet_samples, tmp_path):
+    samples = {"rnet": rnet_samples, "onet": onet_samples}[stage]
+    nets = pretrained_nets()
+    before = {s: {k: v.clone() for k, v in nets[s].state_dict().items()} for s in nets}
+    result = train_stage(nets, stage, samples, tmp_path, dataclasses.replace(FAST, epochs=1), seed=0, progress=False)
+    for other in set(nets) - {stage}:
+        assert all(not p.requires_grad for p in nets[other].parameters())
+        assert all(torch.equal(before[other][k], v) for k, v in nets[other].state_dict().items())
+    assert any(not torch.equal(before[stage][k], v) for k, v in result.state_dict.items())
+    assert (tmp_path / f"train_state_{stage}.pt").is_file()
+
+
+def test_onet_resume_continues_exactly(onet_samples, tmp_path):
+    whole = train_stage(pretrained_nets(), "onet", onet_samples, tmp_path / "whole", FAST, seed=0, progress=False)
+    train_stage(pretrained_nets(), "onet", onet_samples, tmp_path / "parts", dataclasses.replace(FAST, epochs=1), seed=0, progress=False)
+    resumed = train_stage(pretrained_nets(), "onet", onet_samples, tmp_path / "parts", FAST, seed=0, resume=True, progress=False)
+    assert resumed.history == whole.history
+    assert all(torch.equal(resumed.state_dict[k], v) for k, v in whole.state_dict.items())
+
+
+# --- end to end ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cascade_checkpoint(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cascade")
+    finetune(tiny.train, out / "ft", dev=tiny.test, stages=("pnet", "rnet", "onet"), training=FAST,
+             hard_mining={"rnet": recipe("rnet"), "onet": recipe("onet")}, cache_dir=out / "cache", progress=False, grid=GRID)
+    return out
+
+
+def test_three_stage_finetune_writes_weights_facenet_pytorch_loads(cascade_checkpoint):
+    from facenet_pytorch import MTCNN
+
+    ckpt = load_checkpoint(cascade_checkpoint / "ft")
+    assert ckpt.stages == ("pnet", "rnet", "onet")
+    assert ckpt.thresholds in GRID
+    mtcnn = MTCNN(device="cpu")
+    for stage in ("pnet", "rnet", "onet"):
+        sd = torch.load(cascade_checkpoint / "ft" / f"{stage}.pt", weights_only=True)
+        getattr(mtcnn, stage).load_state_dict(sd)
+        assert not all(torch.equal(v, pretrained_network(stage).state_dict()[k]) for k, v in sd.items()), f"{stage} unchanged"
+    per_stage = ckpt.meta["stage_training"]
+    assert set(per_stage) == {"pnet", "rnet", "onet"}
+    assert all(p["epochs"] == 2 and p["samples"]["positive"] > 0 for p in per_stage.values())
+    detector = Detector.from_checkpoint(cascade_checkpoint / "ft")
+    assert detector.settings.thresholds == ckpt.thresholds
+    for stage in ("rnet", "onet"):
+        loaded = detector.nets[stage].state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in ckpt.state_dicts[stage].items())
+
+
+def test_resuming_a_later_stage_reuses_the_finished_earlier_ones(tiny, cascade_checkpoint, tmp_path):
+    """A run that stopped after PNet, resumed with more stages, ends where the uninterrupted run did."""
+    settings = dict(training=FAST, hard_mining={"rnet": recipe("rnet")}, cache_dir=cascade_checkpoint / "cache", progress=False, grid=GRID[:1])
+    finetune(tiny.train, tmp_path, stages=("pnet",), **settings)
+    (tmp_path / "facecmp.json").unlink()
+    resumed = finetune(tiny.train, tmp_path, stages=("pnet", "rnet"), resume=True, **settings)
+    whole = load_checkpoint(cascade_checkpoint / "ft")
+    for stage in ("pnet", "rnet"):
+        assert all(torch.equal(resumed.state_dicts[stage][k], v) for k, v in whole.state_dicts[stage].items()), stage
+    assert resumed.meta["stage_training"]["rnet"]["history"] == whole.meta["stage_training"]["rnet"]["history"]
+
+
+def test_stages_are_put_in_cascade_order_and_unknown_ones_refused():
+    assert ordered_stages(["onet", "pnet"]) == ("pnet", "onet")
+    with pytest.raises(FacecmpError, match="pnet, rnet, onet"):
+        ordered_stages(["lnet"])
+    with pytest.raises(FacecmpError):
+        ordered_stages([])
+
+
+# --- calibration ---------------------------------------------------------------------------
+
+
+def test_one_run_calibration_equals_running_the_detector_at_each_grid_point(tiny):
+    grid = [(p, r, o) for p in (0.5, 0.7) for r in (0.05, 0.3, 0.7) for o in (0.1, 0.6)]
+    factory = lambda t: Detector(settings=DetectorSettings(thresholds=t))  # noqa: E731
+    best, table = best_thresholds(factory, tiny.test, grid, progress=False)
+    images = [(r.key, read_image(r.path)) for r in tiny.test.images]
+    truth = tiny.test.ground_truth()
+    for point, row in zip(grid, table):
+        direct = score_thresholds(factory(point), images, truth)
+        assert row["n_detections"] == direct["n_detections"], point
+        assert row["ap_cava"] == pytest.approx(direct["ap_cava"], abs=1e-9), point
+    assert len({row["n_detections"] for row in table}) > 1, "the grid should change what is detected"
+    assert best in grid and table[grid.index(best)]["ap_cava"] == max(r["ap_cava"] for r in table)
+
+
+def test_calibration_falls_back_to_running_other_detectors_per_point(tiny):
+    class Wrapped:
+        def __init__(self, thresholds):
+            self.inner = Detector(settings=DetectorSettings(thresholds=thresholds))
+            self.settings = self.inner.settings
+
+        def detect(self, image) -> Detections:
+            return self.inner.detect(image)
+
+    grid = [(0.6, 0.7, 0.7), (0.6, 0.1, 0.1)]
+    _, wrapped = best_thresholds(Wrapped, tiny.test, grid, progress=False)
+    _, direct = best_thresholds(lambda t: Detector(settings=DetectorSettings(thresholds=t)), tiny.test, grid, progress=False)
+    assert [r["ap_cava"] for r in wrapped] == pytest.approx([r["ap_cava"] for r in direct])
