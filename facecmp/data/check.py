@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import DataError
 from .images import read_image
-from .layout import find_parts, read_test, read_training
+from .layout import archive_parts, read_test, read_training
 from .facesizes import suggest_min_face_size
 from .records import Dataset, Problem
 
@@ -110,15 +110,7 @@ def check_dataset(root: str | Path) -> CheckReport:
     Raises :class:`DataError` only when ``root`` has no recognisable layout.
     """
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found")
-    train_dir, test_dir = find_parts(root)
-    if train_dir is None and test_dir is None:
-        raise DataError(
-            f"{root}: no course dataset layout found. Expected antrenare/<char>/NNNN.jpg with "
-            "antrenare/<char>_annotations.txt, and/or validare/task1_gt_validare.txt with images in "
-            "validare/validare/; the folder may also be antrenare/ or validare/ itself."
-        )
+    train_dir, test_dir = archive_parts(root)
     datasets = ([read_training(train_dir)] if train_dir else []) + ([read_test(test_dir)] if test_dir else [])
     problems: list[Problem] = []
     for ds in datasets:

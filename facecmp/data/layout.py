@@ -337,8 +337,8 @@ def load_image_folder(folder: str | Path) -> Dataset:
     return Dataset(folder.name, [ImageRecord(p.name, p) for p in files])
 
 
-def load_archive(root: str | Path, *, strict: bool = False, allow_missing: bool = False) -> Archive:
-    """A course archive: ``root`` holds ``antrenare/`` and/or ``validare/`` (any casing), or is one of them."""
+def archive_parts(root: str | Path) -> tuple[Path | None, Path | None]:
+    """``(training folder, test folder)`` of a course archive, at least one of them; else a DataError."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: dataset folder not found")
@@ -349,6 +349,13 @@ def load_archive(root: str | Path, *, strict: bool = False, allow_missing: bool 
             "antrenare/<char>_annotations.txt, and/or validare/task1_gt_validare.txt with images in "
             "validare/validare/; the folder may also be antrenare/ or validare/ itself."
         )
+    return train_dir, test_dir
+
+
+def load_archive(root: str | Path, *, strict: bool = False, allow_missing: bool = False) -> Archive:
+    """A course archive: ``root`` holds ``antrenare/`` and/or ``validare/`` (any casing), or is one of them."""
+    root = Path(root)
+    train_dir, test_dir = archive_parts(root)
     train = load_training(train_dir, strict=strict) if train_dir else None
     test = load_test(test_dir, strict=strict, allow_missing=allow_missing) if test_dir else None
     return Archive(root, train, test)
