@@ -97,10 +97,13 @@ def integral_image(images: torch.Tensor) -> torch.Tensor:
     """Summed-area table ``(B, C, H + 1, W + 1)`` with a zero row and column in front.
 
     Pixels are integers 0..255, so int32 sums are exact (480 x 360 x 255 is far below 2**31):
-    every area average below is then one exact sum divided once.
+    every area average below is then one exact sum divided once. The table is laid out
+    channels-last (as decoded images are), so that one pixel's channels sit together and a crop
+    corner is one contiguous row to gather.
     """
-    sums = images.to(torch.int32).cumsum(2, dtype=torch.int32).cumsum(3, dtype=torch.int32)
-    return F.pad(sums, (1, 0, 1, 0))
+    pixels = images.permute(0, 2, 3, 1).to(torch.int32)
+    sums = pixels.cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
+    return F.pad(sums, (0, 0, 1, 0, 1, 0)).permute(0, 3, 1, 2)
 
 
 def _bins(length: torch.Tensor, size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,18 +115,19 @@ def _bins(length: torch.Tensor, size: int, device) -> tuple[torch.Tensor, torch.
 
 
 def area_resize(sat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``interpolate(images, size, mode="area")`` from the images' integral image: ``(B, C, h, w)`` float."""
-    height, width = sat.shape[2] - 1, sat.shape[3] - 1
+    """``interpolate(images, size, mode="area")`` from the images' integral image: ``(B, C, h, w)`` float, channels-last."""
+    table = sat.permute(0, 2, 3, 1)  # (B, H + 1, W + 1, C)
+    height, width = table.shape[1] - 1, table.shape[2] - 1
     ys, ye = _bins(torch.tensor(height), size[0], sat.device)
     xs, xe = _bins(torch.tensor(width), size[1], sat.device)
-    rows = sat.index_select(2, ye) - sat.index_select(2, ys)
-    total = rows.index_select(3, xe) - rows.index_select(3, xs)
-    area = (ye - ys)[:, None] * (xe - xs)[None, :]
-    return total.float() / area.float()
+    rows = table.index_select(1, ye) - table.index_select(1, ys)
+    total = rows.index_select(2, xe) - rows.index_select(2, xs)
+    area = ((ye - ys)[:, None] * (xe - xs)[None, :]).unsqueeze(-1)
+    return (total.float() / area.float()).permute(0, 3, 1, 2)
 
 
 def crop_resize(sat: torch.Tensor, windows: np.ndarray, image_inds: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-resample each window of its image to ``size x size``: ``(N, C, size, size)`` float.
+    """Area-resample each window of its image to ``size x size``: ``(N, C, size, size)`` float, channels-last.
 
     Equal to one ``interpolate(crop, size, mode="area")`` per crop (an adaptive average pool),
     but every output cell of every crop is one rectangle sum read from the integral image, so
@@ -132,20 +136,24 @@ def crop_resize(sat: torch.Tensor, windows: np.ndarray, image_inds: torch.Tensor
     n, channels = len(windows), sat.shape[1]
     if n == 0:
         return torch.zeros((0, channels, size, size), device=sat.device)
+    height1, width1 = sat.shape[2], sat.shape[3]
+    # One row per pixel position holding its C channel sums (a view when sat is channels-last).
+    rows = sat.permute(0, 2, 3, 1).reshape(-1, channels)
     win = torch.as_tensor(windows, dtype=torch.int64, device=sat.device)
     x0, y0, x1, y1 = win.unbind(1)
     ys, ye = _bins((y1 - y0)[:, None], size, sat.device)
     xs, xe = _bins((x1 - x0)[:, None], size, sat.device)
-    ys, ye, xs, xe = ys + y0[:, None], ye + y0[:, None], xs + x0[:, None], xe + x0[:, None]
-    inds = image_inds.to(sat.device)[:, None, None]
+    xs, xe = xs + x0[:, None], xe + x0[:, None]
+    base = image_inds.to(sat.device)[:, None] * height1 + y0[:, None]
+    row_start, row_end = (base + ys) * width1, (base + ye) * width1
 
-    def corner(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        # (N, size, size, C) -> (N, C, size, size)
-        return sat[inds, :, yy[:, :, None], xx[:, None, :]].permute(0, 3, 1, 2)
+    def corner(row: torch.Tensor, col: torch.Tensor) -> torch.Tensor:
+        return rows.index_select(0, (row[:, :, None] + col[:, None, :]).reshape(-1))
 
-    total = corner(ye, xe) - corner(ys, xe) - corner(ye, xs) + corner(ys, xs)
-    area = ((ye - ys)[:, :, None] * (xe - xs)[:, None, :]).unsqueeze(1)
-    return total.float() / area.float()
+    total = corner(row_end, xe) - corner(row_start, xe) - corner(row_end, xs) + corner(row_start, xs)
+    area = ((ye - ys)[:, :, None] * (xe - xs)[:, None, :]).reshape(-1, 1)
+    averages = total.float() / area.float()
+    return averages.view(n, size, size, channels).permute(0, 3, 1, 2)
 
 
 def nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
