@@ -11,8 +11,14 @@ import json
 from pathlib import Path
 
 import pytest
+import torchvision  # noqa: F401
 
 from facecmp import variants
+
+# pytester's in-process runs restore sys.modules afterwards, so a module first imported inside
+# one is imported again by the next, and torch's operator registrations (pulled in by
+# torchvision through torch._dynamo) refuse to run twice. Importing torchvision here, before any
+# inner run, keeps those modules loaded for the whole file.
 
 pytest_plugins = ["pytester"]
 
