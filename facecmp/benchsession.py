@@ -22,7 +22,7 @@ import numpy as np
 from .data.layout import find_parts
 from .data.records import Dataset
 from .report import VariantResult, results_table, write_report
-from .study import Splits, choose_splits
+from .study import Splits, choose_splits, evaluate_prepared
 from .variants import REGISTRY, Prepared, Workbench, get_variants
 
 DEFAULT_SPLIT = "split:50"
@@ -144,15 +144,9 @@ class BenchSession:
 
     def result(self, name: str) -> VariantResult:
         """The variant's detections on the test images and their evaluation (computed once)."""
-        from .evaluation import evaluate
-        from .inference import run_detector
 
         def compute() -> VariantResult:
-            prepared = self.prepared(name)
-            run = run_detector(prepared.detector, self.test, workers=self.options.workers, progress=False, desc=name)
-            evaluation = evaluate(run.predictions, self.test.ground_truth())
-            return VariantResult(name, run.predictions, evaluation, run.ms_per_image, prepared.training_seconds,
-                                 dict(prepared.settings))
+            return evaluate_prepared(name, self.prepared(name), self.test, workers=self.options.workers, progress=False)
 
         return self._once(self._results, name, compute)
 

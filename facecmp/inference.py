@@ -154,7 +154,3 @@ def images_to_detect(path: Path) -> Dataset:
             "or a course test folder such as validare/ (with task1_gt_validare.txt and validare/ inside)"
         )
     return load_archive(path, allow_missing=True).test
-
-
-def detect_dataset(detector: Detector, dataset: Dataset, *, batch_size: int = 1, progress: bool = True) -> Predictions:
-    return run_detector(detector, dataset, batch_size=batch_size, progress=progress).predictions

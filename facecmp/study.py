@@ -13,7 +13,7 @@ from .evaluation import evaluate
 from .inference import run_detector
 from .predictions import save_predictions
 from .report import VariantResult, results_table, write_report
-from .variants import Variant, Workbench, get_variants
+from .variants import Prepared, Variant, Workbench, get_variants
 
 COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
 # `compare --cascade` adds the RNet/ONet fine-tunes (minutes more on CPU).
@@ -70,13 +70,17 @@ def choose_splits(
     return Splits(train, dev, test_ds)
 
 
-def evaluate_variant(variant: Variant, bench: Workbench, test: Dataset, *, progress: bool = True) -> VariantResult:
-    prepared = variant.prepare(bench)
-    run = run_detector(prepared.detector, test, progress=progress, desc=variant.name)
+def evaluate_prepared(
+    name: str, prepared: Prepared, test: Dataset, *, workers: int = 0, progress: bool = True
+) -> VariantResult:
+    """Detect with a ready variant on every test image and evaluate against the ground truth."""
+    run = run_detector(prepared.detector, test, workers=workers, progress=progress, desc=name)
     evaluation = evaluate(run.predictions, test.ground_truth())
-    return VariantResult(
-        variant.name, run.predictions, evaluation, run.ms_per_image, prepared.training_seconds, prepared.settings
-    )
+    return VariantResult(name, run.predictions, evaluation, run.ms_per_image, prepared.training_seconds, dict(prepared.settings))
+
+
+def evaluate_variant(variant: Variant, bench: Workbench, test: Dataset, *, progress: bool = True) -> VariantResult:
+    return evaluate_prepared(variant.name, variant.prepare(bench), test, progress=progress)
 
 
 def run_comparison(

@@ -47,13 +47,12 @@ from .samples import (
     MiningSettings,
     SampleSet,
     _pick,
-    balance,
+    balanced_sample_set,
     box_offsets,
+    cached_samples,
     data_fingerprint,
     face_regions,
     iou_labels,
-    load_samples,
-    save_samples,
     select_crops,
 )
 
@@ -222,14 +221,7 @@ def mine_hard_samples(
             offsets.append(off)
         bar.update(len(batch))
     bar.close()
-    size = settings.crops.crop_size
-    all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int8)
-    keep = balance(all_labels, settings.crops.ratio, np.random.default_rng([seed, len(records)]))
-    return SampleSet(
-        images=(np.concatenate(images) if images else np.zeros((0, 3, size, size), np.uint8))[keep],
-        labels=all_labels[keep],
-        offsets=(np.concatenate(offsets) if offsets else np.zeros((0, 4), np.float32))[keep],
-    )
+    return balanced_sample_set(images, labels, offsets, settings.crops, np.random.default_rng([seed, len(records)]))
 
 
 def mine_stage_samples(
@@ -247,11 +239,11 @@ def mine_stage_samples(
         return mine_hard_samples(dataset, nets, stage, settings, seed, device, progress)
     key = hard_mining_fingerprint(dataset, nets, stage, settings, seed)[:20]
     path = Path(cache_dir) / f"samples{settings.crops.crop_size}_{stage}_{key}.npz"
-    if path.is_file():
-        return load_samples(path)
-    samples = mine_hard_samples(dataset, nets, stage, settings, seed, device, progress)
-    if len(samples) == 0:
-        raise FacecmpError(f"{dataset.name}: mining {stage} samples found nothing; are there faces in the training images?")
-    save_samples(path, samples)
-    samples.cache_path = path
-    return samples
+
+    def mine() -> SampleSet:
+        samples = mine_hard_samples(dataset, nets, stage, settings, seed, device, progress)
+        if len(samples) == 0:
+            raise FacecmpError(f"{dataset.name}: mining {stage} samples found nothing; are there faces in the training images?")
+        return samples
+
+    return cached_samples(path, mine)

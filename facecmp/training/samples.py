@@ -20,6 +20,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -283,9 +284,14 @@ def mine_samples(dataset: Dataset, settings: MiningSettings = MiningSettings(), 
         images.append(im)
         labels.append(lab)
         offsets.append(off)
+    return balanced_sample_set(images, labels, offsets, settings, np.random.default_rng([seed, len(dataset.images)]))
+
+
+def balanced_sample_set(images: list, labels: list, offsets: list, settings: MiningSettings, rng: np.random.Generator) -> SampleSet:
+    """Join per-image crops, labels and offsets, subsampled to ``settings.ratio`` (neg:pos:part)."""
     size = settings.crop_size
     all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int8)
-    keep = balance(all_labels, settings.ratio, np.random.default_rng([seed, len(dataset.images)]))
+    keep = balance(all_labels, settings.ratio, rng)
     return SampleSet(
         images=(np.concatenate(images) if images else np.zeros((0, 3, size, size), np.uint8))[keep],
         labels=all_labels[keep],
@@ -318,9 +324,14 @@ def mine_pnet_samples(
     if cache_dir is None:
         return mine_samples(dataset, settings, seed, progress)
     path = Path(cache_dir) / f"samples{settings.crop_size}_{mining_fingerprint(dataset, settings, seed)[:20]}.npz"
+    return cached_samples(path, lambda: mine_samples(dataset, settings, seed, progress))
+
+
+def cached_samples(path: Path, mine: Callable[[], SampleSet]) -> SampleSet:
+    """The samples saved at ``path`` when already mined, else ``mine()``, saved there."""
     if path.is_file():
         return load_samples(path)
-    samples = mine_samples(dataset, settings, seed, progress)
+    samples = mine()
     save_samples(path, samples)
     samples.cache_path = path
     return samples
