@@ -19,10 +19,10 @@ from tabulate import tabulate
 import facecmp.cascade as C
 from facecmp.data.images import read_image
 from facecmp.detector import Detector
+from facecmp.process import retain_freed_memory
 
 STEPS = {
     "integral_image": "integral image",
-    "area_resize": "pyramid resize",
     "proposals_from_maps": "candidate gathering",
     "batched_nms": "NMS",
     "batched_nms_min": "NMS (min overlap)",
@@ -41,6 +41,19 @@ def timed(fn, label, totals):
     return wrapper
 
 
+class TimedNet:
+    """A stage's forward with its calls timed; other attributes (PNet's ``offsets``) pass through."""
+
+    def __init__(self, forward, timed_call):
+        self.forward, self.timed_call = forward, timed_call
+
+    def __call__(self, *args):
+        return self.timed_call(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.forward, name)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=Path, required=True)
@@ -48,6 +61,7 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as `facecmp detect` does
     paths = sorted(p for p in args.images.rglob("*.jpg"))[: args.n]
     totals: collections.Counter = collections.Counter()
     start = time.process_time()
@@ -59,8 +73,9 @@ def main(argv=None) -> None:
         detector.detect(image)
     for name, label in STEPS.items():
         setattr(C, name, timed(getattr(C, name), label, totals))
-    for stage, net in detector.nets.items():
-        net.forward = timed(net.forward, stage.upper(), totals)
+    C.AreaResize.__call__ = timed(C.AreaResize.__call__, "pyramid resize", totals)
+    for stage, forward in detector.forward.items():
+        detector.forward[stage] = TimedNet(forward, timed(forward, stage.upper(), totals))
     start = time.process_time()
     for image in images:
         detector.detect(image)

@@ -26,6 +26,11 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels - PIXEL_MEAN) * PIXEL_SCALE
 
 
+def normalize_(pixels: torch.Tensor) -> torch.Tensor:
+    """``normalize`` in place, for a float tensor nothing else holds."""
+    return pixels.sub_(PIXEL_MEAN).mul_(PIXEL_SCALE)
+
+
 def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
     """Scales at which a 12 px PNet window covers faces from ``min_face_size`` up to the image."""
     m = 12.0 / min_face_size
@@ -43,20 +48,19 @@ def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
     return int(height * scale + 1), int(width * scale + 1)
 
 
-def proposals_from_maps(reg: torch.Tensor, probs: torch.Tensor, scale: float, threshold: float):
-    """PNet output maps -> candidate boxes in image coordinates.
+def proposals_from_maps(probs: torch.Tensor, scale: float, threshold: float):
+    """PNet's face-probability map ``(B, h, w)`` -> candidate boxes in image coordinates.
 
-    Returns ``(boxes (M, 4), scores (M,), offsets (M, 4), image_inds (M,))``.
+    Returns ``(boxes (M, 4), scores (M,), cells (M, 3))``; ``cells`` holds each candidate's
+    ``(image index, row, column)`` in the map, where its box offsets are to be read.
     """
     mask = probs >= threshold
-    where = mask.nonzero()
-    image_inds = where[:, 0]
+    cells = mask.nonzero()
     scores = probs[mask]
-    offsets = reg.permute(1, 0, 2, 3)[:, mask].permute(1, 0)
-    cell_xy = where[:, 1:].to(reg.dtype).flip(1)  # (row, col) -> (x, y)
+    cell_xy = cells[:, 1:].to(probs.dtype).flip(1)  # (row, col) -> (x, y)
     top_left = ((PNET_STRIDE * cell_xy + 1) / scale).floor()
     bottom_right = ((PNET_STRIDE * cell_xy + PNET_CELL) / scale).floor()
-    return torch.cat([top_left, bottom_right], dim=1), scores, offsets, image_inds
+    return torch.cat([top_left, bottom_right], dim=1), scores, cells
 
 
 def regress_pnet(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
@@ -114,16 +118,37 @@ def _bins(length: torch.Tensor, size: int, device) -> tuple[torch.Tensor, torch.
     return start, end
 
 
+class AreaResize:
+    """One ``interpolate(images, size, mode="area")`` from ``(height, width)`` images, read off
+    their integral image; the bins are computed once, so a pyramid planned for one image size
+    serves every image of that size.
+    """
+
+    def __init__(self, height: int, width: int, size: tuple[int, int], device="cpu"):
+        self.size = size
+        self.ys, self.ye = _bins(torch.tensor(height), size[0], device)
+        self.xs, self.xe = _bins(torch.tensor(width), size[1], device)
+        self.area = ((self.ye - self.ys)[:, None] * (self.xe - self.xs)[None, :]).unsqueeze(-1).float()
+
+    def __call__(self, sat: torch.Tensor) -> torch.Tensor:
+        """``(B, C, h, w)`` float averages, channels-last, a new tensor."""
+        table = sat.permute(0, 2, 3, 1)  # (B, H + 1, W + 1, C)
+        rows = table.index_select(1, self.ye) - table.index_select(1, self.ys)
+        total = rows.index_select(2, self.xe) - rows.index_select(2, self.xs)
+        return total.float().div_(self.area).permute(0, 3, 1, 2)
+
+
 def area_resize(sat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``interpolate(images, size, mode="area")`` from the images' integral image: ``(B, C, h, w)`` float, channels-last."""
-    table = sat.permute(0, 2, 3, 1)  # (B, H + 1, W + 1, C)
-    height, width = table.shape[1] - 1, table.shape[2] - 1
-    ys, ye = _bins(torch.tensor(height), size[0], sat.device)
-    xs, xe = _bins(torch.tensor(width), size[1], sat.device)
-    rows = table.index_select(1, ye) - table.index_select(1, ys)
-    total = rows.index_select(2, xe) - rows.index_select(2, xs)
-    area = ((ye - ys)[:, None] * (xe - xs)[None, :]).unsqueeze(-1)
-    return (total.float() / area.float()).permute(0, 3, 1, 2)
+    return AreaResize(sat.shape[2] - 1, sat.shape[3] - 1, size, sat.device)(sat)
+
+
+def pyramid(height: int, width: int, min_face_size: float, factor: float, device="cpu") -> list[tuple[float, AreaResize]]:
+    """``(scale, resize)`` for each pyramid level of ``(height, width)`` images."""
+    return [
+        (scale, AreaResize(height, width, scaled_size(height, width, scale), device))
+        for scale in pyramid_scales(height, width, min_face_size, factor)
+    ]
 
 
 def crop_resize(sat: torch.Tensor, windows: np.ndarray, image_inds: torch.Tensor, size: int) -> torch.Tensor:
@@ -196,9 +221,12 @@ __all__ = [
     "batched_nms_min",
     "crop_resize",
     "crop_windows",
+    "AreaResize",
     "area_resize",
     "integral_image",
     "normalize",
+    "normalize_",
+    "pyramid",
     "proposals_from_maps",
     "pyramid_scales",
     "regress",

@@ -18,6 +18,7 @@ from torch import nn
 
 from . import cascade as C
 from .errors import ModelError
+from .fastforward import FAST_FORWARD
 from .models import STAGES, build_network, pretrained_network
 
 # Batches handed to RNet/ONet at once; bounds memory on images with thousands of proposals.
@@ -35,7 +36,7 @@ def padded_batch_size(n: int) -> int:
     return -(-n // step) * step
 
 
-def run_padded(net: nn.Module, crops: torch.Tensor):
+def run_padded(net, crops: torch.Tensor):
     """``net(crops)`` with the batch zero-padded to ``padded_batch_size``; padding rows dropped."""
     n = len(crops)
     padded = padded_batch_size(n)
@@ -90,6 +91,10 @@ class Detector:
             .to(self.device, memory_format=torch.channels_last)
             for s in STAGES
         }
+        # What detection runs: the same layers with exact, faster equivalents (fastforward.py).
+        self.forward = {s: FAST_FORWARD[s](net) for s, net in self.nets.items()}
+        # Pyramid levels per image size, planned on first sight of that size.
+        self._pyramids: dict[tuple[int, int], list] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, **setting_overrides) -> "Detector":
@@ -154,16 +159,18 @@ class Detector:
         """Stage 1: PNet over the pyramid; squared candidate boxes per image."""
         s = self.settings
         h, w = sat.shape[2] - 1, sat.shape[3] - 1
+        if (h, w) not in self._pyramids:
+            self._pyramids[(h, w)] = C.pyramid(h, w, s.min_face_size, s.factor, sat.device)
         all_boxes, all_scores, all_offsets, all_inds = [], [], [], []
-        for scale in C.pyramid_scales(h, w, s.min_face_size, s.factor):
-            scaled = C.area_resize(sat, C.scaled_size(h, w, scale))
-            reg, probs = self.nets["pnet"](C.normalize(scaled).contiguous(memory_format=torch.channels_last))
-            boxes, scores, offsets, inds = C.proposals_from_maps(reg, probs[:, 1], scale, s.thresholds[0])
-            keep = C.batched_nms(boxes, scores, inds, s.nms_thresholds[0])
+        pnet = self.forward["pnet"]
+        for scale, resize in self._pyramids[(h, w)]:
+            features, probs = pnet(C.normalize_(resize(sat)))
+            boxes, scores, cells = C.proposals_from_maps(probs, scale, s.thresholds[0])
+            keep = C.batched_nms(boxes, scores, cells[:, 0], s.nms_thresholds[0])
             all_boxes.append(boxes[keep])
             all_scores.append(scores[keep])
-            all_offsets.append(offsets[keep])
-            all_inds.append(inds[keep])
+            all_offsets.append(pnet.offsets(features, cells[keep]))
+            all_inds.append(cells[keep, 0])
         if not all_boxes:
             return torch.zeros((0, 4), device=sat.device), torch.zeros(0, device=sat.device), torch.zeros(0, dtype=torch.long, device=sat.device)
         boxes, scores = torch.cat(all_boxes), torch.cat(all_scores)
@@ -184,7 +191,7 @@ class Detector:
         for start in range(0, len(boxes), REFINE_BATCH):
             sl = slice(start, start + REFINE_BATCH)
             crops = C.normalize(C.crop_resize(sat, windows[sl], inds[sl], size))
-            outs.append(run_padded(self.nets[stage], crops))
+            outs.append(run_padded(self.forward[stage], crops))
         if not outs:
             return boxes, inds, None
         return boxes, inds, tuple(torch.cat(parts) for parts in zip(*outs))
@@ -195,8 +202,7 @@ class Detector:
         boxes, inds, out = self._classify_crops("rnet", sat, boxes, inds)
         if out is None:
             return boxes, boxes.new_zeros(0), inds
-        offsets, probs = out
-        scores = probs[:, 1]
+        offsets, scores = out
         passed = scores > s.thresholds[1]
         boxes, scores, offsets, inds = boxes[passed], scores[passed], offsets[passed], inds[passed]
         keep = C.batched_nms(boxes, scores, inds, s.nms_thresholds[2])
@@ -209,8 +215,7 @@ class Detector:
         boxes, inds, out = self._classify_crops("onet", sat, boxes, inds)
         if out is None:
             return boxes, boxes.new_zeros(0), inds
-        offsets, _landmarks, probs = out
-        scores = probs[:, 1]
+        offsets, _landmarks, scores = out
         passed = scores > s.thresholds[2]
         boxes = C.regress(boxes[passed], offsets[passed])
         scores, inds = scores[passed], inds[passed]

@@ -28,7 +28,7 @@ from facecmp.training.hard_mining import (
     mine_stage_samples,
     pick_candidates,
 )
-from facecmp.training.samples import NEGATIVE, PART, POSITIVE, MiningSettings, SampleDataset
+from facecmp.training.samples import NEGATIVE, PART, POSITIVE, SampleDataset
 
 FAST = TrainSettings(epochs=2, batch_size=64, patience=10, threads=2)
 GRID = ((0.6, 0.7, 0.7), (0.6, 0.2, 0.2), (0.4, 0.1, 0.5))

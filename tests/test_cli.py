@@ -23,7 +23,7 @@ from facecmp.cli import main
 from facecmp.data import read_ground_truth
 from facecmp.errors import DataError
 from facecmp.evaluation import evaluate
-from facecmp.predictions import Predictions, load_predictions, prediction_paths, save_predictions
+from facecmp.predictions import Predictions, load_predictions, save_predictions
 from facecmp.synthetic import generate_dataset
 
 PRED_FILES = ("detections_all_faces.npy", "scores_all_faces.npy", "file_names_all_faces.npy")
@@ -550,3 +550,19 @@ def test_module_entry_point_reports_a_corrupt_image_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"facecmp: error: {bad}: cannot decode image")
+
+
+def test_module_entry_point_finishes_its_output_before_the_quick_exit(tmp_path):
+    """``run`` ends the process with os._exit: the printed summary and the .npy files must be complete."""
+    from PIL import Image
+
+
+    (tmp_path / "imgs").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.jpg")
+    proc = subprocess.run([sys.executable, "-m", "facecmp.cli", "detect", "--images", str(tmp_path / "imgs"),
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith(f"wrote {tmp_path / 'out'}/detections_all_faces.npy")
+    load_predictions(tmp_path / "out")  # all three files present and consistent

@@ -103,9 +103,9 @@ def cascade_candidates(detector: Detector, images: Sequence[np.ndarray]) -> list
             continue
         sat = C.integral_image(torch.as_tensor(image, device=detector.device).permute(2, 0, 1)[None])
         crops = C.crop_resize(sat, windows[valid], torch.zeros(len(valid), dtype=torch.long), 48)
-        offsets, _landmarks, probs = detector.nets["onet"](C.normalize(crops).contiguous(memory_format=torch.channels_last))
+        offsets, _landmarks, probs = detector.forward["onet"](C.normalize(crops).contiguous(memory_format=torch.channels_last))
         final = C.regress(boxes[valid], offsets).cpu().numpy()
-        onet_scores = probs[:, 1].cpu().numpy()
+        onet_scores = probs.cpu().numpy()
         passed = onet_scores > onet_threshold
         out.append(CascadeCandidates(final[passed], np.asarray(after_rnet.scores)[valid][passed], onet_scores[passed]))
     return out
