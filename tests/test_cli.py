@@ -556,7 +556,6 @@ def test_module_entry_point_finishes_its_output_before_the_quick_exit(tmp_path):
     """``run`` ends the process with os._exit: the printed summary and the .npy files must be complete."""
     from PIL import Image
 
-
     (tmp_path / "imgs").mkdir()
     rng = np.random.default_rng(0)
     for i in range(2):
