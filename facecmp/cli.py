@@ -13,6 +13,10 @@ from pathlib import Path
 
 from .errors import DataError, FacecmpError, ModelError
 
+# `detect --batch-size` on a GPU (H200, 100 generated 480x360 images: 22.8 ms/image one at a
+# time, 5.3 in batches of 8, 1.6 in batches of 32).
+CUDA_BATCH_SIZE = 32
+
 
 def _thresholds(text: str) -> tuple[float, float, float]:
     try:
@@ -96,7 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, type=Path, help="folder of images (or a course test folder)")
     p.add_argument("--out", required=True, type=Path, help="folder for detections/scores/file_names_all_faces.npy")
     p.add_argument("--model", default="pretrained", help="'pretrained', a checkpoint folder from `facecmp finetune`, or 'facenet-reference' (facenet-pytorch's own MTCNN)")
-    p.add_argument("--batch-size", type=_positive_int, default=1)
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=None,
+        help="images per network call (default 1 on CPU, where worker processes give the parallelism; "
+        f"{CUDA_BATCH_SIZE} on CUDA, where batching is what makes a GPU pay)",
+    )
     p.add_argument(
         "--workers", type=_non_negative_int, default=None,
         help="processes that decode and detect in parallel, one thread each "
@@ -161,6 +169,8 @@ def _require_model(model: str) -> None:
 
 
 def cmd_detect(args) -> int:
+    import torch
+
     from .detector import load_detector
     from .inference import images_to_detect, run_detector
     from .predictions import save_predictions
@@ -169,10 +179,12 @@ def cmd_detect(args) -> int:
     _require_model(args.model)
     dataset = images_to_detect(args.images)
     detector = load_detector(args.model, min_face_size=args.min_face, thresholds=args.thresholds, device=args.device)
+    on_cpu = torch.device(args.device).type == "cpu"
     workers = args.workers
     if workers is None:
-        workers = args.threads if args.device == "cpu" and len(dataset) >= 16 else 0
-    run = run_detector(detector, dataset, batch_size=args.batch_size, workers=workers, progress=sys.stderr.isatty())
+        workers = args.threads if on_cpu and len(dataset) >= 16 else 0
+    batch_size = args.batch_size or (1 if on_cpu else CUDA_BATCH_SIZE)
+    run = run_detector(detector, dataset, batch_size=batch_size, workers=workers, progress=sys.stderr.isatty())
     save_predictions(args.out, run.predictions)
     print(f"{len(dataset)} images, {len(run.predictions)} faces, {run.images_per_second:.1f} images/s ({run.ms_per_image:.1f} ms/image)")
     print(f"wrote {args.out}/detections_all_faces.npy, scores_all_faces.npy, file_names_all_faces.npy")
@@ -280,10 +292,11 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .process import import_torch_frozen, retain_freed_memory
+    from .process import exact_float32_on_cuda, import_torch_frozen, retain_freed_memory
 
     torch = import_torch_frozen()
     retain_freed_memory()
+    exact_float32_on_cuda()
     torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)

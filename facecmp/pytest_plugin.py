@@ -19,6 +19,7 @@ import pytest
 from .benchsession import DEFAULT_DEV_PER_FOLDER, DEFAULT_SPLIT, BenchOptions, BenchSession, default_cache_dir
 from .errors import FacecmpError
 from .gates import GateFailed, GateSet, load_gates
+from .process import exact_float32_on_cuda, retain_freed_memory
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 GATES_FILE = "gates.toml"
@@ -106,6 +107,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # -- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def facecmp_session(pytestconfig: pytest.Config) -> BenchSession:
+    # The process settings `facecmp` itself runs with, so that benchmarks measure what users
+    # get; set here, where a benchmark first asks for the session, not for every pytest run.
+    retain_freed_memory()
+    exact_float32_on_cuda()
     return _session(pytestconfig)
 
 
