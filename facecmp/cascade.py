@@ -105,7 +105,7 @@ def integral_image(images: torch.Tensor) -> torch.Tensor:
     channels-last (as decoded images are), so that one pixel's channels sit together and a crop
     corner is one contiguous row to gather.
     """
-    pixels = images.permute(0, 2, 3, 1).to(torch.int32)
+    pixels = images.permute(0, 2, 3, 1)
     sums = pixels.cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
     return F.pad(sums, (0, 0, 1, 0, 1, 0)).permute(0, 3, 1, 2)
 
@@ -124,23 +124,37 @@ class AreaResize:
     serves every image of that size.
     """
 
-    def __init__(self, height: int, width: int, size: tuple[int, int], device="cpu"):
-        self.size = size
+    def __init__(self, height: int, width: int, size: tuple[int, int], device="cpu", channels: int = 3):
+        self.size, self.channels = size, channels
         self.ys, self.ye = _bins(torch.tensor(height), size[0], device)
-        self.xs, self.xe = _bins(torch.tensor(width), size[1], device)
-        self.area = ((self.ye - self.ys)[:, None] * (self.xe - self.xs)[None, :]).unsqueeze(-1).float()
+        xs, xe = _bins(torch.tensor(width), size[1], device)
+        self.area = ((self.ye - self.ys)[:, None] * (xe - xs)[None, :]).unsqueeze(-1).float()
+        # The column step gathers single values of the flattened (rows, W + 1, C) row sums:
+        # twice as fast as gathering C-value groups along the column axis.
+        row_starts = torch.arange(size[0], device=device)[:, None, None] * ((width + 1) * channels)
+        channel = torch.arange(channels, device=device)
+        self.cols_start = (row_starts + xs[None, :, None] * channels + channel).reshape(-1)
+        self.cols_end = (row_starts + xe[None, :, None] * channels + channel).reshape(-1)
 
     def __call__(self, sat: torch.Tensor) -> torch.Tensor:
         """``(B, C, h, w)`` float averages, channels-last, a new tensor."""
+        if sat.shape[1] != self.channels:
+            raise ValueError(f"planned for {self.channels} channels, got {sat.shape[1]}")
         table = sat.permute(0, 2, 3, 1)  # (B, H + 1, W + 1, C)
-        rows = table.index_select(1, self.ye) - table.index_select(1, self.ys)
-        total = rows.index_select(2, self.xe) - rows.index_select(2, self.xs)
+        batch = table.shape[0]
+        rows = (table.index_select(1, self.ye) - table.index_select(1, self.ys)).view(-1)
+        start, end = self.cols_start, self.cols_end
+        if batch > 1:  # one flat gather for the batch (a 1-D gather is ~4x faster than one along dim 1)
+            shift = torch.arange(batch, device=rows.device)[:, None] * (len(rows) // batch)
+            start, end = (shift + start).view(-1), (shift + end).view(-1)
+        total = rows.index_select(0, end) - rows.index_select(0, start)
+        total = total.view(batch, *self.size, self.channels)
         return total.float().div_(self.area).permute(0, 3, 1, 2)
 
 
 def area_resize(sat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``interpolate(images, size, mode="area")`` from the images' integral image: ``(B, C, h, w)`` float, channels-last."""
-    return AreaResize(sat.shape[2] - 1, sat.shape[3] - 1, size, sat.device)(sat)
+    return AreaResize(sat.shape[2] - 1, sat.shape[3] - 1, size, sat.device, sat.shape[1])(sat)
 
 
 def pyramid(height: int, width: int, min_face_size: float, factor: float, device="cpu") -> list[tuple[float, AreaResize]]:
