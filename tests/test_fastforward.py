@@ -78,17 +78,19 @@ def _net(stage: str, weights: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("weights", ["pretrained", "perturbed"])
-def test_fast_pnet_equals_module(weights):
-    net, x = _net("pnet", weights), _input("pnet")
+@pytest.mark.parametrize("shape", [(2, 3, 37, 53), (1, 3, 55, 73), (1, 3, 14, 19)])  # the last two: oneDNN / native convs
+def test_fast_pnet_equals_module(weights, shape):
+    net = _net("pnet", weights)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=torch.channels_last)
     fast = FAST_FORWARD["pnet"](net)
     with torch.inference_mode():
         offsets, probs = net(x)
         features, face = fast(x)
         torch.testing.assert_close(face, probs[:, 1], rtol=0, atol=1e-5)
         cells = torch.ones_like(face, dtype=torch.bool).nonzero()  # every cell, in map order
-        torch.testing.assert_close(fast.offsets(features, cells), offsets.permute(0, 2, 3, 1).reshape(-1, 4), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.offsets(features, cells), offsets.permute(0, 2, 3, 1).reshape(-1, 4), rtol=1e-4, atol=1e-4)
         some = cells[::7]
-        torch.testing.assert_close(fast.offsets(features, some), offsets[some[:, 0], :, some[:, 1], some[:, 2]], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.offsets(features, some), offsets[some[:, 0], :, some[:, 1], some[:, 2]], rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("stage", ["rnet", "onet"])
