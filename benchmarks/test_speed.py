@@ -17,6 +17,7 @@ import pytest
 from facecmp.gates import check
 
 SPEED_IMAGES = 20  # decoded once, the same for every variant
+PROCESS_ROUNDS = 3  # whole-process runs of each model
 FINETUNE_IMAGES_PER_FOLDER = 2
 FINETUNE_EPOCHS = 1
 EVAL_IMAGES, EVAL_DETECTIONS_PER_IMAGE, EVAL_FACES_PER_IMAGE = 1000, 1000, 5  # 1M detections
@@ -111,3 +112,20 @@ def test_speed_gate(facecmp_speed_gate, facecmp_session):
         pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
     ms = facecmp_session.paired_ms_per_image(gate.variants, SPEED_IMAGES)
     check(gate, {v: {"ms_per_image": t} for v, t in ms.items()})
+
+
+def test_process_speed_gate(facecmp_process_gate, facecmp_session):
+    """Whole ``facecmp detect`` processes, as users run them, over every test image.
+
+    Runs alternate between the two models (a, b, b, a, ...) and each side's time is the median
+    of its runs (facecmp.wholeprocess); both must also find the same faces. Timed with a plain
+    clock rather than pytest-benchmark, which times one callable: the alternation between two
+    programs is what keeps a busy machine from deciding the ratio.
+    """
+    gate = facecmp_process_gate
+    unselected = [v for v in gate.variants if v not in facecmp_session.variant_names]
+    if unselected:
+        pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
+    result = facecmp_session.process_times(gate.variants, rounds=PROCESS_ROUNDS)
+    assert not result.differing, f"detections differ on {len(result.differing)} images, e.g. {result.differing[:3]}"
+    check(gate, {v: {"seconds": result.median(v)} for v in gate.variants})

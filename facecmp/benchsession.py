@@ -66,6 +66,7 @@ class BenchSession:
         self._results: dict[str, VariantResult | Exception] = {}
         self._timings: dict[str, Timing] = {}
         self._speed_images: list[tuple[str, np.ndarray]] | None = None
+        self._process_times: dict[tuple[str, ...], object] = {}
         self.report_path: Path | None = None  # where write_report put the report, once it has
 
     # -- what is being compared -----------------------------------------------------------
@@ -201,6 +202,19 @@ class BenchSession:
                 times[name].append(time.perf_counter() - start)
         return {n: 1000.0 * statistics.median(t) for n, t in times.items()}
 
+    def process_times(self, models: Sequence[str], rounds: int = 3):
+        """Whole ``facecmp detect`` processes over every test image, alternating between
+        ``models`` (named models only: pretrained, facenet-reference); measured once per set."""
+        from .wholeprocess import time_processes
+
+        key = tuple(models)
+        if key not in self._process_times:
+            self._process_times[key] = time_processes([r.path for r in self.test.images], key, rounds)
+        return self._process_times[key]
+
+    def timed_processes(self) -> bool:
+        return bool(self._process_times)
+
     def record_timing(self, name: str, ms_per_image: float, source: str) -> None:
         self._timings[name] = Timing(ms_per_image, source)
 
@@ -236,7 +250,15 @@ class BenchSession:
             f"seed {self.options.seed}.",
             *(f"{r.name}: thresholds {r.settings.get('thresholds')}; ms/image from {r.settings['ms_per_image_source']}"
               for r in self.final_results()),
+            *(self._process_note(models, t) for models, t in self._process_times.items()),
         ]
+
+    @staticmethod
+    def _process_note(models, t) -> str:
+        runs = "; ".join(f"{m} {t.median(m):.2f} s (runs {', '.join(f'{x:.2f}' for x in t.times[m])})" for m in models)
+        ratio = f" = {t.ratio(models[1], models[0]):.2f}x" if len(models) == 2 else ""
+        return (f"whole `facecmp detect` processes over {t.n_images} images, median of alternating runs: {runs}{ratio}; "
+                f"images with differing detections: {len(t.differing)}")
 
     def summary_table(self) -> str | None:
         results = self.final_results()

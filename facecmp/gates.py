@@ -23,6 +23,12 @@ every dataset::
     faster_than = "facenet-reference"
     at_least = 1.0
 
+    [[process_speed]]                # the same for whole `facecmp detect` processes (median s)
+    variant = "pretrained"
+    faster_than = "facenet-reference"
+    at_least = 2.0
+    dataset = "dexter"               # optional: only for this dataset's runs
+
 Speed gates are ratios measured in the same run, never absolute seconds. A failed gate says
 which gate failed and by how much.
 """
@@ -131,6 +137,10 @@ class WithinGate:
         )
 
 
+def _amount(value: float, unit: str) -> str:
+    return f"{value:.1f}" if unit.startswith("ms") else f"{value:.2f}"
+
+
 @dataclass(frozen=True)
 class SpeedGate:
     """``variant`` is at least ``at_least`` times as fast as ``other`` (ms/image ratio, same run)."""
@@ -140,6 +150,7 @@ class SpeedGate:
     at_least: float
     scope: str = "speed"
     metric: str = "ms_per_image"
+    unit: str = "ms/image"
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -158,7 +169,7 @@ class SpeedGate:
             return None
         a, b = values[self.variant][self.metric], values[self.other][self.metric]
         return (
-            f"gate {self.name} failed: measured {ratio:.2f}x ({a:.1f} vs {b:.1f} ms/image; "
+            f"gate {self.name} failed: measured {ratio:.2f}x ({_amount(a, self.unit)} vs {_amount(b, self.unit)} {self.unit}; "
             f"short by {self.at_least - ratio:.2f}x)"
         )
 
@@ -191,6 +202,7 @@ class GateSet:
     minimums: list[MinimumGate] = field(default_factory=list)
     relations: list[BeatsGate | WithinGate] = field(default_factory=list)
     speed: list[SpeedGate] = field(default_factory=list)
+    process_speed: list[SpeedGate] = field(default_factory=list)
 
     def minimums_for(self, variant: str) -> list[MinimumGate]:
         return [g for g in self.minimums if g.variant == variant]
@@ -244,24 +256,39 @@ def _relation(path: Path, scope: str, i: int, entry) -> BeatsGate | WithinGate:
     raise GatesFileError(f"{path}: {key}: expected exactly one of beats = \"other\" or within = \"other\"")
 
 
-def _speed(path: Path, i: int, entry) -> SpeedGate:
-    key = f"[[speed]] #{i + 1}"
+def _speed(path: Path, i: int, entry, list_name: str = "speed") -> SpeedGate:
+    key = f"[[{list_name}]] #{i + 1}"
     if not isinstance(entry, dict) or not {"variant", "faster_than", "at_least"} <= set(entry):
         raise GatesFileError(f"{path}: {key}: expected variant = \"a\", faster_than = \"b\", at_least = <ratio>")
-    extra = set(entry) - {"variant", "faster_than", "at_least"}
+    allowed = {"variant", "faster_than", "at_least"} | ({"dataset"} if list_name == "process_speed" else set())
+    extra = set(entry) - allowed
     if extra:
         raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
     ratio = _number(path, key, entry["at_least"])
     if ratio <= 0:
         raise GatesFileError(f"{path}: {key}: at_least must be a positive speed ratio, got {ratio}")
+    if list_name == "process_speed":
+        return SpeedGate(entry["variant"], entry["faster_than"], ratio, scope="process_speed", metric="seconds", unit="s per run")
     return SpeedGate(entry["variant"], entry["faster_than"], ratio)
 
 
+def _speed_list(doc: dict, list_name: str, dataset: str, path: Path) -> list[SpeedGate]:
+    entries = doc.get(list_name, [])
+    if not isinstance(entries, list):
+        raise GatesFileError(f"{path}: '{list_name}' must be a list of tables ([[{list_name}]])")
+    return [
+        _speed(path, i, e, list_name)
+        for i, e in enumerate(entries)
+        if not (isinstance(e, dict) and "dataset" in e and e["dataset"] != dataset)
+    ]
+
+
 def parse_gates(doc: dict, dataset: str, path: Path = Path("gates.toml")) -> GateSet:
-    speed_entries = doc.get("speed", [])
-    if not isinstance(speed_entries, list):
-        raise GatesFileError(f"{path}: 'speed' must be a list of tables ([[speed]])")
-    gates = GateSet(path, dataset, found=dataset in doc, speed=[_speed(path, i, e) for i, e in enumerate(speed_entries)])
+    gates = GateSet(
+        path, dataset, found=dataset in doc,
+        speed=_speed_list(doc, "speed", dataset, path),
+        process_speed=_speed_list(doc, "process_speed", dataset, path),
+    )
     table = doc.get(dataset, {})
     if not isinstance(table, dict):
         raise GatesFileError(f"{path}: {dataset!r} must be a table")

@@ -97,7 +97,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if problem:
             pytest.fail(f"--facecmp-variants: {problem}", pytrace=False)
         metafunc.parametrize("variant", names, ids=names)
-    for fixture, attr in (("facecmp_relation", "relations"), ("facecmp_speed_gate", "speed")):
+    for fixture, attr in (
+        ("facecmp_relation", "relations"), ("facecmp_speed_gate", "speed"), ("facecmp_process_gate", "process_speed"),
+    ):
         if fixture in metafunc.fixturenames:
             gates = load_gates(_gates_path(metafunc.config, metafunc.definition.path), session.dataset_key)
             chosen = getattr(gates, attr)
@@ -162,10 +164,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     bench = _session(config)
     table = bench.summary_table()
-    if table is None:
+    if table is None and not bench.timed_processes():
         return
     terminalreporter.section(f"facecmp: {bench.dataset_key}")
-    terminalreporter.write_line(table)
+    if table is not None:
+        terminalreporter.write_line(table)
     for note in bench.notes():
         terminalreporter.write_line(f"- {note}")
     if bench.report_path is not None:

@@ -76,6 +76,10 @@ def test_relational_and_speed_messages():
     with pytest.raises(GateFailed, match=r"gate speed.pretrained >= 1.50x as fast as facenet-reference failed: "
                                          r"measured 1.25x \(400.0 vs 500.0 ms/image; short by 0.25x\)"):
         check(speed, {"pretrained": {"ms_per_image": 400.0}, "facenet-reference": {"ms_per_image": 500.0}})
+    whole = SpeedGate("pretrained", "facenet-reference", 2.0, scope="process_speed", metric="seconds", unit="s per run")
+    with pytest.raises(GateFailed, match=r"gate process_speed.pretrained >= 2.00x as fast as facenet-reference failed: "
+                                         r"measured 1.90x \(4.00 vs 7.60 s per run; short by 0.10x\)"):
+        check(whole, {"pretrained": {"seconds": 4.0}, "facenet-reference": {"seconds": 7.6}})
 
 
 @given(measured=unit, minimum=unit)
@@ -126,6 +130,27 @@ def test_gates_apply_only_to_runs_measured_the_same_way(tmp_path):
     reason = gates.mismatch({"test": "split:20", "dev_per_folder": 5})
     assert "test = 'split:50'" in reason and "'split:20'" in reason
     assert "no gates for dataset 'default'" in load_gates(write(tmp_path, GATES), "default").mismatch({})
+
+
+def test_process_speed_gates_can_be_limited_to_one_dataset(tmp_path):
+    text = GATES + """
+[[process_speed]]
+variant = "pretrained"
+faster_than = "facenet-reference"
+at_least = 2.0
+dataset = "dexter"
+
+[[process_speed]]
+variant = "pretrained"
+faster_than = "facenet-reference"
+at_least = 1.5
+"""
+    dexter, default = load_gates(write(tmp_path, text), "dexter"), load_gates(write(tmp_path, text), "default")
+    assert [g.at_least for g in dexter.process_speed] == [2.0, 1.5]
+    assert [g.at_least for g in default.process_speed] == [1.5]
+    assert dexter.process_speed[0].name == "process_speed.pretrained >= 2.00x as fast as facenet-reference"
+    with pytest.raises(GatesFileError, match=r"\[\[speed\]\] #1: unknown key\(s\) dataset"):
+        load_gates(write(tmp_path, GATES.replace("at_least = 1.5", "at_least = 1.5\ndataset = 'dexter'")), "dexter")
 
 
 def test_missing_file_is_an_empty_gate_set(tmp_path):
