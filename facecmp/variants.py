@@ -24,7 +24,8 @@ from .errors import FacecmpError
 from .reference import FacenetReference
 
 # Bump when a change to training or calibration makes cached checkpoints stale.
-CACHE_VERSION = 3
+# 4: RNet/ONet samples are mined by the faster detector (see HARD_MINING_VERSION 2).
+CACHE_VERSION = 4
 
 
 class DetectorLike(Protocol):
