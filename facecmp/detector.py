@@ -23,6 +23,8 @@ from .models import STAGES, build_network, pretrained_network
 
 # Batches handed to RNet/ONet at once; bounds memory on images with thousands of proposals.
 REFINE_BATCH = 2048
+# Image sizes whose pyramid plans are kept (see Detector._pyramids).
+PYRAMID_PLANS_KEPT = 8
 
 
 def padded_batch_size(n: int) -> int:
@@ -93,7 +95,8 @@ class Detector:
         }
         # What detection runs: the same layers with exact, faster equivalents (fastforward.py).
         self.forward = {s: FAST_FORWARD[s](net) for s, net in self.nets.items()}
-        # Pyramid levels per image size, planned on first sight of that size.
+        # Pyramid levels per image size, planned on first sight of that size (a few MB each for
+        # 480x360: the most recent sizes only, for folders of photos of every size).
         self._pyramids: dict[tuple[int, int], list] = {}
 
     @classmethod
@@ -159,11 +162,13 @@ class Detector:
         """Stage 1: PNet over the pyramid; squared candidate boxes per image."""
         s = self.settings
         h, w = sat.shape[2] - 1, sat.shape[3] - 1
-        if (h, w) not in self._pyramids:
-            self._pyramids[(h, w)] = C.pyramid(h, w, s.min_face_size, s.factor, sat.device)
+        levels = self._pyramids.pop((h, w), None) or C.pyramid(h, w, s.min_face_size, s.factor, sat.device)
+        self._pyramids[(h, w)] = levels  # re-inserted: the dict's order is least to most recent
+        while len(self._pyramids) > PYRAMID_PLANS_KEPT:
+            del self._pyramids[next(iter(self._pyramids))]
         all_boxes, all_scores, all_offsets, all_inds = [], [], [], []
         pnet = self.forward["pnet"]
-        for scale, resize in self._pyramids[(h, w)]:
+        for scale, resize in levels:
             features, probs = pnet(C.normalize_(resize(sat)))
             boxes, scores, cells = C.proposals_from_maps(probs, scale, s.thresholds[0])
             keep = C.batched_nms(boxes, scores, cells[:, 0], s.nms_thresholds[0])

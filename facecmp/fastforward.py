@@ -76,6 +76,8 @@ class _ChannelsLastPReLU:
         if c % 16 == 0 or not x.is_contiguous(memory_format=torch.channels_last):
             return self.prelu(x)
         if w not in self.tiled:
+            if len(self.tiled) >= 256:  # maps of many widths (images of many sizes): start over
+                self.tiled.clear()
             self.tiled[w] = self.prelu.weight.detach().repeat(w)
         rows = x.permute(0, 2, 3, 1).reshape(n * h, w * c)
         return F.prelu(rows, self.tiled[w]).view(n, h, w, c).permute(0, 3, 1, 2)

@@ -156,3 +156,19 @@ def test_invalid_settings_are_rejected(kwargs):
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="facecmp.json|not found|checkpoint"):
         load_detector(tmp_path / "nope")
+
+
+def test_pyramid_plans_are_kept_for_the_most_recent_image_sizes_only():
+    from facecmp.detector import PYRAMID_PLANS_KEPT
+
+    detector = Detector()
+    rng = np.random.default_rng(0)
+    sizes = [(40 + i, 50 + i) for i in range(PYRAMID_PLANS_KEPT + 3)]
+    for h, w in sizes:
+        detector.detect(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    assert list(detector._pyramids) == sizes[-PYRAMID_PLANS_KEPT:]
+    image = rng.integers(0, 256, sizes[-PYRAMID_PLANS_KEPT] + (3,), dtype=np.uint8)
+    first = detector.detect(image)
+    assert list(detector._pyramids)[-1] == sizes[-PYRAMID_PLANS_KEPT]  # used again: now the most recent
+    again = detector.detect(image)
+    np.testing.assert_array_equal(first.boxes, again.boxes)
