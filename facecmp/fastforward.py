@@ -1,19 +1,22 @@
 """Detection-time forward passes of the three networks: same outputs, less CPU time.
 
 The modules in ``models.py`` stay the readable reference (and what training runs). Detection
-runs the same layers with two operations replaced by exact equivalents that are faster on
-channels-last maps (one thread, measured in ``python benchmarks/profile_cascade.py``):
+runs the same layers, with steps replaced by equivalents that are faster on channels-last maps
+(one thread; profile with ``python benchmarks/profile_cascade.py``):
 
 * Max pooling is a ``torch.maximum`` chain over strided views of the map instead of PyTorch's
   pooling kernel, which is slow on channels-last maps whose channel count is not a multiple of
   16: PNet's first pool 0.70 -> 0.15 ms on the largest pyramid level, RNet's first pool on
-  96 crops 0.71 -> 0.25 ms, ONet's ~2x. The result is bit-identical (a max is a max).
+  96 crops 0.71 -> 0.25 ms, ONet's ~2x. Bit-identical (a max is a max).
 * PReLU on maps with such channel counts (PNet's 10, RNet's 28) goes through PyTorch's 2-D
   PReLU kernel with the slopes tiled along the row: 0.63 -> 0.05 ms on PNet's first map,
   bit-identical too.
+* PNet's heads: the probability from one dot product per cell, the box offsets only where the
+  detector asks for them (``FastPNet``).
+* Mid-sized single-image convolutions go to oneDNN, which PyTorch's heuristic skips (``_conv``).
 
 Outputs are what the detector uses: the face probability (``probs[:, 1]`` of ``net(x)``) and the
-box offsets (and ONet's landmarks); PNet's offsets only where the detector asks for them.
+box offsets (and ONet's landmarks), equal to the modules' to float rounding (tests/test_fastforward.py).
 """
 
 from __future__ import annotations
