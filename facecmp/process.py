@@ -1,7 +1,8 @@
-"""Process-wide settings that make a detection process faster; called once by entry points.
+"""Process-wide settings for detection processes; called once by entry points.
 
-Neither changes a result. Library code never calls them on its own (no hidden global state):
-the CLI, the benchmark plugin and the speed scripts do, and a user's own script may.
+The first two make a process faster and change no result; the third makes CUDA results match
+the CPU's. Library code never calls them on its own (no hidden global state): the CLI, the
+benchmark plugin and the speed scripts do, and a user's own script may.
 """
 
 from __future__ import annotations
