@@ -24,6 +24,7 @@ from .data.records import Dataset
 from .report import VariantResult, results_table, write_report
 from .study import Splits, choose_splits, evaluate_prepared
 from .variants import REGISTRY, Prepared, Workbench, get_variants
+from .wholeprocess import ProcessTimes, time_processes
 
 DEFAULT_SPLIT = "split:50"
 DEFAULT_DEV_PER_FOLDER = 5  # threshold calibration runs the cascade 8x over the dev images
@@ -66,7 +67,7 @@ class BenchSession:
         self._results: dict[str, VariantResult | Exception] = {}
         self._timings: dict[str, Timing] = {}
         self._speed_images: list[tuple[str, np.ndarray]] | None = None
-        self._process_times: dict[tuple[str, ...], object] = {}
+        self._process_times: dict[tuple[str, ...], ProcessTimes] = {}
         self.report_path: Path | None = None  # where write_report put the report, once it has
 
     # -- what is being compared -----------------------------------------------------------
@@ -202,11 +203,9 @@ class BenchSession:
                 times[name].append(time.perf_counter() - start)
         return {n: 1000.0 * statistics.median(t) for n, t in times.items()}
 
-    def process_times(self, models: Sequence[str], rounds: int = 3):
+    def process_times(self, models: Sequence[str], rounds: int = 3) -> ProcessTimes:
         """Whole ``facecmp detect`` processes over every test image, alternating between
         ``models`` (named models only: pretrained, facenet-reference); measured once per set."""
-        from .wholeprocess import time_processes
-
         key = tuple(models)
         if key not in self._process_times:
             self._process_times[key] = time_processes([r.path for r in self.test.images], key, rounds)
@@ -254,7 +253,7 @@ class BenchSession:
         ]
 
     @staticmethod
-    def _process_note(models, t) -> str:
+    def _process_note(models: tuple[str, ...], t: ProcessTimes) -> str:
         runs = "; ".join(f"{m} {t.median(m):.2f} s (runs {', '.join(f'{x:.2f}' for x in t.times[m])})" for m in models)
         ratio = f" = {t.ratio(models[1], models[0]):.2f}x" if len(models) == 2 else ""
         return (f"whole `facecmp detect` processes over {t.n_images} images, median of alternating runs: {runs}{ratio}; "

@@ -152,11 +152,6 @@ class AreaResize:
         return total.float().div_(self.area).permute(0, 3, 1, 2)
 
 
-def area_resize(sat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``interpolate(images, size, mode="area")`` from the images' integral image: ``(B, C, h, w)`` float, channels-last."""
-    return AreaResize(sat.shape[2] - 1, sat.shape[3] - 1, size, sat.device, sat.shape[1])(sat)
-
-
 def pyramid(height: int, width: int, min_face_size: float, factor: float, device="cpu") -> list[tuple[float, AreaResize]]:
     """``(scale, resize)`` for each pyramid level of ``(height, width)`` images."""
     return [
@@ -236,7 +231,6 @@ __all__ = [
     "crop_resize",
     "crop_windows",
     "AreaResize",
-    "area_resize",
     "integral_image",
     "normalize",
     "normalize_",

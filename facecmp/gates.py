@@ -256,31 +256,34 @@ def _relation(path: Path, scope: str, i: int, entry) -> BeatsGate | WithinGate:
     raise GatesFileError(f"{path}: {key}: expected exactly one of beats = \"other\" or within = \"other\"")
 
 
-def _speed(path: Path, i: int, entry, list_name: str = "speed") -> SpeedGate:
+# The two lists of speed gates: what each measures, and the keys its entries may have.
+_SPEED_LISTS = {
+    "speed": (dict(scope="speed", metric="ms_per_image", unit="ms/image"), set()),
+    "process_speed": (dict(scope="process_speed", metric="seconds", unit="s per run"), {"dataset"}),
+}
+
+
+def _speed(path: Path, i: int, entry, list_name: str) -> SpeedGate:
     key = f"[[{list_name}]] #{i + 1}"
     if not isinstance(entry, dict) or not {"variant", "faster_than", "at_least"} <= set(entry):
         raise GatesFileError(f"{path}: {key}: expected variant = \"a\", faster_than = \"b\", at_least = <ratio>")
-    allowed = {"variant", "faster_than", "at_least"} | ({"dataset"} if list_name == "process_speed" else set())
-    extra = set(entry) - allowed
+    measures, optional = _SPEED_LISTS[list_name]
+    extra = set(entry) - {"variant", "faster_than", "at_least"} - optional
     if extra:
         raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
     ratio = _number(path, key, entry["at_least"])
     if ratio <= 0:
         raise GatesFileError(f"{path}: {key}: at_least must be a positive speed ratio, got {ratio}")
-    if list_name == "process_speed":
-        return SpeedGate(entry["variant"], entry["faster_than"], ratio, scope="process_speed", metric="seconds", unit="s per run")
-    return SpeedGate(entry["variant"], entry["faster_than"], ratio)
+    return SpeedGate(entry["variant"], entry["faster_than"], ratio, **measures)
 
 
 def _speed_list(doc: dict, list_name: str, dataset: str, path: Path) -> list[SpeedGate]:
+    """Every entry of ``[[list_name]]`` checked; those limited to another dataset left out."""
     entries = doc.get(list_name, [])
     if not isinstance(entries, list):
         raise GatesFileError(f"{path}: '{list_name}' must be a list of tables ([[{list_name}]])")
-    return [
-        _speed(path, i, e, list_name)
-        for i, e in enumerate(entries)
-        if not (isinstance(e, dict) and "dataset" in e and e["dataset"] != dataset)
-    ]
+    gates = [_speed(path, i, e, list_name) for i, e in enumerate(entries)]
+    return [g for g, e in zip(gates, entries) if e.get("dataset", dataset) == dataset]
 
 
 def parse_gates(doc: dict, dataset: str, path: Path = Path("gates.toml")) -> GateSet:

@@ -121,7 +121,7 @@ def test_crop_resize_equals_area_interpolation(windows, size):
 def test_area_resize_equals_area_interpolation(out_h, out_w):
     gen = torch.Generator().manual_seed(1)
     images = torch.randint(0, 256, (2, 3, 45, 61), generator=gen).float()
-    got = C.area_resize(C.integral_image(images), (out_h, out_w))
+    got = C.AreaResize(45, 61, (out_h, out_w))(C.integral_image(images))
     want = F.interpolate(images, size=(out_h, out_w), mode="area")
     torch.testing.assert_close(got, want, atol=1e-3, rtol=0)
 
