@@ -3,7 +3,7 @@
 Both run through the same CLI (same decoding, same output files); only ``--model`` differs.
 Runs alternate (ours, theirs, theirs, ours, ...) so drifting machine load hits both; we
 report the median wall time of each and check the detections are identical
-(boxes within 1 px, scores within 1e-4). The logic lives in ``facecmp.wholeprocess``.
+(boxes within 1 px, scores within 1e-4). The logic lives in ``facecmp.bench.wholeprocess``.
 
     python benchmarks/process_speed.py --images ../shared/datasets/dexter/antrenare --n 200 --rounds 5
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from facecmp.wholeprocess import images_under, time_processes
+from facecmp.bench.wholeprocess import images_under, time_processes
 
 MODELS = ("pretrained", "facenet-reference")
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-import facecmp.cascade as C
+import facecmp.detection.cascade as C
 from facecmp.data.images import read_image
-from facecmp.detector import Detector
+from facecmp.detection.detector import Detector
 from facecmp.process import retain_freed_memory
 
 STEPS = {

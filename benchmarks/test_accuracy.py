@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from facecmp.gates import check, check_all
+from facecmp.bench.gates import check, check_all
 
 
 def _require_applicable(gates, session) -> None:

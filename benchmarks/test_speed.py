@@ -14,7 +14,7 @@ import itertools
 import numpy as np
 import pytest
 
-from facecmp.gates import check
+from facecmp.bench.gates import check
 
 SPEED_IMAGES = 20  # decoded once, the same for every variant
 PROCESS_ROUNDS = 3  # whole-process runs of each model
@@ -73,7 +73,7 @@ def test_finetune_speed(benchmark, facecmp_splits, facecmp_session, tmp_path):
 @pytest.fixture(scope="module")
 def large_prediction_set():
     """1M scored boxes on 1000 images with 5 faces each: a third near a face, the rest anywhere."""
-    from facecmp.predictions import Predictions
+    from facecmp.data.predictions import Predictions
 
     rng = np.random.default_rng(0)
     keys = [f"{i:04d}.jpg" for i in range(EVAL_IMAGES)]
@@ -92,7 +92,7 @@ def large_prediction_set():
 
 @pytest.mark.benchmark(group="evaluate")
 def test_evaluate_speed(benchmark, large_prediction_set):
-    from facecmp.evaluation import evaluate
+    from facecmp.evaluation.evaluator import evaluate
 
     predictions, ground_truth = large_prediction_set
     benchmark.extra_info.update(n_detections=len(predictions), n_images=len(ground_truth))
@@ -118,7 +118,7 @@ def test_process_speed_gate(facecmp_process_gate, facecmp_session):
     """Whole ``facecmp detect`` processes, as users run them, over every test image.
 
     Runs alternate between the two models (a, b, b, a, ...) and each side's time is the median
-    of its runs (facecmp.wholeprocess); both must also find the same faces. Timed with a plain
+    of its runs (facecmp.bench.wholeprocess); both must also find the same faces. Timed with a plain
     clock rather than pytest-benchmark, which times one callable: the alternation between two
     programs is what keeps a busy machine from deciding the ratio.
     """

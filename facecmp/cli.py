@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import DataError, FacecmpError, ModelError
+from facecmp.errors import DataError, FacecmpError, ModelError
 
 # `detect --batch-size` on a GPU (H200, 100 generated 480x360 images: 22.8 ms/image one at a
 # time, 5.3 in batches of 8, 1.6 in batches of 32).
@@ -69,7 +69,7 @@ def _min_face(text: str) -> float:
 
 def _device(text: str) -> str:
     """A torch device that exists here, checked before any work starts."""
-    from .process import import_torch_frozen
+    from facecmp.process import import_torch_frozen
 
     torch = import_torch_frozen()
 
@@ -171,9 +171,9 @@ def _require_model(model: str) -> None:
 def cmd_detect(args) -> int:
     import torch
 
-    from .detector import load_detector
-    from .inference import images_to_detect, run_detector
-    from .predictions import save_predictions
+    from facecmp.detection.detector import load_detector
+    from facecmp.detection.inference import images_to_detect, run_detector
+    from facecmp.data.predictions import save_predictions
 
     _require_output_folder(args.out, "--out")
     _require_model(args.model)
@@ -201,11 +201,11 @@ def _require_plot_format(path: Path) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from .atomic import write_json
-    from .data import read_ground_truth
-    from .evaluation import evaluate, unknown_keys
-    from .plots import plot_pr_curves
-    from .predictions import load_predictions
+    from facecmp.atomic import write_json
+    from facecmp.data import read_ground_truth
+    from facecmp.evaluation.evaluator import evaluate, unknown_keys
+    from facecmp.evaluation.plots import plot_pr_curves
+    from facecmp.data.predictions import load_predictions
 
     if args.plot is not None:
         _require_plot_format(args.plot)
@@ -234,8 +234,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .data import check_dataset
-    from .data.check import MAX_LISTED
+    from facecmp.data import check_dataset
+    from facecmp.data.check import MAX_LISTED
 
     report = check_dataset(args.data)
     print(report.summary_text())  # lists the first problems already
@@ -247,7 +247,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from .study import finetune_from_archive
+    from facecmp.study.compare import finetune_from_archive
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
     ckpt = finetune_from_archive(
@@ -261,7 +261,7 @@ def cmd_finetune(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .study import CASCADE_VARIANTS, COMPARE_VARIANTS, run_comparison
+    from facecmp.study.compare import CASCADE_VARIANTS, COMPARE_VARIANTS, run_comparison
 
     report_dir = run_comparison(
         args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
@@ -273,7 +273,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .study import run_demo
+    from facecmp.study.compare import run_demo
 
     report_dir = run_demo(args.out, seed=args.seed)
     print(f"report: {report_dir / 'report.md'}")
@@ -292,7 +292,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .process import exact_float32_on_cuda, import_torch_frozen, retain_freed_memory
+    from facecmp.process import exact_float32_on_cuda, import_torch_frozen, retain_freed_memory
 
     torch = import_torch_frozen()
     retain_freed_memory()

@@ -1,6 +1,6 @@
 """A plain, per-detection transliteration of the course's task-1 evaluator (in our own words).
 
-It is deliberately slow and literal: the tests check facecmp.evaluation's vectorized version
+It is deliberately slow and literal: the tests check facecmp.evaluation.evaluator's vectorized version
 against it. Ground truth is flattened in mapping order, image after image, which plays the role
 of the course's ground-truth file order.
 """

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from facecmp.checkpoint import load_checkpoint
+from facecmp.detection.checkpoint import load_checkpoint
 from facecmp.data import load_archive
 from facecmp.data.images import read_image
-from facecmp.detector import Detections, Detector, DetectorSettings
+from facecmp.detection.detector import Detections, Detector, DetectorSettings
 from facecmp.errors import FacecmpError
-from facecmp.models import pretrained_network
-from facecmp.synthetic import generate_dataset
+from facecmp.detection.models import pretrained_network
+from facecmp.data.synthetic import generate_dataset
 from facecmp.training import TrainSettings, finetune, train_stage
 from facecmp.training.calibrate import best_thresholds, score_thresholds
 from facecmp.training.finetune import ordered_stages

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from facecmp.checkpoint import META_FILE, load_checkpoint, save_checkpoint
+from facecmp.detection.checkpoint import META_FILE, load_checkpoint, save_checkpoint
 from facecmp.errors import ModelError
-from facecmp.models import PNet, pretrained_network
+from facecmp.detection.models import PNet, pretrained_network
 
 
 def perturbed_pnet_weights(seed: int = 0) -> dict[str, torch.Tensor]:

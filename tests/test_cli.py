@@ -2,7 +2,7 @@
 
 Most tests call ``facecmp.cli.main`` in-process; a few run the installed console script in a
 subprocess to prove what a user sees: a non-zero exit, one ``facecmp: error: ...`` line, no traceback.
-Data is generated (``facecmp.synthetic``); detection runs on few, small images to stay fast.
+Data is generated (``facecmp.data.synthetic``); detection runs on few, small images to stay fast.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from PIL import Image
 from facecmp.cli import main
 from facecmp.data import read_ground_truth
 from facecmp.errors import DataError
-from facecmp.evaluation import evaluate
-from facecmp.predictions import Predictions, load_predictions, save_predictions
-from facecmp.synthetic import generate_dataset
+from facecmp.evaluation.evaluator import evaluate
+from facecmp.data.predictions import Predictions, load_predictions, save_predictions
+from facecmp.data.synthetic import generate_dataset
 
 PRED_FILES = ("detections_all_faces.npy", "scores_all_faces.npy", "file_names_all_faces.npy")
 SMALL_SIZE = (240, 180)  # half the generated frames: faces stay >= 20 px, detection is ~4x faster

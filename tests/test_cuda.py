@@ -21,8 +21,8 @@ import torch
 
 from facecmp.data import load_archive
 from facecmp.data.images import read_image
-from facecmp.detector import Detector, DetectorSettings
-from facecmp.synthetic import generate_dataset
+from facecmp.detection.detector import Detector, DetectorSettings
+from facecmp.data.synthetic import generate_dataset
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -80,7 +80,7 @@ def test_finetune_on_cuda_gives_a_checkpoint_the_cpu_loads(tiny, tmp_path):
 
 def test_cli_detect_on_cuda_writes_what_the_cpu_writes(tiny, tmp_path):
     from facecmp.cli import main
-    from facecmp.predictions import load_predictions
+    from facecmp.data.predictions import load_predictions
 
     folder = tiny.test.images[0].path.parent
     for device in ("cpu", "cuda"):

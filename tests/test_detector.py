@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facecmp import cascade as C
+from facecmp.detection import cascade as C
 from facecmp.data.images import read_image
-from facecmp.detector import Detector, DetectorSettings, load_detector
+from facecmp.detection.detector import Detector, DetectorSettings, load_detector
 from facecmp.errors import ModelError
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -159,7 +159,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_pyramid_plans_are_kept_for_the_most_recent_image_sizes_only():
-    from facecmp.detector import PYRAMID_PLANS_KEPT
+    from facecmp.detection.detector import PYRAMID_PLANS_KEPT
 
     detector = Detector()
     rng = np.random.default_rng(0)

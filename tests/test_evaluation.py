@@ -1,4 +1,4 @@
-"""facecmp.evaluation: IoU conventions, course-exact matching, AP variants, and scale."""
+"""facecmp.evaluation.evaluator: IoU conventions, course-exact matching, AP variants, and scale."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mapcalc import calculate_map
 from torchvision.ops import box_iou
 
 from facecmp.errors import DataError
-from facecmp.evaluation import (
+from facecmp.evaluation.evaluator import (
     _iou_broadcast,
     average_precision_cava,
     average_precision_voc,
@@ -20,7 +20,7 @@ from facecmp.evaluation import (
     pairwise_iou,
     unknown_keys,
 )
-from facecmp.predictions import Predictions
+from facecmp.data.predictions import Predictions
 
 try:
     from tests.reference_eval import course_ap, course_iou, reference_evaluate

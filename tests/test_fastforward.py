@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facecmp.fastforward import FAST_FORWARD, _ChannelsLastPReLU, max_pool_ceil
-from facecmp.models import INPUT_SIZE, pretrained_network
+from facecmp.detection.fastforward import FAST_FORWARD, _ChannelsLastPReLU, max_pool_ceil
+from facecmp.detection.models import INPUT_SIZE, pretrained_network
 
 
 @settings(max_examples=60, deadline=None)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from facecmp.gates import (
+from facecmp.bench.gates import (
     BeatsGate,
     GateFailed,
     GatesFileError,

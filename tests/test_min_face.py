@@ -3,8 +3,8 @@ import pytest
 
 from facecmp.data.facesizes import face_sides, suggest_min_face_size
 from facecmp.data.records import Dataset, ImageRecord
-from facecmp.detector import Detector
-from facecmp.min_face import min_face_tradeoff
+from facecmp.detection.detector import Detector
+from facecmp.evaluation.min_face import min_face_tradeoff
 
 
 def _dataset(sides):
@@ -31,7 +31,7 @@ def test_suggestion_never_goes_below_pnet_window():
 @pytest.mark.slow
 def test_tradeoff_reports_each_size(tmp_path):
     from facecmp.data import load_archive
-    from facecmp.synthetic import generate_dataset
+    from facecmp.data.synthetic import generate_dataset
 
     root = generate_dataset(tmp_path / "ds", n_train_per_character=1, n_test=4, seed=3)
     test = load_archive(root).test

@@ -1,12 +1,12 @@
-"""facecmp.plots: PR curves are written as real images, atomically."""
+"""facecmp.evaluation.plots: PR curves are written as real images, atomically."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from facecmp.evaluation import evaluate
-from facecmp.plots import plot_pr_curves
-from facecmp.predictions import Predictions
+from facecmp.evaluation.evaluator import evaluate
+from facecmp.evaluation.plots import plot_pr_curves
+from facecmp.data.predictions import Predictions
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

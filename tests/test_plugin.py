@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torchvision  # noqa: F401
 
-from facecmp import variants
+from facecmp.study import variants
 
 # pytester's in-process runs restore sys.modules afterwards, so a module first imported inside
 # one is imported again by the next, and torch's operator registrations (pulled in by
@@ -28,9 +28,9 @@ FAKES = """
 import numpy as np
 import torch
 
-from facecmp.detector import Detections, Detector, DetectorSettings
-from facecmp.models import build_network
-from facecmp.variants import Prepared, Variant, register
+from facecmp.detection.detector import Detections, Detector, DetectorSettings
+from facecmp.detection.models import build_network
+from facecmp.study.variants import Prepared, Variant, register
 
 PREPARED = []
 
@@ -67,7 +67,7 @@ def restore_registry():
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
-    from facecmp.synthetic import generate_dataset
+    from facecmp.data.synthetic import generate_dataset
 
     return generate_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train_per_character=2, n_test=3)
 

@@ -1,4 +1,4 @@
-"""facecmp.predictions: the course's three .npy files, round trips and validation on read."""
+"""facecmp.data.predictions: the course's three .npy files, round trips and validation on read."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facecmp.errors import DataError
-from facecmp.predictions import Predictions, load_predictions, prediction_paths, save_predictions
+from facecmp.data.predictions import Predictions, load_predictions, prediction_paths, save_predictions
 
 
 def sample_predictions() -> Predictions:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from facecmp.data import load_training
-from facecmp.synthetic import generate_dataset
+from facecmp.data.synthetic import generate_dataset
 from facecmp.training import samples as S
 from facecmp.training.samples import DISCARD, NEGATIVE, PART, POSITIVE, MiningSettings
 
@@ -183,7 +183,7 @@ def test_a_corrupt_cache_is_a_clear_error(tiny_train, tmp_path):
 @pytest.mark.real_data
 def test_pretrained_pnet_regresses_towards_the_face_on_real_positives(dexter_root):
     """Offsets follow facenet-pytorch's convention: the pretrained PNet's predictions correlate positively."""
-    from facecmp.models import pretrained_network
+    from facecmp.detection.models import pretrained_network
 
     data = load_training(dexter_root / "antrenare")
     data = data.subset([r.key for r in data.images[::100]])

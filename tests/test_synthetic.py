@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facecmp import synthetic
+from facecmp.data import synthetic
 from facecmp.data import load_archive, read_image
 from facecmp.errors import DataError
 

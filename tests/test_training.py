@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from facecmp.checkpoint import load_checkpoint
+from facecmp.detection.checkpoint import load_checkpoint
 from facecmp.data import load_archive
 from facecmp.errors import FacecmpError, ModelError
-from facecmp.models import build_network, pretrained_network
-from facecmp.synthetic import generate_dataset
+from facecmp.detection.models import build_network, pretrained_network
+from facecmp.data.synthetic import generate_dataset
 from facecmp.training import TrainSettings, finetune, train_stage
 from facecmp.training.losses import box_loss, classification_loss
 from facecmp.training.samples import MiningSettings, mine_samples
@@ -135,8 +135,8 @@ def test_unknown_stages_are_refused(tiny, tmp_path):
 def test_stage_recall_after_onet_matches_what_detect_finds(tiny):
     """Guards the stage-by-stage replay against drifting from ``Detector.detect``."""
     from facecmp.data.images import read_image
-    from facecmp.detector import Detector, DetectorSettings
-    from facecmp.evaluation import pairwise_iou
+    from facecmp.detection.detector import Detector, DetectorSettings
+    from facecmp.evaluation.evaluator import pairwise_iou
     from facecmp.training.calibrate import stage_recall
 
     detector = Detector(settings=DetectorSettings(thresholds=(0.6, 0.1, 0.1)))

@@ -7,8 +7,8 @@ import torch
 
 from facecmp.data import load_archive, split_dataset
 from facecmp.errors import FacecmpError
-from facecmp.synthetic import generate_dataset
-from facecmp.variants import Workbench, finetuned_checkpoint, get_variants
+from facecmp.data.synthetic import generate_dataset
+from facecmp.study.variants import Workbench, finetuned_checkpoint, get_variants
 
 
 @pytest.fixture(scope="module")

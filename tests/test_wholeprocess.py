@@ -1,4 +1,4 @@
-"""facecmp.wholeprocess: alternating `facecmp detect` processes and the comparison of their outputs."""
+"""facecmp.bench.wholeprocess: alternating `facecmp detect` processes and the comparison of their outputs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from facecmp.errors import FacecmpError
-from facecmp.predictions import Predictions, save_predictions
-from facecmp.wholeprocess import differing_images, images_under, link_images, time_processes
+from facecmp.data.predictions import Predictions, save_predictions
+from facecmp.bench.wholeprocess import differing_images, images_under, link_images, time_processes
 
 pytest.importorskip("facenet_pytorch")
 

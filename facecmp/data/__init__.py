@@ -1,11 +1,11 @@
 """Datasets: the course layouts, their annotations, problems found in them, and splits."""
 
-from .annotations import read_ground_truth
-from .check import CheckReport, check_dataset
-from .images import image_size, read_image
-from .layout import Archive, load_archive, load_image_folder, load_test, load_training
-from .records import UNKNOWN, Dataset, ImageRecord, Problem
-from .split import split_dataset
+from facecmp.data.annotations import read_ground_truth
+from facecmp.data.check import CheckReport, check_dataset
+from facecmp.data.images import image_size, read_image
+from facecmp.data.layout import Archive, load_archive, load_image_folder, load_test, load_training
+from facecmp.data.records import UNKNOWN, Dataset, ImageRecord, Problem
+from facecmp.data.split import split_dataset
 
 __all__ = [
     "UNKNOWN",

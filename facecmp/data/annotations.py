@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .records import Problem
+from facecmp.errors import DataError
+from facecmp.data.records import Problem
 
 IMAGE_NAME = re.compile(r"^[A-Za-z0-9_\-.]+\.(jpg|jpeg|png|bmp)$", re.IGNORECASE)
 FORMAT_WITH_CLASS = "IMAGE X_MIN Y_MIN X_MAX Y_MAX CHARACTER"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from .images import read_image
-from .layout import archive_parts, read_test, read_training
-from .facesizes import suggest_min_face_size
-from .records import Dataset, Problem
+from facecmp.errors import DataError
+from facecmp.data.images import read_image
+from facecmp.data.layout import archive_parts, read_test, read_training
+from facecmp.data.facesizes import suggest_min_face_size
+from facecmp.data.records import Dataset, Problem
 
 # Face-width buckets in pixels; 12 is the smallest face PNet sees at scale 1.
 WIDTH_EDGES = (12, 24, 48, 96, 192)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .records import Dataset
+from facecmp.data.records import Dataset
 
 # PNet's window: the pyramid cannot look for faces smaller than this.
 SMALLEST = 12.0

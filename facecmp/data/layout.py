@@ -28,16 +28,16 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
-from .annotations import (
+from facecmp.errors import DataError
+from facecmp.data.annotations import (
     AnnotationLine,
     as_box_array,
     clip_box,
     parse_annotation_file,
     raise_for_problems,
 )
-from .images import IMAGE_SUFFIXES, image_size
-from .records import UNKNOWN, Dataset, ImageRecord, Problem
+from facecmp.data.images import IMAGE_SUFFIXES, image_size
+from facecmp.data.records import UNKNOWN, Dataset, ImageRecord, Problem
 
 TASK1_FULL = "task1_gt_validare.txt"
 TASK1_PATTERN = re.compile(r"^task1_gt_validare.*\.txt$", re.IGNORECASE)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DataError
-from .records import Dataset
+from facecmp.errors import DataError
+from facecmp.data.records import Dataset
 
 
 def split_dataset(ds: Dataset, per_folder: int = 50, seed: int = 0) -> tuple[Dataset, Dataset]:

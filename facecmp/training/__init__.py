@@ -1,11 +1,11 @@
 """Fine-tuning MTCNN stages: sample mining, losses, the training loop, threshold calibration."""
 
-from .calibrate import DEFAULT_GRID, best_thresholds, stage_recall
-from .finetune import DEFAULT_TRAINING, finetune
-from .hard_mining import HardMiningSettings, default_hard_mining, mine_hard_samples, mine_stage_samples
-from .loop import TrainResult, TrainSettings, train_stage
-from .losses import LossWeights, mtcnn_loss
-from .samples import MiningSettings, SampleDataset, SampleSet, iou_labels, mine_pnet_samples, mine_samples
+from facecmp.training.calibrate import DEFAULT_GRID, best_thresholds, stage_recall
+from facecmp.training.finetune import DEFAULT_TRAINING, finetune
+from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_hard_samples, mine_stage_samples
+from facecmp.training.loop import TrainResult, TrainSettings, train_stage
+from facecmp.training.losses import LossWeights, mtcnn_loss
+from facecmp.training.samples import MiningSettings, SampleDataset, SampleSet, iou_labels, mine_pnet_samples, mine_samples
 
 __all__ = [
     "DEFAULT_GRID",

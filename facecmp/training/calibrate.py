@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import cascade as C
-from ..data.images import read_image
-from ..data.records import Dataset
-from ..detector import Detections, Detector
-from ..errors import DataError
-from ..evaluation import evaluate, pairwise_iou
-from ..inference import detections_to_predictions
+from facecmp.detection import cascade as C
+from facecmp.data.images import read_image
+from facecmp.data.records import Dataset
+from facecmp.detection.detector import Detections, Detector
+from facecmp.errors import DataError
+from facecmp.evaluation.evaluator import evaluate, pairwise_iou
+from facecmp.detection.inference import detections_to_predictions
 
 Thresholds = tuple[float, float, float]
 

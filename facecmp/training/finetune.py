@@ -22,15 +22,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping
 
-from ..checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from ..data.records import Dataset
-from ..detector import Detector, DetectorSettings
-from ..errors import FacecmpError
-from ..models import STAGES, build_network, pretrained_network
-from .calibrate import DEFAULT_GRID, best_thresholds
-from .hard_mining import HardMiningSettings, default_hard_mining, mine_stage_samples
-from .loop import TrainSettings, train_stage
-from .samples import MiningSettings, SampleSet, data_fingerprint, mine_pnet_samples
+from facecmp.detection.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from facecmp.data.records import Dataset
+from facecmp.detection.detector import Detector, DetectorSettings
+from facecmp.errors import FacecmpError
+from facecmp.detection.models import STAGES, build_network, pretrained_network
+from facecmp.training.calibrate import DEFAULT_GRID, best_thresholds
+from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_stage_samples
+from facecmp.training.loop import TrainSettings, train_stage
+from facecmp.training.samples import MiningSettings, SampleSet, data_fingerprint, mine_pnet_samples
 
 # Per-stage training recipes (``epochs`` overrides them all when given).
 DEFAULT_TRAINING: dict[str, TrainSettings] = {

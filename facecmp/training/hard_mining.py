@@ -35,12 +35,12 @@ from torch import nn
 from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
-from .. import cascade as C
-from ..data.images import read_image
-from ..data.records import Dataset
-from ..detector import Detector, DetectorSettings
-from ..errors import FacecmpError
-from .samples import (
+from facecmp.detection import cascade as C
+from facecmp.data.images import read_image
+from facecmp.data.records import Dataset
+from facecmp.detection.detector import Detector, DetectorSettings
+from facecmp.errors import FacecmpError
+from facecmp.training.samples import (
     NEGATIVE,
     PART,
     POSITIVE,

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import atomic
-from ..errors import ModelError
-from .losses import LossWeights, mtcnn_loss
-from .samples import SampleDataset, SampleSet, hflip
+from facecmp import atomic
+from facecmp.errors import ModelError
+from facecmp.training.losses import LossWeights, mtcnn_loss
+from facecmp.training.samples import SampleDataset, SampleSet, hflip
 
 def state_file(stage: str) -> str:
     """The file in ``out_dir`` that checkpoints ``stage``'s training after every epoch."""

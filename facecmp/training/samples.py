@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
-from .. import atomic
-from ..cascade import normalize
-from ..data.images import read_image
-from ..data.records import Dataset
-from ..errors import DataError
+from facecmp import atomic
+from facecmp.detection.cascade import normalize
+from facecmp.data.images import read_image
+from facecmp.data.records import Dataset
+from facecmp.errors import DataError
 
 POSITIVE, NEGATIVE, PART, DISCARD = 1, 0, -1, -2
 # Bump when the mining code changes what it produces: old caches are then ignored.

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .nms import batched_nms
+from facecmp.detection.nms import batched_nms
 
 PNET_STRIDE = 2
 PNET_CELL = 12

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .data import load_archive, load_test, split_dataset
-from .data.records import Dataset
-from .errors import DataError
-from .evaluation import evaluate
-from .inference import run_detector
-from .predictions import save_predictions
-from .report import VariantResult, results_table, write_report
-from .variants import Prepared, Variant, Workbench, get_variants
+from facecmp.data import load_archive, load_test, split_dataset
+from facecmp.data.records import Dataset
+from facecmp.errors import DataError
+from facecmp.evaluation.evaluator import evaluate
+from facecmp.detection.inference import run_detector
+from facecmp.data.predictions import save_predictions
+from facecmp.study.report import VariantResult, results_table, write_report
+from facecmp.study.variants import Prepared, Variant, Workbench, get_variants
 
 COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
 # `compare --cascade` adds the RNet/ONet fine-tunes (minutes more on CPU).
@@ -137,7 +137,7 @@ def finetune_from_archive(
     ``holdout_per_folder`` images per folder are set aside first and never seen (your own test
     split, the same one ``compare --test split:N`` uses with the same seed).
     """
-    from .training.finetune import finetune
+    from facecmp.training.finetune import finetune
 
     archive = load_archive(root)
     if archive.train is None:
@@ -157,7 +157,7 @@ def finetune_from_archive(
 
 def run_demo(out: str | Path, *, seed: int = 0) -> Path:
     """The comparison on the built-in generated dataset (made once, cached)."""
-    from .synthetic import ensure_default_dataset
+    from facecmp.data.synthetic import ensure_default_dataset
 
     root = ensure_default_dataset(seed=seed)
     return run_comparison(

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from .data.facesizes import face_sides
-from .data.images import read_image
-from .data.records import Dataset
-from .detector import Detector
-from .evaluation import evaluate
-from .inference import detections_to_predictions
+from facecmp.data.facesizes import face_sides
+from facecmp.data.images import read_image
+from facecmp.data.records import Dataset
+from facecmp.detection.detector import Detector
+from facecmp.evaluation.evaluator import evaluate
+from facecmp.detection.inference import detections_to_predictions
 
 
 def min_face_tradeoff(detector: Detector, dataset: Dataset, sizes: Sequence[float]) -> list[dict]:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from .errors import FacecmpError
+from facecmp.errors import FacecmpError
 
 METRICS = ("ap_cava", "ap_voc", "recall", "precision")
 # Keys of a dataset table that describe how its numbers were measured (not gates).

@@ -6,8 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .detector import Detections, DetectorSettings
-from .errors import ModelError
+from facecmp.detection.detector import Detections, DetectorSettings
+from facecmp.errors import ModelError
 
 
 class FacenetReference:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .atomic import atomic_path, write_json, write_text
-from .errors import DataError
+from facecmp.atomic import atomic_path, write_json, write_text
+from facecmp.errors import DataError
 
 GENERATOR_VERSION = 1
 MANIFEST = "facecmp_synthetic.json"

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ModelError
+from facecmp.errors import ModelError
 
 STAGES = ("pnet", "rnet", "onet")
 # Side of the square input each stage classifies (PNet is fully convolutional: 12 is its receptive field).

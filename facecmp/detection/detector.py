@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import cascade as C
-from .errors import ModelError
-from .fastforward import FAST_FORWARD
-from .models import STAGES, build_network, pretrained_network
+from facecmp.detection import cascade as C
+from facecmp.errors import ModelError
+from facecmp.detection.fastforward import FAST_FORWARD
+from facecmp.detection.models import STAGES, build_network, pretrained_network
 
 # Batches handed to RNet/ONet at once; bounds memory on images with thousands of proposals.
 REFINE_BATCH = 2048
@@ -102,7 +102,7 @@ class Detector:
     @classmethod
     def from_checkpoint(cls, path: str | Path, **setting_overrides) -> "Detector":
         """Fine-tuned stages from a checkpoint folder, the rest pretrained; stored thresholds unless overridden."""
-        from .checkpoint import load_checkpoint
+        from facecmp.detection.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(path)
         nets = {stage: build_network(stage, sd) for stage, sd in ckpt.state_dicts.items()}
@@ -235,7 +235,7 @@ def load_detector(model: str | Path = "pretrained", **setting_overrides):
     if str(model) == "pretrained":
         return Detector(settings=DetectorSettings(**overrides))
     if str(model) == "facenet-reference":
-        from .reference import FacenetReference
+        from facecmp.detection.reference import FacenetReference
 
         settings = DetectorSettings(**overrides)
         return FacenetReference(settings.device, settings)

@@ -1,6 +1,6 @@
 """One benchmark session: the data, its splits, each variant prepared and run once, the results.
 
-The pytest plugin (``facecmp.pytest_plugin``) is only wiring; everything it shares between tests
+The pytest plugin (``facecmp.bench.plugin``) is only wiring; everything it shares between tests
 lives here, in plain objects that can be used (and tested) without pytest. Everything is lazy:
 nothing is generated, loaded or trained until a test asks for it, so the plugin costs nothing in
 test runs that do not use it.
@@ -19,12 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .data.layout import find_parts
-from .data.records import Dataset
-from .report import VariantResult, results_table, write_report
-from .study import Splits, choose_splits, evaluate_prepared
-from .variants import REGISTRY, Prepared, Workbench, get_variants
-from .wholeprocess import ProcessTimes, time_processes
+from facecmp.data.layout import find_parts
+from facecmp.data.records import Dataset
+from facecmp.study.report import VariantResult, results_table, write_report
+from facecmp.study.compare import Splits, choose_splits, evaluate_prepared
+from facecmp.study.variants import REGISTRY, Prepared, Workbench, get_variants
+from facecmp.bench.wholeprocess import ProcessTimes, time_processes
 
 DEFAULT_SPLIT = "split:50"
 DEFAULT_DEV_PER_FOLDER = 5  # threshold calibration runs the cascade 8x over the dev images
@@ -90,7 +90,7 @@ class BenchSession:
     def root(self) -> Path:
         if self.options.data is not None:
             return Path(self.options.data)
-        from .synthetic import default_dataset_dir, generate_dataset
+        from facecmp.data.synthetic import default_dataset_dir, generate_dataset
 
         folder = self.options.cache_dir / default_dataset_dir(**self.options.synthetic).name
         return generate_dataset(folder, **self.options.synthetic)
@@ -117,7 +117,7 @@ class BenchSession:
 
     @cached_property
     def test_fingerprint(self) -> str:
-        from .training.samples import data_fingerprint
+        from facecmp.training.samples import data_fingerprint
 
         return data_fingerprint(self.test)[:16]
 
@@ -176,7 +176,7 @@ class BenchSession:
     # -- speed -----------------------------------------------------------------------------
     def speed_images(self, n: int) -> list[tuple[str, np.ndarray]]:
         """The first ``n`` test images, decoded once, so every variant is timed on the same pixels."""
-        from .data.images import read_image
+        from facecmp.data.images import read_image
 
         if self._speed_images is None or len(self._speed_images) < min(n, len(self.test)):
             self._speed_images = [(r.key, read_image(r.path)) for r in self.test.images[:n]]

@@ -19,9 +19,9 @@ from typing import Any, Mapping
 
 import torch
 
-from . import atomic
-from .errors import ModelError
-from .models import NETWORKS, STAGES, load_state_dict
+from facecmp import atomic
+from facecmp.errors import ModelError
+from facecmp.detection.models import NETWORKS, STAGES, load_state_dict
 
 FORMAT = 1
 META_FILE = "facecmp.json"

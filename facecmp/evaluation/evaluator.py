@@ -19,7 +19,7 @@ from typing import Mapping
 import numpy as np
 
 from facecmp.errors import DataError
-from facecmp.predictions import Predictions
+from facecmp.data.predictions import Predictions
 
 CONVENTIONS = ("inclusive", "continuous")
 # IoU pairs computed per chunk in the best-box search (bounds memory to a few hundred MB).

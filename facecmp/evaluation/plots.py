@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from facecmp.atomic import atomic_path
-from facecmp.evaluation import Evaluation
+from facecmp.evaluation.evaluator import Evaluation
 
 
 def plot_pr_curves(curves: Mapping[str, Evaluation], path: str | Path, title: str = "Precision–recall") -> Path:

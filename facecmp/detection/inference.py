@@ -12,11 +12,11 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from .data.images import read_image
-from .data.records import Dataset
-from .detector import Detections, Detector
-from .errors import FacecmpError
-from .predictions import Predictions
+from facecmp.data.images import read_image
+from facecmp.data.records import Dataset
+from facecmp.detection.detector import Detections, Detector
+from facecmp.errors import FacecmpError
+from facecmp.data.predictions import Predictions
 
 
 class _Images(TorchDataset):
@@ -137,10 +137,10 @@ def detections_to_predictions(per_image: dict[str, Detections]) -> Predictions:
 
 def images_to_detect(path: Path) -> Dataset:
     """A folder of images, or a course test folder / archive whose test images we should run on."""
-    from .data import load_archive, load_image_folder
-    from .data.layout import find_parts
-    from .data.images import IMAGE_SUFFIXES
-    from .errors import DataError
+    from facecmp.data import load_archive, load_image_folder
+    from facecmp.data.layout import find_parts
+    from facecmp.data.images import IMAGE_SUFFIXES
+    from facecmp.errors import DataError
 
     path = Path(path)
     if not path.is_dir():

@@ -14,11 +14,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .atomic import atomic_path
-from .data.images import read_image
-from .data.records import Dataset
-from .evaluation import Evaluation
-from .predictions import Predictions
+from facecmp.atomic import atomic_path
+from facecmp.data.images import read_image
+from facecmp.data.records import Dataset
+from facecmp.evaluation.evaluator import Evaluation
+from facecmp.data.predictions import Predictions
 
 TP, FP, MISS = "#2ca02c", "#d62728", "#1f77b4"
 

@@ -17,11 +17,11 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from .atomic import write_json
-from .data.records import Dataset
-from .detector import Detections, Detector, DetectorSettings
-from .errors import FacecmpError
-from .reference import FacenetReference
+from facecmp.atomic import write_json
+from facecmp.data.records import Dataset
+from facecmp.detection.detector import Detections, Detector, DetectorSettings
+from facecmp.errors import FacecmpError
+from facecmp.detection.reference import FacenetReference
 
 # Bump when a change to training or calibration makes cached checkpoints stale.
 # 4: RNet/ONet samples are mined by the faster detector (see HARD_MINING_VERSION 2).
@@ -84,7 +84,7 @@ def _fingerprint(*parts) -> str:
 
 
 def _dataset_fingerprint(ds: Dataset | None) -> str | None:
-    from .training.samples import data_fingerprint
+    from facecmp.training.samples import data_fingerprint
 
     return None if ds is None else data_fingerprint(ds)
 
@@ -97,7 +97,7 @@ def _pretrained(bench: Workbench) -> Prepared:
 
 def _pretrained_calibrated(bench: Workbench) -> Prepared:
     """The pretrained cascade at the thresholds that score best on the dev split (cached)."""
-    from .training.calibrate import best_thresholds
+    from facecmp.training.calibrate import best_thresholds
 
     if bench.dev is None:
         raise FacecmpError("pretrained-calibrated needs a dev split with ground truth to choose thresholds on")
@@ -147,7 +147,7 @@ def _reuse_finished_stages(bench: Workbench, stages: tuple[str, ...], folder: Pa
 
 def finetuned_checkpoint(bench: Workbench, name: str, stages: tuple[str, ...]) -> Path:
     """The checkpoint for ``stages`` on this workbench's data: reused when cached, else trained (resumably)."""
-    from .training.finetune import finetune
+    from facecmp.training.finetune import finetune
 
     if name in bench.checkpoints:
         return bench.checkpoints[name]
@@ -167,7 +167,7 @@ def finetuned_checkpoint(bench: Workbench, name: str, stages: tuple[str, ...]) -
 
 def _from_checkpoint(name: str, stages: tuple[str, ...]) -> Callable[[Workbench], Prepared]:
     def prepare(bench: Workbench) -> Prepared:
-        from .checkpoint import load_checkpoint
+        from facecmp.detection.checkpoint import load_checkpoint
 
         folder = finetuned_checkpoint(bench, name, stages)
         meta = load_checkpoint(folder).meta

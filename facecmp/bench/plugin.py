@@ -1,6 +1,6 @@
 """facecmp's pytest plugin (registered through the ``pytest11`` entry point).
 
-Wiring only: options -> ``BenchOptions``; one ``BenchSession`` per run (facecmp/benchsession.py
+Wiring only: options -> ``BenchOptions``; one ``BenchSession`` per run (facecmp/bench/session.py
 does the work); fixtures; ``variant`` / gate parametrization; the table and report at the end.
 Nothing is loaded until a test requests one of the fixtures below.
 
@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from .benchsession import DEFAULT_DEV_PER_FOLDER, DEFAULT_SPLIT, BenchOptions, BenchSession, default_cache_dir
-from .errors import FacecmpError
-from .gates import GateFailed, GateSet, load_gates
-from .process import exact_float32_on_cuda, retain_freed_memory
+from facecmp.bench.session import DEFAULT_DEV_PER_FOLDER, DEFAULT_SPLIT, BenchOptions, BenchSession, default_cache_dir
+from facecmp.errors import FacecmpError
+from facecmp.bench.gates import GateFailed, GateSet, load_gates
+from facecmp.process import exact_float32_on_cuda, retain_freed_memory
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 GATES_FILE = "gates.toml"

@@ -14,11 +14,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tabulate import tabulate
 
-from .atomic import atomic_path, write_json, write_text
-from .data.records import Dataset
-from .evaluation import Evaluation
-from .plots import plot_pr_curves
-from .predictions import Predictions
+from facecmp.atomic import atomic_path, write_json, write_text
+from facecmp.data.records import Dataset
+from facecmp.evaluation.evaluator import Evaluation
+from facecmp.evaluation.plots import plot_pr_curves
+from facecmp.data.predictions import Predictions
 
 COLUMNS = ("variant", "AP (course)", "AP (VOC)", "recall", "precision", "ms/image", "training s")
 
@@ -86,7 +86,7 @@ def write_report(
     n_samples: int = 6,
 ) -> Path:
     """Write report.md, results.json, pr_curves.png, speed.png, samples.png into ``out_dir``."""
-    from .gallery import pick_sample_images, plot_detection_grid
+    from facecmp.study.gallery import pick_sample_images, plot_detection_grid
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,9 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .data.images import IMAGE_SUFFIXES
-from .errors import FacecmpError
-from .predictions import load_predictions
+from facecmp.data.images import IMAGE_SUFFIXES
+from facecmp.errors import FacecmpError
+from facecmp.data.predictions import load_predictions
 
 # Models `facecmp detect --model` knows by name, with the options each runs with: facenet-pytorch's
 # MTCNN in one process (its intra-op threads are its parallelism), ours with its default workers.
