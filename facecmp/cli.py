@@ -152,15 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-NAMED_MODELS = ("pretrained", "facenet-reference")
-
-
 def _require_output_folder(path: Path, option: str) -> None:
     if path.exists() and not path.is_dir():
         raise DataError(f"{path}: {option} must be a folder, but a file of that name exists; choose another path")
 
 
 def _require_model(model: str) -> None:
+    from facecmp.detection.base import NAMED_MODELS
+
     if model not in NAMED_MODELS and not Path(model).exists():
         raise ModelError(
             f"{model}: no such checkpoint folder; --model takes {' or '.join(repr(m) for m in NAMED_MODELS)}, "

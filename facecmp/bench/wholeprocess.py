@@ -23,12 +23,10 @@ from typing import Sequence
 import numpy as np
 
 from facecmp.data.images import IMAGE_SUFFIXES
+from facecmp.detection.base import NAMED_MODELS
 from facecmp.errors import FacecmpError
 from facecmp.data.predictions import load_predictions
 
-# Models `facecmp detect --model` knows by name, with the options each runs with: facenet-pytorch's
-# MTCNN in one process (its intra-op threads are its parallelism), ours with its default workers.
-NAMED_MODELS = {"pretrained": [], "facenet-reference": ["--workers", "0"]}
 
 
 @dataclass
@@ -106,7 +104,7 @@ def time_processes(
         times: dict[str, list[float]] = {m: [] for m in models}
         for r in range(rounds):
             for model in models if r % 2 == 0 else list(models)[::-1]:
-                args = [*NAMED_MODELS[model], *extra.get(model, [])]
+                args = [*NAMED_MODELS[model].process_args, *extra.get(model, [])]
                 times[model].append(run_detect(folder, Path(tmp) / model, model, args, src.get(model)))
         differing = differing_images(Path(tmp) / models[0], Path(tmp) / models[1]) if len(models) > 1 else []
     return ProcessTimes(n, times, differing)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from facecmp.detection import cascade as C
+from facecmp.detection.base import NAMED_MODELS, Detections, DetectorSettings
 from facecmp.errors import ModelError
 from facecmp.detection.fastforward import FAST_FORWARD
 from facecmp.detection.models import STAGES, build_network, pretrained_network
@@ -46,36 +46,6 @@ def run_padded(net, crops: torch.Tensor):
         crops = torch.cat([crops, crops.new_zeros((padded - n, *crops.shape[1:]))])
     outputs = net(crops.contiguous(memory_format=torch.channels_last))
     return tuple(out[:n] for out in outputs)
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    min_face_size: float = 20.0
-    factor: float = 0.709
-    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
-    # NMS IoU within one pyramid scale, across scales, after RNet; then min-overlap after ONet.
-    nms_thresholds: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7)
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.min_face_size < 12:
-            raise ValueError(f"min_face_size must be >= 12 px (PNet's window), got {self.min_face_size}")
-        if not 0 < self.factor < 1:
-            raise ValueError(f"factor must be in (0, 1), got {self.factor}")
-        if len(self.thresholds) != 3 or not all(0 <= t <= 1 for t in self.thresholds):
-            raise ValueError(f"thresholds must be three probabilities (PNet, RNet, ONet), got {self.thresholds}")
-        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
-
-
-@dataclass
-class Detections:
-    """Faces found in one image: float boxes ``(K, 4)`` x1, y1, x2, y2 and scores ``(K,)``."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.scores)
 
 
 class Detector:
@@ -228,15 +198,15 @@ class Detector:
         return boxes[keep], scores[keep], inds[keep]
 
 
-def load_detector(model: str | Path = "pretrained", **setting_overrides):
-    """``"pretrained"``, ``"facenet-reference"`` (facenet-pytorch's own MTCNN, for comparisons)
-    or a checkpoint folder. ``None`` overrides keep the defaults / the checkpoint's stored values."""
-    overrides = {k: v for k, v in setting_overrides.items() if v is not None}
-    if str(model) == "pretrained":
-        return Detector(settings=DetectorSettings(**overrides))
-    if str(model) == "facenet-reference":
-        from facecmp.detection.reference import FacenetReference
+def pretrained(settings: DetectorSettings | None = None) -> Detector:
+    """The cascade with facenet-pytorch's pretrained weights (the named model ``pretrained``)."""
+    return Detector(settings=settings)
 
-        settings = DetectorSettings(**overrides)
-        return FacenetReference(settings.device, settings)
+
+def load_detector(model: str | Path = "pretrained", **setting_overrides):
+    """A model from ``base.NAMED_MODELS`` by name, or a checkpoint folder (fine-tuned stages).
+    ``None`` overrides keep the defaults / the checkpoint's stored values."""
+    overrides = {k: v for k, v in setting_overrides.items() if v is not None}
+    if str(model) in NAMED_MODELS:
+        return NAMED_MODELS[str(model)].build(DetectorSettings(**overrides))
     return Detector.from_checkpoint(model, **overrides)

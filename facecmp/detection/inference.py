@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
-from facecmp.detection.detector import Detections, Detector
+from facecmp.detection.base import Detections, DetectorLike
 from facecmp.errors import FacecmpError
 from facecmp.data.predictions import Predictions
 
@@ -99,7 +99,7 @@ def _detected_batches(detector, dataset: Dataset, batch_size: int, workers: int)
 
 
 def run_detector(
-    detector: Detector,
+    detector: DetectorLike,
     dataset: Dataset,
     *,
     batch_size: int = 1,

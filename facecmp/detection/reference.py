@@ -6,18 +6,18 @@ from typing import Sequence
 
 import numpy as np
 
-from facecmp.detection.detector import Detections, DetectorSettings
+from facecmp.detection.base import Detections, DetectorSettings
 from facecmp.errors import ModelError
 
 
 class FacenetReference:
-    def __init__(self, device: str = "cpu", settings: DetectorSettings = DetectorSettings()):
+    def __init__(self, settings: DetectorSettings = DetectorSettings()):
         try:
             from facenet_pytorch import MTCNN
         except ImportError as exc:
             raise ModelError(f"facenet-pytorch is not importable ({exc}); run: pip install --no-deps facenet-pytorch==2.6.0 requests tqdm") from None
         self.mtcnn = MTCNN(
-            keep_all=True, device=device, min_face_size=settings.min_face_size,
+            keep_all=True, device=settings.device, min_face_size=settings.min_face_size,
             thresholds=list(settings.thresholds), factor=settings.factor,
         )
 

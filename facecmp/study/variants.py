@@ -13,23 +13,18 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
-
-import numpy as np
+from typing import Callable, Sequence
 
 from facecmp.atomic import write_json
 from facecmp.data.records import Dataset
-from facecmp.detection.detector import Detections, Detector, DetectorSettings
+from facecmp.detection.base import DetectorLike, DetectorSettings
+from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.reference import FacenetReference
 
 # Bump when a change to training or calibration makes cached checkpoints stale.
 # 4: RNet/ONet samples are mined by the faster detector (see HARD_MINING_VERSION 2).
 CACHE_VERSION = 4
-
-
-class DetectorLike(Protocol):
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
 
 
 @dataclass
@@ -118,7 +113,7 @@ def _pretrained_calibrated(bench: Workbench) -> Prepared:
 # -- facenet-pytorch's own MTCNN, the peer we measure against -------------------------------
 def _facenet_reference(bench: Workbench) -> Prepared:
     settings = DetectorSettings(device=bench.device)
-    return Prepared(FacenetReference(bench.device, settings), settings={"thresholds": list(settings.thresholds)})
+    return Prepared(FacenetReference(settings), settings={"thresholds": list(settings.thresholds)})
 
 
 # -- fine-tuned -----------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from facecmp.detection import cascade as C
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
-from facecmp.detection.detector import Detections, Detector
+from facecmp.detection.base import Detections
+from facecmp.detection.detector import Detector
 from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate, pairwise_iou
 from facecmp.detection.inference import detections_to_predictions

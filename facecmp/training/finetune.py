@@ -24,7 +24,8 @@ from typing import Mapping
 
 from facecmp.detection.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from facecmp.data.records import Dataset
-from facecmp.detection.detector import Detector, DetectorSettings
+from facecmp.detection.base import DetectorSettings
+from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.models import STAGES, build_network, pretrained_network
 from facecmp.training.calibrate import DEFAULT_GRID, best_thresholds

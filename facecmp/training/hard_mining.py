@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from facecmp.detection import cascade as C
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
-from facecmp.detection.detector import Detector, DetectorSettings
+from facecmp.detection.base import DetectorSettings
+from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.training.samples import (
     NEGATIVE,

@@ -1,0 +1,80 @@
+"""What every detector shares, in a leaf module (numpy only): its settings, its output, its
+interface, and the table of models known by name.
+
+``detector.load_detector``, the CLI and whole-process timing all read ``NAMED_MODELS``; a
+named model's class is imported only when it is built, so reading the table is free.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    min_face_size: float = 20.0
+    factor: float = 0.709
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    # NMS IoU within one pyramid scale, across scales, after RNet; then min-overlap after ONet.
+    nms_thresholds: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7)
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.min_face_size < 12:
+            raise ValueError(f"min_face_size must be >= 12 px (PNet's window), got {self.min_face_size}")
+        if not 0 < self.factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {self.factor}")
+        if len(self.thresholds) != 3 or not all(0 <= t <= 1 for t in self.thresholds):
+            raise ValueError(f"thresholds must be three probabilities (PNet, RNet, ONet), got {self.thresholds}")
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+
+
+@dataclass
+class Detections:
+    """Faces found in one image: float boxes ``(K, 4)`` x1, y1, x2, y2 and scores ``(K,)``."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+class DetectorLike(Protocol):
+    """Anything that finds faces in ``H x W x 3`` uint8 RGB images."""
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]: ...
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model ``--model NAME`` builds without a checkpoint folder."""
+
+    name: str
+    description: str
+    # "module:callable" taking a DetectorSettings; imported when the model is built.
+    factory: str
+    # Options a whole `facecmp detect` process runs this model with (see bench.wholeprocess).
+    process_args: tuple[str, ...] = ()
+
+    def build(self, settings: DetectorSettings) -> DetectorLike:
+        module, _, attr = self.factory.partition(":")
+        make: Callable[[DetectorSettings], DetectorLike] = getattr(importlib.import_module(module), attr)
+        return make(settings)
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    m.name: m
+    for m in (
+        NamedModel("pretrained", "facenet-pytorch's pretrained weights in our cascade", "facecmp.detection.detector:pretrained"),
+        # facenet-pytorch's MTCNN in one process: its intra-op threads are its parallelism.
+        NamedModel(
+            "facenet-reference", "facenet-pytorch's own MTCNN (the peer we measure against)",
+            "facecmp.detection.reference:FacenetReference", process_args=("--workers", "0"),
+        ),
+    )
+}
