@@ -78,7 +78,7 @@ def test_mined_labels_and_offsets_agree_with_the_iou_with_the_faces(tiny, stage,
     for i, record in enumerate(tiny.train.images[:6]):
         image = read_image(record.path)
         candidates = detector.detect_batch([image], upto=upto)[0]
-        pixels, labels, offsets, boxes = mine_candidate_image(image, record.boxes, candidates, settings, np.random.default_rng(i))
+        pixels, labels, offsets, boxes = mine_candidate_image(image, record.boxes, candidates, stage, settings, np.random.default_rng(i))
         assert pixels.shape == (len(labels), 3, settings.crops.crop_size, settings.crops.crop_size)
         faces = record.boxes.astype(np.float64) + [0, 0, 1, 1]  # inclusive pixels -> continuous
         regions = crop_regions(boxes)

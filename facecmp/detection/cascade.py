@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facecmp.detection.models import INPUT_SIZE
 from facecmp.detection.nms import batched_nms
 
 PNET_STRIDE = 2
@@ -158,6 +159,20 @@ def pyramid(height: int, width: int, min_face_size: float, factor: float, device
         (scale, AreaResize(height, width, scaled_size(height, width, scale), device))
         for scale in pyramid_scales(height, width, min_face_size, factor)
     ]
+
+
+def stage_crops(sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """What ``stage`` (rnet or onet) sees of candidate ``boxes`` of the images in ``sat``: ``(kept, crops)``.
+
+    ``kept`` indexes the boxes whose clipped window is not empty (facenet-pytorch skips the
+    others; callers drop them too, so boxes and crops stay aligned); ``crops`` are those
+    windows area-resampled to the stage's input size, float pixels 0-255 (not normalized).
+    """
+    height, width = sat.shape[2] - 1, sat.shape[3] - 1
+    windows = crop_windows(boxes, width, height)
+    kept = np.flatnonzero((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1]))
+    kept_t = torch.as_tensor(kept, device=sat.device)
+    return kept_t, crop_resize(sat, windows[kept], inds[kept_t], INPUT_SIZE[stage])
 
 
 def crop_resize(sat: torch.Tensor, windows: np.ndarray, image_inds: torch.Tensor, size: int) -> torch.Tensor:

@@ -154,27 +154,28 @@ class Detector:
         boxes = C.square(C.regress_pnet(boxes[keep], offsets[keep]))
         return boxes, scores[keep], inds[keep]
 
-    def _classify_crops(self, stage: str, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
-        """Crop each box, resample to the stage's input size, run the stage net in batches."""
-        size = {"rnet": 24, "onet": 48}[stage]
-        h, w = sat.shape[2] - 1, sat.shape[3] - 1
-        windows = C.crop_windows(boxes, w, h)
-        # facenet-pytorch skips empty windows; keep boxes and crops aligned by dropping them.
-        valid = torch.as_tensor((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1]), device=sat.device)
-        boxes, inds, windows = boxes[valid], inds[valid], windows[valid.cpu().numpy()]
-        outs = []
+    def classify(self, stage: str, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
+        """Run ``stage`` (rnet or onet) on the crops of candidate boxes of the images in ``sat``.
+
+        Returns ``(boxes, inds, outputs)`` for the boxes with a non-empty crop (``outputs`` is
+        the net's tuple, or None when no box is left), in batches that bound memory.
+        """
+        kept_boxes, kept_inds, outs = [], [], []
         for start in range(0, len(boxes), REFINE_BATCH):
             sl = slice(start, start + REFINE_BATCH)
-            crops = C.normalize(C.crop_resize(sat, windows[sl], inds[sl], size))
-            outs.append(run_padded(self.forward[stage], crops))
+            kept, crops = C.stage_crops(sat, boxes[sl], inds[sl], stage)
+            kept_boxes.append(boxes[sl][kept])
+            kept_inds.append(inds[sl][kept])
+            if len(kept):
+                outs.append(run_padded(self.forward[stage], C.normalize(crops)))
         if not outs:
-            return boxes, inds, None
-        return boxes, inds, tuple(torch.cat(parts) for parts in zip(*outs))
+            return boxes[:0], inds[:0], None
+        return torch.cat(kept_boxes), torch.cat(kept_inds), tuple(torch.cat(parts) for parts in zip(*outs))
 
     def _refine(self, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
         """Stage 2: RNet rescoring, NMS, regression, squaring."""
         s = self.settings
-        boxes, inds, out = self._classify_crops("rnet", sat, boxes, inds)
+        boxes, inds, out = self.classify("rnet", sat, boxes, inds)
         if out is None:
             return boxes, boxes.new_zeros(0), inds
         offsets, scores = out
@@ -187,7 +188,7 @@ class Detector:
     def _output(self, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
         """Stage 3: ONet rescoring, regression, min-overlap NMS."""
         s = self.settings
-        boxes, inds, out = self._classify_crops("onet", sat, boxes, inds)
+        boxes, inds, out = self.classify("onet", sat, boxes, inds)
         if out is None:
             return boxes, boxes.new_zeros(0), inds
         offsets, _landmarks, scores = out

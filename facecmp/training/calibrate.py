@@ -95,20 +95,18 @@ def cascade_candidates(detector: Detector, images: Sequence[np.ndarray]) -> list
     onet_threshold = detector.settings.thresholds[2]
     out = []
     for image, after_rnet in zip(images, detector.detect_batch(list(images), upto="rnet")):
-        height, width = image.shape[:2]
         boxes = torch.as_tensor(after_rnet.boxes, dtype=torch.float32, device=detector.device).reshape(-1, 4)
-        windows = C.crop_windows(boxes, width, height)
-        valid = np.flatnonzero((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1]))
-        if len(valid) == 0:
+        rnet_scores = torch.as_tensor(after_rnet.scores, dtype=torch.float32, device=detector.device)
+        sat = C.integral_image(torch.as_tensor(image, device=detector.device).permute(2, 0, 1)[None])
+        kept, crops = C.stage_crops(sat, boxes, torch.zeros(len(boxes), dtype=torch.long, device=detector.device), "onet")
+        if len(kept) == 0:
             out.append(CascadeCandidates(np.zeros((0, 4)), np.zeros(0), np.zeros(0)))
             continue
-        sat = C.integral_image(torch.as_tensor(image, device=detector.device).permute(2, 0, 1)[None])
-        crops = C.crop_resize(sat, windows[valid], torch.zeros(len(valid), dtype=torch.long), 48)
         offsets, _landmarks, probs = detector.forward["onet"](C.normalize(crops).contiguous(memory_format=torch.channels_last))
-        final = C.regress(boxes[valid], offsets).cpu().numpy()
+        final = C.regress(boxes[kept], offsets).cpu().numpy()
         onet_scores = probs.cpu().numpy()
         passed = onet_scores > onet_threshold
-        out.append(CascadeCandidates(final[passed], np.asarray(after_rnet.scores)[valid][passed], onet_scores[passed]))
+        out.append(CascadeCandidates(final[passed], rnet_scores[kept].cpu().numpy()[passed], onet_scores[passed]))
     return out
 
 

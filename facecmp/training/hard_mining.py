@@ -32,7 +32,6 @@ from typing import Mapping
 import numpy as np
 import torch
 from torch import nn
-from torchvision.ops import box_iou
 from tqdm.auto import tqdm
 
 from facecmp.detection import cascade as C
@@ -40,6 +39,7 @@ from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
+from facecmp.detection.models import INPUT_SIZE
 from facecmp.errors import FacecmpError
 from facecmp.training.samples import (
     NEGATIVE,
@@ -49,11 +49,10 @@ from facecmp.training.samples import (
     SampleSet,
     _pick,
     balanced_sample_set,
-    box_offsets,
     cached_samples,
     data_fingerprint,
     face_regions,
-    iou_labels,
+    label_crops,
     select_crops,
 )
 
@@ -62,7 +61,6 @@ from facecmp.training.samples import (
 HARD_MINING_VERSION = 2
 # The stage whose candidates each stage trains on, and the stages that produce them.
 PREVIOUS_STAGE = {"rnet": "pnet", "onet": "rnet"}
-INPUT_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
 
 
 @dataclass(frozen=True)
@@ -127,18 +125,6 @@ def region_boxes(regions: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def label_candidates(boxes: np.ndarray, faces: np.ndarray, settings: MiningSettings) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels, offsets)`` of cascade boxes against the continuous face regions of their image."""
-    regions = crop_regions(boxes)
-    if len(faces) == 0 or len(regions) == 0:
-        return np.full(len(regions), NEGATIVE, np.int8), np.zeros((len(regions), 4), np.float32)
-    iou = box_iou(torch.from_numpy(regions), torch.from_numpy(faces)).numpy()
-    labels = iou_labels(iou.max(axis=1), settings)
-    offsets = box_offsets(regions, faces[iou.argmax(axis=1)])
-    offsets[labels == NEGATIVE] = 0.0
-    return labels, offsets
-
-
 def pick_candidates(labels: np.ndarray, scores: np.ndarray, settings: HardMiningSettings, rng) -> np.ndarray:
     """Indices of the candidates to keep: random positives/parts, the highest-scoring false alarms."""
     negatives = np.flatnonzero(labels == NEGATIVE)
@@ -150,35 +136,32 @@ def pick_candidates(labels: np.ndarray, scores: np.ndarray, settings: HardMining
     ]).astype(np.int64)
 
 
-def cut_crops(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crops of cascade boxes as the cascade cuts them: ``(uint8 (N, 3, size, size), kept index)``.
+def cut_crops(image: np.ndarray, boxes: np.ndarray, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of cascade boxes as ``stage`` sees them: ``(uint8 (N, 3, S, S), kept index)``.
 
     Boxes whose clipped window is empty (wholly outside the image) are dropped, as the cascade drops them.
     """
-    height, width = image.shape[:2]
-    windows = C.crop_windows(torch.as_tensor(boxes, dtype=torch.float32), width, height)
-    valid = np.flatnonzero((windows[:, 2] > windows[:, 0]) & (windows[:, 3] > windows[:, 1]))
     sat = C.integral_image(torch.from_numpy(image).permute(2, 0, 1)[None])
-    crops = C.crop_resize(sat, windows[valid], torch.zeros(len(valid), dtype=torch.long), size)
-    return crops.round().clamp(0, 255).to(torch.uint8).numpy(), valid
+    kept, crops = C.stage_crops(sat, torch.as_tensor(boxes, dtype=torch.float32), torch.zeros(len(boxes), dtype=torch.long), stage)
+    return crops.round().clamp(0, 255).to(torch.uint8).numpy(), kept.numpy()
 
 
 def mine_candidate_image(
-    image: np.ndarray, annotated: np.ndarray, candidates, settings: HardMiningSettings, rng: np.random.Generator
+    image: np.ndarray, annotated: np.ndarray, candidates, stage: str, settings: HardMiningSettings, rng: np.random.Generator
 ):
     """Samples of one image, its labelled candidates plus jittered crops and random negatives:
     ``(pixels uint8 (N, 3, S, S), labels (N,), offsets (N, 4), cascade boxes (N, 4))``."""
     height, width = image.shape[:2]
     faces = face_regions(annotated)
     boxes = np.asarray(candidates.boxes, dtype=np.float64).reshape(-1, 4)
-    labels, offsets = label_candidates(boxes, faces, settings.crops)
+    labels, offsets = label_crops(crop_regions(boxes), faces, settings.crops)
     keep = pick_candidates(labels, np.asarray(candidates.scores), settings, rng)
     # The jittered / random crops of samples.py, as cascade boxes.
     crops, crop_labels, crop_offsets = select_crops(faces, width, height, settings.crops, rng)
     boxes = np.concatenate([boxes[keep], region_boxes(crops)])
     labels = np.concatenate([labels[keep], crop_labels]).astype(np.int8)
     offsets = np.concatenate([offsets[keep], crop_offsets]).astype(np.float32)
-    pixels, valid = cut_crops(image, boxes, settings.crops.crop_size)
+    pixels, valid = cut_crops(image, boxes, stage)
     return pixels, labels[valid], offsets[valid], boxes[valid]
 
 
@@ -217,7 +200,7 @@ def mine_hard_samples(
         found = detector.detect_batch(pixels, upto=PREVIOUS_STAGE[stage])
         for j, (record, image, candidates) in enumerate(zip(batch, pixels, found)):
             rng = np.random.default_rng([seed, start + j])
-            im, lab, off, _boxes = mine_candidate_image(image, record.boxes, candidates, settings, rng)
+            im, lab, off, _boxes = mine_candidate_image(image, record.boxes, candidates, stage, settings, rng)
             images.append(im)
             labels.append(lab)
             offsets.append(off)
