@@ -25,7 +25,7 @@ EVAL_IMAGES, EVAL_DETECTIONS_PER_IMAGE, EVAL_FACES_PER_IMAGE = 1000, 1000, 5  # 
 
 @pytest.mark.benchmark(group="detect-per-image")
 def test_detect_speed(benchmark, variant, variant_prepared, facecmp_session):
-    images = facecmp_session.speed_images(SPEED_IMAGES)
+    images = facecmp_session.timings.speed_images(SPEED_IMAGES)
     cycle = itertools.cycle(img for _, img in images)
     detector = variant_prepared.detector
     benchmark.extra_info.update(variant=variant, dataset=facecmp_session.dataset_key, n_images=len(images))
@@ -37,7 +37,7 @@ def test_detect_speed(benchmark, variant, variant_prepared, facecmp_session):
     )
     if benchmark.stats:  # None under --benchmark-disable
         # The median: robust to other processes stealing the CPU for a few images.
-        facecmp_session.record_timing(
+        facecmp_session.timings.record(
             variant, benchmark.stats.stats.median * 1000.0, f"pytest-benchmark, median of {len(images)} images"
         )
 
@@ -110,7 +110,7 @@ def test_speed_gate(facecmp_speed_gate, facecmp_session):
     unselected = [v for v in gate.variants if v not in facecmp_session.variant_names]
     if unselected:
         pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
-    ms = facecmp_session.paired_ms_per_image(gate.variants, SPEED_IMAGES)
+    ms = facecmp_session.timings.paired_ms_per_image(gate.variants, SPEED_IMAGES)
     check(gate, {v: {"ms_per_image": t} for v, t in ms.items()})
 
 
@@ -126,6 +126,6 @@ def test_process_speed_gate(facecmp_process_gate, facecmp_session):
     unselected = [v for v in gate.variants if v not in facecmp_session.variant_names]
     if unselected:
         pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
-    result = facecmp_session.process_times(gate.variants, rounds=PROCESS_ROUNDS)
+    result = facecmp_session.timings.process_times(gate.variants, rounds=PROCESS_ROUNDS)
     assert not result.differing, f"detections differ on {len(result.differing)} images, e.g. {result.differing[:3]}"
     check(gate, {v: {"seconds": result.median(v)} for v in gate.variants})

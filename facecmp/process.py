@@ -20,10 +20,9 @@ _M_MMAP_THRESHOLD = -3
 def import_torch_frozen():
     """Import torch with the cycle collector paused, then freeze the objects the import made.
 
-    Importing torch creates ~180k objects that live until the process ends. Collecting while
+    Importing torch creates ~180k objects that live until the process ends; collecting while
     they are created, re-scanning them in every later full collection and once more at exit
-    costs ~0.5 s per process (measured: ``python -c "import torch"`` 1.7 s; with the import
-    paused and frozen 1.1 s). Frozen objects are still freed by reference counting; only the
+    is pure start-up cost (README "Speed" has the measurement). Frozen objects are still freed by reference counting; only the
     cycle collector skips them, and worker processes forked later inherit them frozen too.
     """
     gc.disable()
@@ -44,9 +43,8 @@ def retain_freed_memory(limit_bytes: int = 256 << 20) -> bool:
 
     The cascade allocates and frees maps of a few MB per network call. By default glibc serves
     those with fresh ``mmap``s or trims them off the heap when freed, so every call touches new
-    pages again: ~400 page faults per 480x360 image, and with the pooling in fastforward.py
-    (more, smaller temporaries) up to 2,000. Keeping them drops that to ~60 and detection from
-    21.5 to 19 ms per image on one core. The cost is that a process's memory does not shrink
+    pages again (page faults per image drop by an order of magnitude with this setting; README
+    "Speed" has the measurement). The cost is that a process's memory does not shrink
     after its peak (``limit_bytes`` bounds the free memory kept at the heap's top). Returns
     False where the C library is not glibc or refuses the settings (nothing else changes).
     """
@@ -66,8 +64,8 @@ def exact_float32_on_cuda() -> None:
     """Have cuDNN compute float32 convolutions in float32, as the CPU does.
 
     PyTorch lets cuDNN use TF32 (a 10-bit mantissa) for float32 convolutions on Ampere and
-    newer GPUs by default: MTCNN's scores then differ from the CPU's by ~1e-4 (measured on an
-    H200), enough to move a box across a threshold. MTCNN's networks are small, so the exact
+    newer GPUs by default: MTCNN's scores then differ from the CPU's, enough to move a box
+    across a threshold (tests/test_cuda.py). MTCNN's networks are small, so the exact
     mode costs little. No effect without CUDA.
     """
     import torch

@@ -167,3 +167,24 @@ def test_benchmark_timings_reach_the_results_and_speed_gates(pytester, tiny_data
     second = run(pytester, tiny_data, *args, "--benchmark-compare", "--benchmark-compare-fail", "mean:10000%")
     second.stderr.fnmatch_lines(["*Comparing against benchmarks from*"])
     second.assert_outcomes(passed=4, failed=1)
+
+
+def test_loading_the_plugin_imports_neither_torch_nor_matplotlib(tmp_path):
+    """The pytest11 entry point is loaded by every pytest run in an environment with facecmp."""
+    import subprocess
+    import sys
+
+    # A run that collects nothing in an empty folder: the plugin loads, registers its options and
+    # hooks, and writes its (empty) summary; then we look at what was imported.
+    script = (
+        "import sys, pytest\n"
+        "code = pytest.main(['--co', '-q', '-p', 'no:cacheprovider'])\n"
+        "print('EXIT', int(code))\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.startswith('facecmp.bench')))\n"
+        "print('HEAVY', sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision', 'matplotlib'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    lines = {line.split(" ", 1)[0]: line.split(" ", 1)[1] for line in done.stdout.splitlines() if line[:4] in ("EXIT", "LOAD", "HEAV")}
+    assert lines.get("EXIT") == "5", done.stdout[-2000:] + done.stderr[-2000:]  # 5: no tests collected
+    assert "facecmp.bench.plugin" in lines["LOADED"], "the plugin was not loaded: the check would pass on nothing"
+    assert lines["HEAVY"] == "[]"

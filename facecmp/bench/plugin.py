@@ -4,7 +4,7 @@ Wiring only: options -> ``BenchOptions``; one ``BenchSession`` per run (facecmp/
 does the work); fixtures; ``variant`` / gate parametrization; the table and report at the end.
 Nothing is loaded until a test requests one of the fixtures below.
 
-Fixtures: ``facecmp_session``, ``facecmp_splits``, ``facecmp_test_set``, ``variant`` (every
+Fixtures: ``facecmp_session``, ``facecmp_splits``, ``variant`` (every
 selected variant), ``variant_prepared`` (its ready detector), ``variant_result`` (that variant's detections + evaluation, computed once per
 session), ``facecmp_gates`` (the gates of this dataset), ``facecmp_relation`` / ``facecmp_speed_gate``
 (parametrized over the relational / speed gates of the gates file).
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from facecmp.bench.session import DEFAULT_DEV_PER_FOLDER, DEFAULT_SPLIT, BenchOptions, BenchSession, default_cache_dir
+from facecmp.bench.session import BENCH_DEV_PER_FOLDER, DEFAULT_SPLIT, BenchOptions, BenchSession, default_cache_dir
 from facecmp.errors import FacecmpError
 from facecmp.bench.gates import GateFailed, GateSet, load_gates
 from facecmp.process import exact_float32_on_cuda, retain_freed_memory
@@ -35,7 +35,7 @@ def pytest_addoption(parser):
     group.addoption("--facecmp-cache", default=None, help="cache for generated data and trained checkpoints (default: $FACECMP_CACHE or <rootdir>/.facecmp_cache)")
     group.addoption("--facecmp-max-test-images", type=int, default=None, metavar="N", help="evaluate on the first N test images only (time budget)")
     group.addoption("--facecmp-workers", type=int, default=0, metavar="N", help="worker processes for the evaluation pass over the test images (default 0: in process)")
-    group.addoption("--facecmp-dev", type=int, default=DEFAULT_DEV_PER_FOLDER, metavar="N", help=f"dev images per training folder for threshold calibration (default {DEFAULT_DEV_PER_FOLDER})")
+    group.addoption("--facecmp-dev", type=int, default=BENCH_DEV_PER_FOLDER, metavar="N", help=f"dev images per training folder for threshold calibration (default {BENCH_DEV_PER_FOLDER})")
     group.addoption("--facecmp-gates", default=None, help=f"gates file (default: {GATES_FILE} beside the test module)")
 
 
@@ -121,11 +121,6 @@ def facecmp_splits(facecmp_session: BenchSession):
     return _facecmp_errors_as_failures(lambda: facecmp_session.splits)
 
 
-@pytest.fixture(scope="session")
-def facecmp_test_set(facecmp_splits):
-    return facecmp_splits.test
-
-
 @pytest.fixture
 def variant_prepared(facecmp_session: BenchSession, variant: str):
     return _facecmp_errors_as_failures(facecmp_session.prepared, variant)
@@ -164,7 +159,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     bench = _session(config)
     table = bench.summary_table()
-    if table is None and not bench.timed_processes():
+    if table is None and not bench.timings.processes():
         return
     terminalreporter.section(f"facecmp: {bench.dataset_key}")
     if table is not None:

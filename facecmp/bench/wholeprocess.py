@@ -38,6 +38,14 @@ class ProcessTimes:
     def median(self, model: str) -> float:
         return statistics.median(self.times[model])
 
+    def note(self) -> str:
+        """One report line: each model's median and runs, the ratio of the first two, differing images."""
+        models = list(self.times)
+        runs = "; ".join(f"{m} {self.median(m):.2f} s (runs {', '.join(f'{x:.2f}' for x in self.times[m])})" for m in models)
+        ratio = f" = {self.ratio(models[1], models[0]):.2f}x" if len(models) == 2 else ""
+        return (f"whole `facecmp detect` processes over {self.n_images} images, median of alternating runs: {runs}{ratio}; "
+                f"images with differing detections: {len(self.differing)}")
+
     def ratio(self, slower: str, faster: str) -> float:
         """How many times as fast ``faster`` is (median seconds of ``slower`` / of ``faster``)."""
         return self.median(slower) / self.median(faster)

@@ -1,4 +1,5 @@
-"""Datasets: the course layouts, their annotations, problems found in them, and splits."""
+"""Data: archives and their records (layouts, annotations, images, splits, face sizes), course
+prediction files and the built-in generated dataset. Imports only the top-level helpers (errors, atomic)."""
 
 from facecmp.data.annotations import read_ground_truth
 from facecmp.data.check import CheckReport, check_dataset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -12,7 +13,7 @@ from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate
 from facecmp.detection.inference import run_detector
 from facecmp.data.predictions import save_predictions
-from facecmp.study.report import VariantResult, results_table, write_report
+from facecmp.study.report import VariantResult, data_note, results_table, variant_notes, write_report
 from facecmp.study.variants import Prepared, Variant, Workbench, get_variants
 
 COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
@@ -26,7 +27,7 @@ DEFAULT_DEV_PER_FOLDER = 25
 class Splits:
     train: Dataset | None
     dev: Dataset | None
-    test: Dataset
+    test: Dataset | None  # None only from carve_splits without a holdout
 
 
 def parse_split(spec: str) -> int | None:
@@ -44,30 +45,34 @@ def parse_split(spec: str) -> int | None:
     return None
 
 
+def carve_splits(train_all: Dataset, *, holdout_per_folder: int, dev_per_folder: int, seed: int) -> Splits:
+    """The study's recipe for one training set: first ``holdout_per_folder`` test images per folder
+    (seed ``seed``), then ``dev_per_folder`` dev images per folder from the rest (seed ``seed + 1``);
+    what remains trains. Either count may be 0 (no such split: ``None``)."""
+    train, test = split_dataset(train_all, per_folder=holdout_per_folder, seed=seed) if holdout_per_folder > 0 else (train_all, None)
+    dev = None
+    if dev_per_folder > 0:
+        train, dev = split_dataset(train, per_folder=dev_per_folder, seed=seed + 1)
+    return Splits(train, dev, test)
+
+
 def choose_splits(
     root: str | Path, test: str | None = None, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
     allow_missing: bool = False,
 ) -> Splits:
     """Train / dev / test images for a study. A test split carved from the training images is never trained on."""
     archive = load_archive(root, allow_missing=allow_missing)
-    train_all = archive.train
-    if test is None:
-        test_ds = archive.test
-        if test_ds is None:
-            test = f"split:{DEFAULT_TEST_PER_FOLDER}"
-    if test is not None:
-        per_folder = parse_split(test)
-        if per_folder is None:
-            test_ds = load_test(Path(test), allow_missing=allow_missing)
-        else:
-            if train_all is None:
-                raise DataError(f"{root}: --test {test} needs training images (antrenare/) to split")
-            train_all, test_ds = split_dataset(train_all, per_folder=per_folder, seed=seed)
-    dev = None
-    train = train_all
-    if train_all is not None and dev_per_folder > 0:
-        train, dev = split_dataset(train_all, per_folder=dev_per_folder, seed=seed + 1)
-    return Splits(train, dev, test_ds)
+    if test is None and archive.test is None:
+        test = f"split:{DEFAULT_TEST_PER_FOLDER}"
+    per_folder = parse_split(test) if test is not None else None
+    if per_folder is not None and archive.train is None:
+        raise DataError(f"{root}: --test {test} needs training images (antrenare/) to split")
+    if per_folder is None:
+        test_ds = archive.test if test is None else load_test(Path(test), allow_missing=allow_missing)
+    if archive.train is None:
+        return Splits(None, None, test_ds)
+    splits = carve_splits(archive.train, holdout_per_folder=per_folder or 0, dev_per_folder=dev_per_folder, seed=seed)
+    return splits if per_folder is not None else dataclasses.replace(splits, test=test_ds)
 
 
 def evaluate_prepared(
@@ -109,11 +114,7 @@ def run_comparison(
         result = evaluate_variant(variant, bench, splits.test)
         save_predictions(out / "predictions" / variant.name, result.predictions)
         results.append(result)
-    notes = [
-        f"training images: {len(splits.train) if splits.train else 0}, dev (threshold calibration): "
-        f"{len(splits.dev) if splits.dev else 0}, test: {len(splits.test)}; seed {seed}.",
-        *(f"{r.name}: thresholds {r.settings.get('thresholds')}" for r in results),
-    ]
+    notes = [data_note(splits, seed=seed), *variant_notes(results)]
     write_report(out, results, dataset=splits.test, title=title, notes=notes)
     print(results_table(results))
     return out
@@ -142,15 +143,10 @@ def finetune_from_archive(
     archive = load_archive(root)
     if archive.train is None:
         raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
-    train = archive.train
-    if holdout_per_folder > 0:
-        train, _ = split_dataset(train, per_folder=holdout_per_folder, seed=seed)
-    dev = None
-    if dev_per_folder > 0:
-        train, dev = split_dataset(train, per_folder=dev_per_folder, seed=seed + 1)
+    splits = carve_splits(archive.train, holdout_per_folder=holdout_per_folder, dev_per_folder=dev_per_folder, seed=seed)
     kwargs = {"epochs": epochs} if epochs else {}
     return finetune(
-        train, out, dev=dev, stages=tuple(stages), seed=seed, device=device, resume=resume,
+        splits.train, out, dev=splits.dev, stages=tuple(stages), seed=seed, device=device, resume=resume,
         from_scratch=from_scratch, **kwargs,
     )
 

@@ -41,9 +41,8 @@ def plot_detection_grid(
     results: Mapping[str, tuple[Predictions, Evaluation]],
     path: str | Path,
     keys: Sequence[str],
-    min_score: Mapping[str, float] | None = None,
 ) -> Path:
-    """Rows = images, columns = variants. Detections below ``min_score[variant]`` are not drawn."""
+    """Rows = images, columns = variants; every detection drawn, coloured by its evaluation."""
     records = {r.key: r for r in dataset.images}
     names = list(results)
     fig = Figure(figsize=(3.2 * len(names), 2.5 * max(len(keys), 1)), dpi=90)
@@ -60,11 +59,8 @@ def plot_detection_grid(
                 ax.set_title(name, fontsize=9)
             if col == 0:
                 ax.set_ylabel(key, fontsize=7)
-            floor = (min_score or {}).get(name, 0.0)
-            mine = np.flatnonzero(preds.file_names == key)
-            for i in mine:
-                if preds.scores[i] >= floor:
-                    _draw_box(ax, preds.boxes[i], TP if ev.is_true_positive[i] else FP)
+            for i in np.flatnonzero(preds.file_names == key):
+                _draw_box(ax, preds.boxes[i], TP if ev.is_true_positive[i] else FP)
             found = ev.gt_matched.get(key, np.zeros(len(records[key].boxes), bool))
             for box, hit in zip(records[key].boxes, found):
                 if not hit:

@@ -51,6 +51,23 @@ class VariantResult:
         }
 
 
+def data_note(splits, *, seed: int, source: str | None = None) -> str:
+    """One line saying which images the study used (``splits``: a ``study.compare.Splits``)."""
+    count = lambda ds: len(ds) if ds is not None else 0  # noqa: E731
+    prefix = f"{source}; " if source else ""
+    return (f"{prefix}test images: {count(splits.test)}, training images: {count(splits.train)}, "
+            f"dev (threshold calibration): {count(splits.dev)}; seed {seed}.")
+
+
+def variant_notes(results: Sequence[VariantResult]) -> list[str]:
+    """One line per variant: its thresholds and, when known, where its ms/image comes from."""
+    notes = []
+    for r in results:
+        source = r.settings.get("ms_per_image_source")
+        notes.append(f"{r.name}: thresholds {r.settings.get('thresholds')}" + (f"; ms/image from {source}" if source else ""))
+    return notes
+
+
 def results_table(results: Sequence[VariantResult], fmt: str = "github") -> str:
     rows = []
     for r in results:
@@ -93,8 +110,7 @@ def write_report(
     plot_pr_curves({r.name: r.evaluation for r in results}, out / "pr_curves.png", title=f"{title}: precision–recall")
     plot_speed(results, out / "speed.png")
     keys = pick_sample_images(dataset, n_samples)
-    floors = {r.name: float(r.settings.get("report_min_score", 0.0)) for r in results}
-    plot_detection_grid(dataset, {r.name: (r.predictions, r.evaluation) for r in results}, out / "samples.png", keys, floors)
+    plot_detection_grid(dataset, {r.name: (r.predictions, r.evaluation) for r in results}, out / "samples.png", keys)
     write_json(
         out / "results.json",
         {"title": title, "dataset": dataset.name, "n_images": len(dataset), "n_faces": dataset.n_faces,

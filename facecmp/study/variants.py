@@ -129,9 +129,11 @@ def _reuse_finished_stages(bench: Workbench, stages: tuple[str, ...], folder: Pa
     ``pnet,rnet,onet`` one (same data, settings and seed), so the longer run resumes from it
     instead of training it again.
     """
+    from facecmp.training.loop import state_file
+
     for k in range(len(stages) - 1, 0, -1):
         prefix = _checkpoint_folder(bench, stages[:k])
-        states = [prefix / f"train_state_{stage}.pt" for stage in stages[:k]]
+        states = [prefix / state_file(stage) for stage in stages[:k]]
         if all(p.is_file() for p in states):
             folder.mkdir(parents=True, exist_ok=True)
             for p in states:
@@ -142,19 +144,21 @@ def _reuse_finished_stages(bench: Workbench, stages: tuple[str, ...], folder: Pa
 
 def finetuned_checkpoint(bench: Workbench, name: str, stages: tuple[str, ...]) -> Path:
     """The checkpoint for ``stages`` on this workbench's data: reused when cached, else trained (resumably)."""
+    from facecmp.detection.checkpoint import META_FILE
     from facecmp.training.finetune import finetune
+    from facecmp.training.loop import state_file
 
     if name in bench.checkpoints:
         return bench.checkpoints[name]
     if bench.train is None:
         raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
     folder = _checkpoint_folder(bench, stages)
-    if not (folder / "facecmp.json").is_file():
+    if not (folder / META_FILE).is_file():
         _reuse_finished_stages(bench, stages, folder)
         kwargs = {"epochs": bench.epochs} if bench.epochs else {}
         finetune(
             bench.train, folder, dev=bench.dev, stages=stages, seed=bench.seed, device=bench.device,
-            resume=any(folder.glob("train_state_*.pt")), cache_dir=bench.cache_dir / "samples",
+            resume=any((folder / state_file(s)).is_file() for s in stages), cache_dir=bench.cache_dir / "samples",
             progress=bench.progress, **kwargs,
         )
     return folder

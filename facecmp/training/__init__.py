@@ -1,4 +1,6 @@
-"""Fine-tuning MTCNN stages: sample mining, losses, the training loop, threshold calibration."""
+"""Training: fine-tuning MTCNN stages (sample mining, losses, the loop, threshold calibration).
+
+Imports from data, detection and evaluation."""
 
 from facecmp.training.calibrate import DEFAULT_GRID, best_thresholds, stage_recall
 from facecmp.training.finetune import DEFAULT_TRAINING, finetune

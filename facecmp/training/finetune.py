@@ -5,13 +5,8 @@ Stage-wise as in MTCNN: PNet trains on jittered 12 px crops around the annotated
 (``samples``); RNet on 24 px crops of what the (fine-tuned) PNet proposes, ONet on 48 px crops of
 what PNet+RNet pass on (``hard_mining``). Each stage starts from its pretrained weights, trains
 alone (the others frozen) and is then used, fine-tuned, to mine the next stage's samples.
-Stages not fine-tuned stay pretrained.
-
-Measured on Dexter (3,700 training images, 100 dev, 200 held-out test; 2 CPU cores shared with
-another benchmark, load 4-6): PNet 9 s mining + 23 s training (15 epochs, 76k samples), RNet
-4.6 min mining + 16.6 min training (8 epochs, 117k samples), ONet 3.5 min mining (1,000 images)
-+ 9.1 min training (6 epochs, 22k samples), calibration 10 s. Held-out AP (ap_cava): pretrained
-0.19, pretrained at its best thresholds 0.44, PNet fine-tuned 0.75, PNet+RNet 0.85, all three 0.95.
+Stages not fine-tuned stay pretrained. What each stage costs and buys on Dexter is in the
+README ("Results"), with the command that measures it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,69 @@
+"""The package tree is the architecture: data -> detection -> evaluation -> training -> study -> bench.
+
+Every import in facecmp (at module top or inside a function) goes to the same layer or one to
+its left; the shared helpers (errors, atomic, process) import no layer, and nothing imports the CLI.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "facecmp"
+LAYERS = ["data", "detection", "evaluation", "training", "study", "bench"]
+HELPERS = {"errors", "atomic", "process"}
+
+
+def _rank(module: str) -> int | None:
+    """Layer index of a ``facecmp.*`` module; -1 for the shared helpers; None for the CLI / package root."""
+    parts = module.split(".")
+    if len(parts) < 2:
+        return None
+    if parts[1] in HELPERS:
+        return -1
+    return LAYERS.index(parts[1]) if parts[1] in LAYERS else None
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.startswith("facecmp"):
+            names = [node.module] if node.module != "facecmp" else [f"facecmp.{a.name}" for a in node.names]
+            found += [(node.lineno, n) for n in names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("facecmp")]
+    return found
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_every_layer_imports_only_from_itself_or_layers_before_it():
+    wrong = []
+    modules = sorted(PACKAGE.rglob("*.py"))
+    assert len(modules) > 30, "no modules found: the check would pass on nothing"
+    for path in modules:
+        here = _module_name(path)
+        mine = _rank(here)
+        for line, target in _imports(path):
+            theirs = _rank(target)
+            if target.startswith("facecmp.cli"):
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {here} imports the CLI")
+            elif here.split(".")[-1] in HELPERS and theirs not in (-1, None) and len(here.split(".")) == 2:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line}: helper {here} imports {target}")
+            elif mine is not None and mine >= 0 and theirs is not None and theirs > mine:
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {here} imports {target} (a later layer)")
+    assert wrong == []
+
+
+def test_relative_imports_are_not_used():
+    """Absolute imports keep the layer of every dependency visible (and checkable above)."""
+    relative = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                relative.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert relative == []
