@@ -35,10 +35,13 @@ class DetectorSettings:
 
 @dataclass
 class Detections:
-    """Faces found in one image: float boxes ``(K, 4)`` x1, y1, x2, y2 and scores ``(K,)``."""
+    """Faces found in one image: float boxes ``(K, 4)`` x1, y1, x2, y2 and scores ``(K,)``;
+    ``landmarks`` ``(K, 5, 2)``: x, y pixel points of the eyes, nose and mouth corners (as
+    facenet-pytorch returns them), from the cascade's last stage (None when it did not run)."""
 
     boxes: np.ndarray
     scores: np.ndarray
+    landmarks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)

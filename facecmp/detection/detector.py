@@ -123,10 +123,15 @@ class Detector:
         boxes, scores, inds = self._propose(sat)
         if upto != "pnet":
             boxes, scores, inds = self._refine(sat, boxes, inds)
+        points = None
         if upto == "onet":
-            boxes, scores, inds = self._output(sat, boxes, inds)
+            boxes, scores, inds, points = self._output(sat, boxes, inds)
         boxes_np, scores_np, inds_np = boxes.cpu().numpy(), scores.cpu().numpy(), inds.cpu().numpy()
-        return [Detections(boxes_np[inds_np == b], scores_np[inds_np == b]) for b in range(len(batch))]
+        points_np = None if points is None else points.cpu().numpy()
+        return [
+            Detections(boxes_np[inds_np == b], scores_np[inds_np == b], None if points_np is None else points_np[inds_np == b])
+            for b in range(len(batch))
+        ]
 
     def _propose(self, sat: torch.Tensor):
         """Stage 1: PNet over the pyramid; squared candidate boxes per image."""
@@ -185,17 +190,18 @@ class Detector:
         return boxes, scores[keep], inds[keep]
 
     def _output(self, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
-        """Stage 3: ONet rescoring, regression, min-overlap NMS."""
+        """Stage 3: ONet rescoring, regression, min-overlap NMS; landmarks of the kept faces."""
         s = self.settings
         boxes, inds, out = self._classify_crops("onet", sat, boxes, inds)
         if out is None:
-            return boxes, boxes.new_zeros(0), inds
-        offsets, _landmarks, scores = out
+            return boxes, boxes.new_zeros(0), inds, boxes.new_zeros((0, 5, 2))
+        offsets, landmarks, scores = out
         passed = scores > s.thresholds[2]
-        boxes = C.regress(boxes[passed], offsets[passed])
+        seen, landmarks = boxes[passed], landmarks[passed]
+        boxes = C.regress(seen, offsets[passed])
         scores, inds = scores[passed], inds[passed]
         keep = C.batched_nms_min(boxes, scores, inds, s.nms_thresholds[3])
-        return boxes[keep], scores[keep], inds[keep]
+        return boxes[keep], scores[keep], inds[keep], C.landmark_points(seen[keep], landmarks[keep])
 
 
 def pretrained(settings: DetectorSettings | None = None) -> Detector:
