@@ -8,10 +8,14 @@ named model's class is imported only when it is built, so reading the table is f
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
+
+from facecmp.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -81,3 +85,12 @@ NAMED_MODELS: dict[str, NamedModel] = {
         ),
     )
 }
+
+
+def require_model(model: str | os.PathLike) -> None:
+    """A ``ModelError`` naming the choices unless ``model`` is a named model or an existing path."""
+    if str(model) not in NAMED_MODELS and not Path(model).exists():
+        raise ModelError(
+            f"{model}: no such checkpoint folder; the model is {' or '.join(repr(m) for m in NAMED_MODELS)}, "
+            "or the folder `facecmp finetune --out` wrote"
+        )
