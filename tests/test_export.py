@@ -7,6 +7,9 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +21,8 @@ from facecmp.data.images import read_image
 from facecmp.data.synthetic import render_image
 from facecmp.detection.checkpoint import save_checkpoint
 from facecmp.detection.detector import Detector, DetectorSettings
-from facecmp.detection.export import INSTALL_HINT, OUTPUT_NAMES, SETTINGS_FILE
+from facecmp.detection.export import OUTPUT_NAMES, SETTINGS_FILE
+from facecmp.detection.onnx_cascade import INSTALL_HINT
 from facecmp.detection.models import STAGES, build_network, pretrained_network
 
 ort = pytest.importorskip("onnxruntime", reason=f"ONNX tests need onnxruntime: {INSTALL_HINT}")
@@ -172,4 +176,61 @@ def test_missing_onnx_package_is_one_line_naming_the_install(tmp_path, monkeypat
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
     code, _, err = run_cli(["export", "--onnx", tmp_path / "out"])
-    assert_one_error_line(code, err, "ONNX export needs onnx, not installed here: pip install")
+    assert_one_error_line(code, err, "ONNX needs onnx, not installed here: pip install")
+
+
+# ----------------------------------------------------------------------------- the numpy + onnxruntime cascade
+
+
+def assert_same_faces(ours, theirs) -> None:
+    """Same faces in the same order: boxes and landmarks within 1 px, scores within 1e-4."""
+    assert len(ours) == len(theirs)
+    np.testing.assert_allclose(ours.boxes, theirs.boxes, atol=1.0, rtol=0)
+    np.testing.assert_allclose(ours.scores, theirs.scores, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours.landmarks, theirs.landmarks, atol=1.0, rtol=0)
+
+
+@pytest.mark.parametrize("thresholds", [(0.6, 0.7, 0.7), (0.6, 0.05, 0.05)])
+def test_onnx_cascade_finds_the_torch_cascades_faces(pretrained_onnx, tmp_path, thresholds):
+    from facecmp.detection.onnx_cascade import OnnxCascade
+
+    if thresholds != (0.6, 0.7, 0.7):  # the settings file is what the ONNX cascade runs with
+        code, _, err = run_cli(["export", "--onnx", tmp_path, "--thresholds", ",".join(map(str, thresholds))])
+        assert code == 0, err
+    cascade = OnnxCascade(pretrained_onnx if thresholds == (0.6, 0.7, 0.7) else tmp_path)
+    detector = Detector(settings=DetectorSettings(thresholds=thresholds))
+    frames = generated_frames(4)
+    found = 0
+    for frame in frames:
+        expected = detector.detect(frame)
+        found += len(expected)
+        assert_same_faces(cascade.detect(frame), expected)
+    assert found >= len(frames), "too few faces for the comparison to mean something"
+
+
+def test_onnx_cascade_runs_without_torch(pretrained_onnx, tmp_path):
+    frame = generated_frames(1)[0]
+    np.save(tmp_path / "frame.npy", frame)
+    code = (
+        "import sys, json, numpy as np; sys.modules['torch'] = None  # any torch import now fails\n"
+        "from facecmp.detection.onnx_cascade import OnnxCascade\n"
+        f"faces = OnnxCascade({str(pretrained_onnx)!r}).detect(np.load({str(tmp_path / 'frame.npy')!r}))\n"
+        "print(json.dumps([faces.boxes.tolist(), faces.scores.tolist(), faces.landmarks.tolist()]))\n"
+    )
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    boxes, scores, landmarks = (np.array(v, np.float32) for v in json.loads(done.stdout))
+    expected = Detector().detect(frame)
+    assert len(expected) >= 1
+    np.testing.assert_allclose(boxes.reshape(-1, 4), expected.boxes, atol=1.0, rtol=0)
+    np.testing.assert_allclose(scores, expected.scores, atol=1e-4, rtol=0)
+
+
+def test_onnx_cascade_without_an_export_folder_is_one_clear_error(tmp_path):
+    from facecmp.detection.onnx_cascade import OnnxCascade
+    from facecmp.errors import ModelError
+
+    with pytest.raises(ModelError, match=r"no cascade\.json; pass the folder `facecmp export --onnx` wrote"):
+        OnnxCascade(tmp_path)

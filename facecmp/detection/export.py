@@ -20,7 +20,6 @@ Every file is written atomically and ``cascade.json`` last, so a folder with it 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -34,10 +33,10 @@ from facecmp.detection.base import DetectorSettings, require_model
 from facecmp.detection.cascade import PIXEL_MEAN, PIXEL_SCALE
 from facecmp.detection.detector import Detector, load_detector
 from facecmp.detection.models import INPUT_SIZE, STAGES, build_network
-from facecmp.errors import DataError, FacecmpError, ModelError
+from facecmp.detection.onnx_cascade import SETTINGS_FILE, require_onnx
+from facecmp.errors import DataError, ModelError
 
 FORMAT = 1
-SETTINGS_FILE = "cascade.json"
 INPUT_NAME = "image"
 OUTPUT_NAMES = {
     "pnet": ("box_offsets", "probabilities"),
@@ -45,14 +44,6 @@ OUTPUT_NAMES = {
     "onet": ("box_offsets", "landmarks", "probabilities"),
 }
 OPSET = 17
-INSTALL_HINT = "pip install 'onnx==1.23.2' 'onnxruntime==1.32.0' (the facecmp[onnx] extra)"
-
-
-def require_onnx(*modules: str) -> None:
-    """A one-line ``FacecmpError`` naming what to install unless every module is importable."""
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        raise FacecmpError(f"ONNX export needs {' and '.join(missing)}, not installed here: {INSTALL_HINT}")
 
 
 def export_onnx(
