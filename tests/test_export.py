@@ -3,9 +3,7 @@ builds, give every output of the torch networks within 1e-4; the settings file; 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import subprocess
@@ -16,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from facecmp.cli import main
 from facecmp.data.images import read_image
 from facecmp.data.synthetic import render_image
 from facecmp.detection.checkpoint import save_checkpoint
 from facecmp.detection.detector import Detector, DetectorSettings
 from facecmp.detection.export import OUTPUT_NAMES, SETTINGS_FILE
 from facecmp.detection.onnx_cascade import INSTALL_HINT
+from tests.test_cli import assert_user_error, run_cli
 from facecmp.detection.models import STAGES, build_network, pretrained_network
 
 ort = pytest.importorskip("onnxruntime", reason=f"ONNX tests need onnxruntime: {INSTALL_HINT}")
@@ -31,24 +29,6 @@ pytest.importorskip("onnx", reason=f"ONNX tests need onnx: {INSTALL_HINT}")
 ATOL = 1e-4
 # RNet/ONet thresholds low enough that the later stages see crops on every frame.
 RECORDING = DetectorSettings(thresholds=(0.6, 0.05, 0.05))
-
-
-def run_cli(argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in argv])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
-def assert_one_error_line(code: int, err: str, needle: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("facecmp: error: "), err
-    assert needle in lines[0], err
 
 
 class Recorder:
@@ -160,15 +140,15 @@ def test_output_path_that_is_a_file(tmp_path):
     target = tmp_path / "taken"
     target.write_text("x")
     code, _, err = run_cli(["export", "--onnx", target])
-    assert_one_error_line(code, err, f"{target}: the ONNX output must be a folder")
+    assert_user_error(code, err, f"{target}: the ONNX output must be a folder")
 
 
 def test_missing_or_unfinished_checkpoint(tmp_path):
     code, _, err = run_cli(["export", "--model", tmp_path / "nope", "--onnx", tmp_path / "out"])
-    assert_one_error_line(code, err, "nope: no such checkpoint folder")
+    assert_user_error(code, err, "nope: no such checkpoint folder")
     (tmp_path / "unfinished").mkdir()
     code, _, err = run_cli(["export", "--model", tmp_path / "unfinished", "--onnx", tmp_path / "out"])
-    assert_one_error_line(code, err, "unfinished: no facecmp.json")
+    assert_user_error(code, err, "unfinished: no facecmp.json")
     assert not (tmp_path / "out").exists()
 
 
@@ -176,7 +156,7 @@ def test_missing_onnx_package_is_one_line_naming_the_install(tmp_path, monkeypat
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
     code, _, err = run_cli(["export", "--onnx", tmp_path / "out"])
-    assert_one_error_line(code, err, "ONNX needs onnx, not installed here: pip install")
+    assert_user_error(code, err, "ONNX needs onnx, not installed here: pip install")
 
 
 # ----------------------------------------------------------------------------- the numpy + onnxruntime cascade
