@@ -69,6 +69,8 @@ def export_onnx(
     if not isinstance(detector, Detector):
         raise ModelError(f"{model}: only facecmp's cascade exports to ONNX; export 'pretrained' (the same weights) or a checkpoint folder")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Re-exporting into a folder: until the new networks are all written it is not complete.
+    (out_dir / SETTINGS_FILE).unlink(missing_ok=True)
     networks: dict[str, Any] = {}
     for stage in STAGES:
         net = build_network(stage, {k: v.cpu() for k, v in detector.nets[stage].state_dict().items()})
