@@ -54,14 +54,6 @@ def regress(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return boxes + offsets * size
 
 
-def landmark_points(boxes: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-    """ONet's landmark outputs ``(N, 10)`` (x0..x4, y0..y4 as fractions of the box it saw) ->
-    pixel points ``(N, 5, 2)``. ``boxes`` are the boxes ONet classified, before its regression;
-    inclusive width/height and the 1-based shift follow facenet-pytorch's ``detect_face``."""
-    size = boxes[:, 2:4] - boxes[:, 0:2] + 1
-    return landmarks.view(-1, 2, 5).transpose(1, 2) * size[:, None, :] + boxes[:, None, 0:2] - 1
-
-
 def square(boxes: torch.Tensor) -> torch.Tensor:
     """Grow each box to a square around its centre (side = its longer side)."""
     wh = boxes[:, 2:4] - boxes[:, 0:2]
@@ -187,7 +179,6 @@ __all__ = [
     "crop_windows",
     "AreaResize",
     "integral_image",
-    "landmark_points",
     "normalize",
     "nms_min",
     "normalize_",

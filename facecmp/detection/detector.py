@@ -19,6 +19,7 @@ from facecmp.detection import cascade as C
 from facecmp.detection.base import NAMED_MODELS, Detections, DetectorSettings
 from facecmp.errors import ModelError
 from facecmp.detection.fastforward import FAST_FORWARD
+from facecmp.detection.geometry import landmark_points
 from facecmp.detection.models import STAGES, build_network, pretrained_network
 
 # Batches handed to RNet/ONet at once; bounds memory on images with thousands of proposals.
@@ -127,9 +128,8 @@ class Detector:
         if upto == "onet":
             boxes, scores, inds, points = self._output(sat, boxes, inds)
         boxes_np, scores_np, inds_np = boxes.cpu().numpy(), scores.cpu().numpy(), inds.cpu().numpy()
-        points_np = None if points is None else points.cpu().numpy()
         return [
-            Detections(boxes_np[inds_np == b], scores_np[inds_np == b], None if points_np is None else points_np[inds_np == b])
+            Detections(boxes_np[inds_np == b], scores_np[inds_np == b], None if points is None else points[inds_np == b])
             for b in range(len(batch))
         ]
 
@@ -190,18 +190,19 @@ class Detector:
         return boxes, scores[keep], inds[keep]
 
     def _output(self, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
-        """Stage 3: ONet rescoring, regression, min-overlap NMS; landmarks of the kept faces."""
+        """Stage 3: ONet rescoring, regression, min-overlap NMS; the kept faces' landmarks (numpy, (K, 5, 2))."""
         s = self.settings
         boxes, inds, out = self._classify_crops("onet", sat, boxes, inds)
         if out is None:
-            return boxes, boxes.new_zeros(0), inds, boxes.new_zeros((0, 5, 2))
+            return boxes, boxes.new_zeros(0), inds, np.zeros((0, 5, 2), np.float32)
         offsets, landmarks, scores = out
         passed = scores > s.thresholds[2]
         seen, landmarks = boxes[passed], landmarks[passed]
         boxes = C.regress(seen, offsets[passed])
         scores, inds = scores[passed], inds[passed]
         keep = C.batched_nms_min(boxes, scores, inds, s.nms_thresholds[3])
-        return boxes[keep], scores[keep], inds[keep], C.landmark_points(seen[keep], landmarks[keep])
+        points = landmark_points(seen[keep].cpu().numpy(), landmarks[keep].cpu().numpy())
+        return boxes[keep], scores[keep], inds[keep], points
 
 
 def pretrained(settings: DetectorSettings | None = None) -> Detector:

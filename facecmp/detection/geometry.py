@@ -1,4 +1,5 @@
-"""The cascade's steps that need no torch: pyramid scales, min-overlap NMS and the constants.
+"""The cascade's steps that need no torch: pyramid scales, crop windows, landmark points,
+min-overlap NMS and the constants.
 
 ``cascade.py`` (torch, what ``Detector`` runs) and ``onnx_cascade.py`` (numpy and onnxruntime, for
 deployment without torch) both use them, so the two cascades plan the same pyramid and keep the
@@ -45,6 +46,14 @@ def crop_windows(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     x1 = np.minimum(b[:, 2], width)
     y1 = np.minimum(b[:, 3], height)
     return np.stack([x0, y0, x1, y1], axis=1)
+
+
+def landmark_points(boxes: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """ONet's landmark outputs ``(N, 10)`` (x0..x4, y0..y4 as fractions of the box it saw) ->
+    pixel points ``(N, 5, 2)``. ``boxes`` are the boxes ONet classified, before its regression;
+    inclusive width/height and the 1-based shift follow facenet-pytorch's ``detect_face``."""
+    size = boxes[:, 2:4] - boxes[:, 0:2] + 1
+    return landmarks.reshape(-1, 2, 5).transpose(0, 2, 1) * size[:, None, :] + boxes[:, None, 0:2] - 1
 
 
 def nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:

@@ -7,7 +7,7 @@ only: no torch, for deployment.
 The steps are ``Detector``'s (``detector.py``, ``cascade.py``) written for numpy arrays, with the
 same float32 arithmetic in the same order: area-resampled pyramid and crops read off an exact
 integer summed-area table, torchvision's IoU NMS (kept in decreasing score order), the same
-regressions, and ``geometry``'s pyramid scales, crop windows and min-overlap NMS, which both
+regressions, and ``geometry``'s pyramid scales, crop windows, landmark points and min-overlap NMS, which both
 cascades share. It finds the same faces as the torch cascade (tests/test_onnx_cascade.py). One
 image at a time; importing this module imports neither torch nor onnxruntime.
 """
@@ -23,7 +23,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from facecmp.detection.base import Detections
-from facecmp.detection.geometry import PNET_CELL, PNET_STRIDE, crop_windows, nms_min, pyramid_scales, scaled_size
+from facecmp.detection.geometry import (
+    PNET_CELL, PNET_STRIDE, crop_windows, landmark_points, nms_min, pyramid_scales, scaled_size,
+)
 from facecmp.errors import FacecmpError, ModelError
 
 SETTINGS_FILE = "cascade.json"
@@ -148,10 +150,7 @@ class OnnxCascade:
         seen, landmarks, scores = boxes[passed], landmarks[passed], probs[passed, 1]
         boxes = regress(seen, offsets[passed])
         keep = nms_min(boxes, scores, self.nms_thresholds[3])
-        seen, landmarks = seen[keep], landmarks[keep]
-        size = seen[:, 2:4] - seen[:, 0:2] + 1
-        points = landmarks.reshape(-1, 2, 5).transpose(0, 2, 1) * size[:, None, :] + seen[:, None, 0:2] - 1
-        return Detections(boxes[keep], scores[keep], points)
+        return Detections(boxes[keep], scores[keep], landmark_points(seen[keep], landmarks[keep]))
 
 
 def integral_image(image: np.ndarray) -> np.ndarray:
