@@ -20,6 +20,7 @@ Every file is written atomically and ``cascade.json`` last, so a folder with it 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -44,6 +45,9 @@ OUTPUT_NAMES = {
     "onet": ("box_offsets", "landmarks", "probabilities"),
 }
 OPSET = 17
+# torch >= 2.5 chooses its exporter with `dynamo` (the default is the dynamo one from 2.9); older
+# versions have only the legacy one and no such argument.
+_LEGACY = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
 
 
 def export_onnx(
@@ -86,7 +90,7 @@ def export_onnx(
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(
-                _Inference(net).eval(), (example,), str(tmp), dynamo=False, opset_version=OPSET,
+                _Inference(net).eval(), (example,), str(tmp), **_LEGACY, opset_version=OPSET,
                 input_names=[INPUT_NAME], output_names=list(names),
                 dynamic_axes={INPUT_NAME: axes, **out_axes},
             )
