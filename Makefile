@@ -11,13 +11,13 @@ PYTEST_ARGS ?=
 install: $(STAMP)
 
 # torch/torchvision first, pinned to the versions the local mirror serves; then facecmp with its
-# test extra; then facenet-pytorch WITHOUT its dependencies: it pins torch<2.3, numpy<2 and
+# test and onnx extras; then facenet-pytorch WITHOUT its dependencies: it pins torch<2.3, numpy<2 and
 # Pillow<10.3, which would downgrade (and break) everything above. We only need its weights and,
 # in tests, its MTCNN as the reference implementation.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,onnx]'
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)
 

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from facecmp.errors import DataError, FacecmpError, ModelError
+from facecmp.errors import DataError, FacecmpError
 
 # `detect --batch-size` on a GPU (H200, 100 generated 480x360 images: 22.8 ms/image one at a
 # time, 5.3 in batches of 8, 1.6 in batches of 32).
@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
 
+    p = sub.add_parser("export", help="write the cascade's networks as ONNX files plus its thresholds and settings")
+    p.add_argument("--model", default="pretrained", help="'pretrained' or a checkpoint folder from `facecmp finetune`")
+    p.add_argument("--onnx", required=True, type=Path, help="folder for pnet.onnx, rnet.onnx, onet.onnx and cascade.json")
+    p.add_argument("--min-face", type=_min_face, default=None, help="smallest face searched, px, >= 12, stored in cascade.json (default 20, or the checkpoint's)")
+    p.add_argument("--thresholds", type=_thresholds, default=None, help="stage thresholds P,R,O stored in cascade.json (default 0.6,0.7,0.7, or the checkpoint's)")
+
     p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     p.add_argument("--seed", type=int, default=0)
@@ -158,13 +164,9 @@ def _require_output_folder(path: Path, option: str) -> None:
 
 
 def _require_model(model: str) -> None:
-    from facecmp.detection.base import NAMED_MODELS
+    from facecmp.detection.base import require_model
 
-    if model not in NAMED_MODELS and not Path(model).exists():
-        raise ModelError(
-            f"{model}: no such checkpoint folder; --model takes {' or '.join(repr(m) for m in NAMED_MODELS)}, "
-            "or the folder `facecmp finetune --out` wrote"
-        )
+    require_model(model)
 
 
 def cmd_detect(args) -> int:
@@ -271,6 +273,14 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from facecmp.detection.export import SETTINGS_FILE, export_onnx
+
+    out = export_onnx(args.model, args.onnx, min_face_size=args.min_face, thresholds=args.thresholds)
+    print(f"wrote {out}/pnet.onnx, rnet.onnx, onet.onnx and {SETTINGS_FILE}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from facecmp.study.compare import run_demo
 
@@ -286,6 +296,7 @@ COMMANDS = {
     "finetune": cmd_finetune,
     "compare": cmd_compare,
     "demo": cmd_demo,
+    "export": cmd_export,
 }
 
 

@@ -8,10 +8,14 @@ named model's class is imported only when it is built, so reading the table is f
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
+
+from facecmp.errors import ModelError
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,13 @@ class DetectorSettings:
 
 @dataclass
 class Detections:
-    """Faces found in one image: float boxes ``(K, 4)`` x1, y1, x2, y2 and scores ``(K,)``."""
+    """Faces found in one image: float boxes ``(K, 4)`` x1, y1, x2, y2 and scores ``(K,)``;
+    ``landmarks`` ``(K, 5, 2)``: x, y pixel points of the eyes, nose and mouth corners (as
+    facenet-pytorch returns them), from the cascade's last stage (None when it did not run)."""
 
     boxes: np.ndarray
     scores: np.ndarray
+    landmarks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -78,3 +85,12 @@ NAMED_MODELS: dict[str, NamedModel] = {
         ),
     )
 }
+
+
+def require_model(model: str | os.PathLike) -> None:
+    """A ``ModelError`` naming the choices unless ``model`` is a named model or an existing path."""
+    if str(model) not in NAMED_MODELS and not Path(model).exists():
+        raise ModelError(
+            f"{model}: no such checkpoint folder; the model is {' or '.join(repr(m) for m in NAMED_MODELS)}, "
+            "or the folder `facecmp finetune --out` wrote"
+        )

@@ -13,14 +13,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from facecmp.detection import geometry
+from facecmp.detection.geometry import PIXEL_MEAN, PIXEL_SCALE, PNET_CELL, PNET_STRIDE, nms_min, pyramid_scales, scaled_size
 from facecmp.detection.models import INPUT_SIZE
 from facecmp.detection.nms import batched_nms
-
-PNET_STRIDE = 2
-PNET_CELL = 12
-# (x - 127.5) / 128, as the pretrained nets were trained.
-PIXEL_MEAN = 127.5
-PIXEL_SCALE = 0.0078125
 
 
 def normalize(pixels: torch.Tensor) -> torch.Tensor:
@@ -30,23 +26,6 @@ def normalize(pixels: torch.Tensor) -> torch.Tensor:
 def normalize_(pixels: torch.Tensor) -> torch.Tensor:
     """``normalize`` in place, for a float tensor nothing else holds."""
     return pixels.sub_(PIXEL_MEAN).mul_(PIXEL_SCALE)
-
-
-def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
-    """Scales at which a 12 px PNet window covers faces from ``min_face_size`` up to the image."""
-    m = 12.0 / min_face_size
-    min_side = min(height, width) * m
-    scales = []
-    scale = m
-    while min_side >= 12:
-        scales.append(scale)
-        scale *= factor
-        min_side *= factor
-    return scales
-
-
-def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    return int(height * scale + 1), int(width * scale + 1)
 
 
 def proposals_from_maps(probs: torch.Tensor, scale: float, threshold: float):
@@ -85,17 +64,8 @@ def square(boxes: torch.Tensor) -> torch.Tensor:
 
 
 def crop_windows(boxes: torch.Tensor, width: int, height: int) -> np.ndarray:
-    """Integer crop windows ``(N, 4)`` as 0-based ``x0, y0, x1, y1`` (end exclusive), clipped to the image.
-
-    Box corners are truncated, the start is treated as 1-based and clipped at 1, the end
-    clipped to the image size: facenet-pytorch's ``pad`` followed by its slicing.
-    """
-    b = boxes.trunc().int().cpu().numpy()
-    x0 = np.maximum(b[:, 0], 1) - 1
-    y0 = np.maximum(b[:, 1], 1) - 1
-    x1 = np.minimum(b[:, 2], width)
-    y1 = np.minimum(b[:, 3], height)
-    return np.stack([x0, y0, x1, y1], axis=1)
+    """``geometry.crop_windows`` of float boxes held in a tensor."""
+    return geometry.crop_windows(boxes.cpu().numpy(), width, height)
 
 
 def integral_image(images: torch.Tensor) -> torch.Tensor:
@@ -205,29 +175,6 @@ def crop_resize(sat: torch.Tensor, windows: np.ndarray, image_inds: torch.Tensor
     return averages.view(n, size, size, channels).permute(0, 3, 1, 2)
 
 
-def nms_min(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy NMS where overlap is intersection over the *smaller* box (MTCNN's last stage).
-
-    torchvision has only IoU-based NMS. Inclusive-pixel areas and ``np.argsort`` tie order
-    follow facenet-pytorch so the same boxes survive.
-    """
-    if len(boxes) == 0:
-        return np.zeros(0, dtype=np.int64)
-    x1, y1, x2, y2 = boxes.T
-    area = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = np.argsort(scores)
-    keep = []
-    while order.size > 0:
-        i = order[-1]
-        keep.append(i)
-        rest = order[:-1]
-        iw = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
-        ih = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
-        overlap = iw * ih / np.minimum(area[i], area[rest])
-        order = rest[overlap <= threshold]
-    return np.asarray(keep, dtype=np.int64)
-
-
 def batched_nms_min(boxes: torch.Tensor, scores: torch.Tensor, image_inds: torch.Tensor, threshold: float) -> torch.Tensor:
     keep = []
     inds = image_inds.cpu().numpy()
@@ -248,6 +195,7 @@ __all__ = [
     "AreaResize",
     "integral_image",
     "normalize",
+    "nms_min",
     "normalize_",
     "pyramid",
     "proposals_from_maps",

@@ -19,6 +19,7 @@ from facecmp.detection import cascade as C
 from facecmp.detection.base import NAMED_MODELS, Detections, DetectorSettings
 from facecmp.errors import ModelError
 from facecmp.detection.fastforward import FAST_FORWARD
+from facecmp.detection.geometry import landmark_points
 from facecmp.detection.models import STAGES, build_network, pretrained_network
 
 # Batches handed to RNet/ONet at once; bounds memory on images with thousands of proposals.
@@ -123,10 +124,14 @@ class Detector:
         boxes, scores, inds = self._propose(sat)
         if upto != "pnet":
             boxes, scores, inds = self._refine(sat, boxes, inds)
+        points = None
         if upto == "onet":
-            boxes, scores, inds = self._output(sat, boxes, inds)
+            boxes, scores, inds, points = self._output(sat, boxes, inds)
         boxes_np, scores_np, inds_np = boxes.cpu().numpy(), scores.cpu().numpy(), inds.cpu().numpy()
-        return [Detections(boxes_np[inds_np == b], scores_np[inds_np == b]) for b in range(len(batch))]
+        return [
+            Detections(boxes_np[inds_np == b], scores_np[inds_np == b], None if points is None else points[inds_np == b])
+            for b in range(len(batch))
+        ]
 
     def _propose(self, sat: torch.Tensor):
         """Stage 1: PNet over the pyramid; squared candidate boxes per image."""
@@ -186,17 +191,19 @@ class Detector:
         return boxes, scores[keep], inds[keep]
 
     def _output(self, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
-        """Stage 3: ONet rescoring, regression, min-overlap NMS."""
+        """Stage 3: ONet rescoring, regression, min-overlap NMS; the kept faces' landmarks (numpy, (K, 5, 2))."""
         s = self.settings
         boxes, inds, out = self.classify("onet", sat, boxes, inds)
         if out is None:
-            return boxes, boxes.new_zeros(0), inds
-        offsets, _landmarks, scores = out
+            return boxes, boxes.new_zeros(0), inds, np.zeros((0, 5, 2), np.float32)
+        offsets, landmarks, scores = out
         passed = scores > s.thresholds[2]
-        boxes = C.regress(boxes[passed], offsets[passed])
+        seen, landmarks = boxes[passed], landmarks[passed]
+        boxes = C.regress(seen, offsets[passed])
         scores, inds = scores[passed], inds[passed]
         keep = C.batched_nms_min(boxes, scores, inds, s.nms_thresholds[3])
-        return boxes[keep], scores[keep], inds[keep]
+        points = landmark_points(seen[keep].cpu().numpy(), landmarks[keep].cpu().numpy())
+        return boxes[keep], scores[keep], inds[keep], points
 
 
 def pretrained(settings: DetectorSettings | None = None) -> Detector:

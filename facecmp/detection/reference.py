@@ -26,9 +26,9 @@ class FacenetReference:
 
         out = []
         for image in images:
-            boxes, probs = self.mtcnn.detect(Image.fromarray(image))
+            boxes, probs, points = self.mtcnn.detect(Image.fromarray(image), landmarks=True)
             if boxes is None:
-                out.append(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
+                out.append(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)))
             else:
-                out.append(Detections(np.asarray(boxes, np.float32), np.asarray(probs, np.float32)))
+                out.append(Detections(np.asarray(boxes, np.float32), np.asarray(probs, np.float32), np.asarray(points, np.float32)))
         return out
