@@ -19,7 +19,6 @@ from typing import Sequence
 
 import numpy as np
 
-from facecmp.data.layout import find_parts
 from facecmp.data.records import Dataset
 from facecmp.study.report import VariantResult, results_table, write_report
 from facecmp.study.compare import Splits, choose_splits, evaluate_prepared
@@ -98,8 +97,9 @@ class BenchSession:
     @cached_property
     def test_selection(self) -> str:
         """``archive`` when the archive has its own test part, else the split spec used."""
-        _, test_dir = find_parts(self.root)
-        return "archive" if test_dir is not None else self.options.split
+        from facecmp.data.formats import has_test_part  # any labelling format, not only the course layout
+
+        return "archive" if has_test_part(self.root) else self.options.split
 
     @cached_property
     def splits(self) -> Splits:

@@ -86,8 +86,8 @@ def _names(raw, where: Path) -> list[str]:
         except (TypeError, ValueError):
             raise DataError(f"{where}: `names:` keys must be the class indices 0, 1, ...") from None
         raw = ordered
-    if not isinstance(raw, list) or not raw:
-        raise DataError(f"{where}: `names:` must be a non-empty list of class names (or {{index: name}})")
+    if not isinstance(raw, list):
+        raise DataError(f"{where}: `names:` must be a list of class names (or {{index: name}})")
     return [str(n).strip().replace(" ", "_") for n in raw]
 
 
