@@ -433,3 +433,20 @@ def test_dexter_training_set_to_each_format_and_back_with_identical_records(dext
         assert restored.train.characters == original.train.characters
         assert sorted(p.name for p in (back / "antrenare").iterdir()) == sorted(
             p.name for p in (dexter_root / "antrenare").iterdir())
+
+
+def test_benchmark_plugin_data_takes_any_format(dataset, converted, tmp_path):
+    """``--facecmp-data`` goes through the same loader: a COCO folder with a val part is tested on it,
+    one with a training part only gets the held-out split."""
+    from facecmp.bench.session import BenchOptions, BenchSession
+
+    with_val = BenchSession(BenchOptions(data=converted["coco"], dev_per_folder=1))
+    assert with_val.test_selection == "archive"
+    assert records_of(with_val.splits.test) == records_of(load_archive(dataset).test)
+    train_only = tmp_path / "train_only"
+    (train_only / "annotations").mkdir(parents=True)
+    (train_only / "train").symlink_to(converted["coco"] / "train")
+    (train_only / "annotations" / "instances_train.json").symlink_to(converted["coco"] / "annotations" / "instances_train.json")
+    session = BenchSession(BenchOptions(data=train_only, split="split:1", dev_per_folder=1))
+    assert session.test_selection == "split:1"
+    assert len(session.splits.test) == 4 and len(session.splits.train) == 4

@@ -30,6 +30,7 @@ from facecmp.data.formats.common import (
     choose_parts,
     continuous_to_inclusive,
     inclusive_to_xywh,
+    note_unused,
     out_label,
     place_image,
     record_size,
@@ -97,15 +98,7 @@ def read(root: Path) -> dict[str, Dataset]:
     parts = {}
     for role, path in chosen.items():
         parts[role] = _read_file(path, _part_name(path, root), root)  # type: ignore[arg-type]
-        for note in notes:
-            parts[role].problems.append(_note(root, note))
-    return parts
-
-
-def _note(root: Path, text: str):
-    from facecmp.data.records import Problem
-
-    return Problem(root, None, text, severity="warning")
+    return note_unused(parts, notes, root)
 
 
 def _read_file(path: Path, part: str, root: Path) -> Dataset:

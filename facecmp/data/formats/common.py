@@ -191,6 +191,13 @@ def choose_parts(candidates: list[tuple[str, object]], fmt: str, where: Path) ->
     return chosen, notes
 
 
+def note_unused(parts: dict[str, Dataset], notes: list[str], root: Path) -> dict[str, Dataset]:
+    """Add :func:`choose_parts`' notes (test-like parts left out) to the test part as warnings."""
+    if notes and TEST in parts:
+        parts[TEST].problems.extend(Problem(root, None, n, severity="warning") for n in notes)
+    return parts
+
+
 # ----------------------------------------------------------------------------- writing
 
 

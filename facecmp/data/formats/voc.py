@@ -26,6 +26,7 @@ from facecmp.data.formats.common import (
     box_meta,
     choose_parts,
     no_duplicate_keys,
+    note_unused,
     out_label,
     place_image,
     record_size,
@@ -68,9 +69,7 @@ def read(root: Path) -> dict[str, Dataset]:
                 continue
             items.append((image_id, by_id[image_id]))
         parts[role] = _read_part(f"{root.name}/{list_file.stem}", items, base, ann_dir, problems)  # type: ignore[union-attr]
-        for note in notes:
-            parts[role].problems.append(Problem(root, None, note, severity="warning"))
-    return parts
+    return note_unused(parts, notes, root)
 
 
 def _read_part(name: str, items, base: Path, ann_dir: Path, problems) -> Dataset:

@@ -23,9 +23,10 @@ from facecmp.data.formats.common import (
     continuous_to_inclusive,
     inclusive_to_xywh,
     no_duplicate_keys,
+    note_unused,
     place_image,
 )
-from facecmp.data.records import Dataset, Problem
+from facecmp.data.records import Dataset
 
 NAME = "wider"
 PART_NAMES = {TRAIN: "train", TEST: "val"}
@@ -56,8 +57,7 @@ def read(root: Path) -> dict[str, Dataset]:
     for role, gt in chosen.items():
         split = _split(gt)  # type: ignore[arg-type]
         parts[role] = _read_file(gt, _images_dir(gt, root, split), f"{root.name}/{split}")  # type: ignore[arg-type]
-        parts[role].problems.extend(Problem(root, None, n, severity="warning") for n in notes)
-    return parts
+    return note_unused(parts, notes, root)
 
 
 def _read_file(gt: Path, images: Path, name: str) -> Dataset:

@@ -28,6 +28,7 @@ from facecmp.data.formats.common import (
     choose_parts,
     image_files_under,
     nearest,
+    note_unused,
     out_label,
     place_image,
     record_size,
@@ -35,7 +36,7 @@ from facecmp.data.formats.common import (
     sorted_labels,
 )
 from facecmp.data.images import image_size
-from facecmp.data.records import Dataset, Problem
+from facecmp.data.records import Dataset
 from facecmp.errors import DataError
 
 NAME = "yolo"
@@ -135,8 +136,7 @@ def read(root: Path) -> dict[str, Dataset]:
     parts = {}
     for role, folder in chosen.items():
         parts[role] = _read_part(f"{root.name}/{Path(folder).name}", Path(folder), names, source, base)  # type: ignore[arg-type]
-        parts[role].problems.extend(Problem(root, None, n, severity="warning") for n in notes)
-    return parts
+    return note_unused(parts, notes, root)
 
 
 def label_path(image: Path, base: Path) -> Path:
