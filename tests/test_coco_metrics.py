@@ -123,3 +123,21 @@ def test_without_pycocotools_one_line_says_what_to_install(tmp_path, monkeypatch
     assert [line for line in err.splitlines() if "pycocotools" in line] == [coco_module.INSTALL_NOTE]
     written = json.loads((tmp_path / "m.json").read_text())
     assert "coco" not in written and "ap_cava" in written
+
+
+def test_study_report_and_results_json_carry_the_coco_metrics(tmp_path):
+    from facecmp.data import load_archive
+    from facecmp.data.synthetic import generate_dataset
+    from facecmp.study.report import VariantResult, write_report
+
+    test = load_archive(generate_dataset(tmp_path / "ds", n_train_per_character=1, n_test=3, seed=0)).test
+    gt = test.ground_truth()
+    perfect = Predictions(np.concatenate([b for b in gt.values()]).astype(float),
+                          np.linspace(1, 0.5, test.n_faces), np.concatenate([[k] * len(b) for k, b in gt.items()]))
+    results = [VariantResult(name, p, evaluate(p, gt), 1.0) for name, p in (("perfect", perfect), ("none", Predictions.empty()))]
+    write_report(tmp_path / "report", results, dataset=test)
+    variants = json.loads((tmp_path / "report" / "results.json").read_text())["variants"]
+    assert variants[0]["coco"]["ap"] == pytest.approx(1.0) and variants[0]["coco"]["ap50"] == pytest.approx(1.0)
+    assert variants[1]["coco"]["ap50"] == 0.0
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "AP@[.5:.95]" in report and "| perfect" in report
