@@ -450,3 +450,14 @@ def test_benchmark_plugin_data_takes_any_format(dataset, converted, tmp_path):
     session = BenchSession(BenchOptions(data=train_only, split="split:1", dev_per_folder=1))
     assert session.test_selection == "split:1"
     assert len(session.splits.test) == 4 and len(session.splits.train) == 4
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "wider"])
+def test_a_converted_copy_has_the_training_data_fingerprint_of_the_original(fmt, dataset, converted):
+    """Same keys, boxes, order and image bytes: fine-tuning caches (and results) carry over."""
+    from facecmp.training.samples import data_fingerprint
+
+    original = load_archive(dataset)
+    copy = load_archive(converted[fmt])
+    assert data_fingerprint(copy.train) == data_fingerprint(original.train)
+    assert data_fingerprint(copy.test) == data_fingerprint(original.test)
