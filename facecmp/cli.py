@@ -90,6 +90,15 @@ def _add_detector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
+# The labelling formats `--data` reads (facecmp.data.formats.FORMATS; listed here so the parser stays import-light).
+FORMATS = ("course", "coco", "voc", "yolo", "wider")
+
+
+def _add_format_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="the format of --data (default: found from the files present)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facecmp", description="Pretrained vs fine-tuned MTCNN on your faces, measured.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -122,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="summarise a dataset and list every problem with file:line")
     p.add_argument("--data", required=True, type=Path, help="course archive root, training folder or test folder")
+    _add_format_option(p)
 
     p = sub.add_parser("finetune", help="fine-tune MTCNN stages on a course archive's training part")
     p.add_argument("--data", required=True, type=Path, help="archive root containing antrenare/ (or a training folder)")
@@ -134,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true", help="random initialisation instead of the pretrained weights")
     p.add_argument("--dev-per-folder", type=int, default=25, help="images per training folder kept out of training to calibrate thresholds (default 25)")
     p.add_argument("--holdout-per-folder", type=int, default=0, help="images per folder held out entirely, e.g. as your own test split (default 0)")
+    _add_format_option(p)
 
     p = sub.add_parser("compare", help="the whole study: fine-tune, detect with both variants, evaluate, report")
     p.add_argument("--data", required=True, type=Path, help="course archive root")
@@ -145,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
+    _add_format_option(p)
+
+    p = sub.add_parser("convert", help="write a dataset (any format) as COCO, Pascal VOC, YOLO, WIDER FACE or the course layout")
+    p.add_argument("--data", required=True, type=Path, help="the dataset to read (course archive, COCO, VOC, YOLO or WIDER FACE)")
+    p.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
+    p.add_argument("--out", required=True, type=Path, help="a new (or empty) folder for the converted dataset")
+    p.add_argument("--copy", action="store_true", help="copy the images instead of hard-linking them")
+    _add_format_option(p)
 
     p = sub.add_parser("export", help="write the cascade's networks as ONNX files plus its thresholds and settings")
     p.add_argument("--model", default="pretrained", help="'pretrained' or a checkpoint folder from `facecmp finetune`")
@@ -227,6 +246,9 @@ def cmd_evaluate(args) -> int:
     print(f"ap_voc    {s['ap_voc']:.6f}   (VOC all-point, monotone envelope)")
     print(f"recall    {s['recall']:.4f}   precision {s['precision']:.4f}")
     print(f"detections {s['n_detections']}   ground truth {s['n_ground_truth']}   true positives {s['n_true_positives']}")
+    coco = _coco_metrics(preds, gt)
+    if coco is not None:
+        s["coco"] = coco
     if args.json:
         write_json(args.json, s)
     if args.plot:
@@ -234,11 +256,36 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _coco_metrics(preds, gt) -> dict | None:
+    """COCO's metrics printed (and returned), or one line saying what to install."""
+    from facecmp.evaluation.coco import INSTALL_NOTE, coco_metrics_or_none
+
+    coco = coco_metrics_or_none(preds, gt)
+    if coco is None:
+        print(INSTALL_NOTE, file=sys.stderr)
+        return None
+    print("coco      " + "  ".join(f"{k} {'-' if v is None else f'{v:.4f}'}" for k, v in coco.items()))
+    return coco
+
+
+def cmd_convert(args) -> int:
+    from facecmp.data.formats import convert
+
+    result = convert(args.data, args.to, args.out, fmt=args.format, link=not args.copy)
+    for problem in result.warnings:
+        print(f"warning: {problem}", file=sys.stderr)
+    parts = ", ".join(f"{role}: {n} images, {faces} faces" for role, (n, faces) in result.counts.items())
+    print(f"{result.fmt} -> {result.to}: {parts}")
+    print(f"wrote {result.out} ({', '.join(str(p.relative_to(result.out)) for p in result.annotation_files[:4])}"
+          + (", ..." if len(result.annotation_files) > 4 else "") + ")")
+    return 0
+
+
 def cmd_check(args) -> int:
     from facecmp.data import check_dataset
     from facecmp.data.check import MAX_LISTED
 
-    report = check_dataset(args.data)
+    report = check_dataset(args.data, args.format)
     print(report.summary_text())  # lists the first problems already
     if len(report.problems) > MAX_LISTED:
         print(f"\nall {len(report.problems)} problems:")
@@ -254,7 +301,7 @@ def cmd_finetune(args) -> int:
     ckpt = finetune_from_archive(
         args.data, args.out, stages=stages, epochs=args.epochs, seed=args.seed, device=args.device,
         resume=args.resume, from_scratch=args.from_scratch,
-        dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder,
+        dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, fmt=args.format,
     )
     print(f"checkpoint: {ckpt.path}")
     print(json.dumps({k: ckpt.meta.get(k) for k in ("stages", "epochs", "thresholds", "timings")}, indent=2))
@@ -267,7 +314,7 @@ def cmd_compare(args) -> int:
     report_dir = run_comparison(
         args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
         seed=args.seed, device=args.device, allow_missing=args.allow_missing,
-        variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()),
+        variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()), fmt=args.format,
     )
     print(f"report: {report_dir / 'report.md'}")
     return 0
@@ -297,6 +344,7 @@ COMMANDS = {
     "compare": cmd_compare,
     "demo": cmd_demo,
     "export": cmd_export,
+    "convert": cmd_convert,
 }
 
 

@@ -93,10 +93,9 @@ class BenchSession:
     @cached_property
     def test_selection(self) -> str:
         """``archive`` when the archive has its own test part, else the split spec used."""
-        from facecmp.data.layout import find_parts
+        from facecmp.data.formats import has_test_part  # any labelling format, not only the course layout
 
-        _, test_dir = find_parts(self.root)
-        return "archive" if test_dir is not None else self.options.split
+        return "archive" if has_test_part(self.root) else self.options.split
 
     @cached_property
     def splits(self) -> Splits:

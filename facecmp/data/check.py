@@ -102,16 +102,23 @@ def _decode_problems(ds: Dataset, already: set[Path]) -> list[Problem]:
     return problems
 
 
-def check_dataset(root: str | Path) -> CheckReport:
+def check_dataset(root: str | Path, fmt: str | None = None) -> CheckReport:
     """Read every annotation and decode every image under ``root`` (a course archive, ``antrenare/`` or
-    ``validare/``), collecting all problems instead of stopping at the first.
+    ``validare/``, or another labelling format: found, or named by ``fmt``), collecting all problems
+    instead of stopping at the first.
 
     Missing test images are one error problem (the count and the first names).
     Raises :class:`DataError` only when ``root`` has no recognisable layout.
     """
+    from facecmp.data.formats import read_parts, resolve_format
+
     root = Path(root)
-    train_dir, test_dir = archive_parts(root)
-    datasets = ([read_training(train_dir)] if train_dir else []) + ([read_test(test_dir)] if test_dir else [])
+    if resolve_format(root, fmt) == "course":
+        train_dir, test_dir = archive_parts(root)
+        datasets = ([read_training(train_dir)] if train_dir else []) + ([read_test(test_dir)] if test_dir else [])
+    else:
+        test_dir = root
+        datasets = list(read_parts(root, fmt)[1].values())
     problems: list[Problem] = []
     for ds in datasets:
         problems.extend(ds.problems)

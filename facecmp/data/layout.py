@@ -352,9 +352,20 @@ def archive_parts(root: str | Path) -> tuple[Path | None, Path | None]:
     return train_dir, test_dir
 
 
-def load_archive(root: str | Path, *, strict: bool = False, allow_missing: bool = False) -> Archive:
-    """A course archive: ``root`` holds ``antrenare/`` and/or ``validare/`` (any casing), or is one of them."""
+def load_archive(
+    root: str | Path, *, strict: bool = False, allow_missing: bool = False, fmt: str | None = None
+) -> Archive:
+    """A course archive: ``root`` holds ``antrenare/`` and/or ``validare/`` (any casing), or is one of them.
+
+    Or a dataset in another labelling format (COCO, Pascal VOC, YOLO, WIDER FACE), found from the files
+    present or named by ``fmt``: see :mod:`facecmp.data.formats`. Every command's ``--data`` comes here.
+    """
+    from facecmp.data.formats import load_formatted, resolve_format  # late: the formats build on this module
+
     root = Path(root)
+    fmt = resolve_format(root, fmt)
+    if fmt != "course":
+        return load_formatted(root, fmt, strict=strict, allow_missing=allow_missing)
     train_dir, test_dir = archive_parts(root)
     train = load_training(train_dir, strict=strict) if train_dir else None
     test = load_test(test_dir, strict=strict, allow_missing=allow_missing) if test_dir else None

@@ -15,7 +15,8 @@ class Problem:
     """One thing wrong with the input, located as precisely as we can."""
 
     file: Path
-    line: int | None
+    # a line number, or for formats without lines the object (``annotations[3] (id 17)``, ``object 2``)
+    line: int | str | None
     message: str
     # "error" problems stop a strict run; "warning" ones were repaired by an explicit policy.
     severity: str = "error"
@@ -39,6 +40,9 @@ class ImageRecord:
     path: Path
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), dtype=np.int64))
     labels: tuple[str, ...] = ()
+    # Per box, what a labelling format adds beyond box and class (WIDER FACE's blur/occlusion/invalid,
+    # VOC's difficult, COCO attributes); empty when the format has none (the course layout).
+    meta: tuple[dict, ...] = ()
 
     @property
     def folder(self) -> str:

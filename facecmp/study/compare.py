@@ -58,10 +58,13 @@ def carve_splits(train_all: Dataset, *, holdout_per_folder: int, dev_per_folder:
 
 def choose_splits(
     root: str | Path, test: str | None = None, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
-    allow_missing: bool = False,
+    allow_missing: bool = False, fmt: str | None = None,
 ) -> Splits:
-    """Train / dev / test images for a study. A test split carved from the training images is never trained on."""
-    archive = load_archive(root, allow_missing=allow_missing)
+    """Train / dev / test images for a study. A test split carved from the training images is never trained on.
+
+    ``root`` is a course archive or any labelling format (:mod:`facecmp.data.formats`), found or named by ``fmt``.
+    """
+    archive = load_archive(root, allow_missing=allow_missing, fmt=fmt)
     if test is None and archive.test is None:
         test = f"split:{DEFAULT_TEST_PER_FOLDER}"
     per_folder = parse_split(test) if test is not None else None
@@ -101,9 +104,10 @@ def run_comparison(
     variants: Sequence[str] = COMPARE_VARIANTS,
     cache_dir: Path | None = None,
     title: str = "facecmp: pretrained vs fine-tuned MTCNN",
+    fmt: str | None = None,
 ) -> Path:
     out = Path(out)
-    splits = choose_splits(root, test, seed=seed, allow_missing=allow_missing)
+    splits = choose_splits(root, test, seed=seed, allow_missing=allow_missing, fmt=fmt)
     bench = Workbench(
         train=splits.train, dev=splits.dev, cache_dir=Path(cache_dir) if cache_dir else out / "cache",
         device=device, seed=seed, epochs=epochs,
@@ -132,6 +136,7 @@ def finetune_from_archive(
     from_scratch: bool = False,
     dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
     holdout_per_folder: int = 0,
+    fmt: str | None = None,
 ):
     """``facecmp finetune``: train on the archive's training images, calibrate on a dev split of them.
 
@@ -140,7 +145,7 @@ def finetune_from_archive(
     """
     from facecmp.training.finetune import finetune
 
-    archive = load_archive(root)
+    archive = load_archive(root, fmt=fmt)
     if archive.train is None:
         raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
     splits = carve_splits(archive.train, holdout_per_folder=holdout_per_folder, dev_per_folder=dev_per_folder, seed=seed)

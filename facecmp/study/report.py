@@ -93,6 +93,25 @@ def plot_speed(results: Sequence[VariantResult], path: Path) -> Path:
     return path
 
 
+def _coco_per_variant(results: Sequence[VariantResult], dataset: Dataset) -> dict[str, dict] | None:
+    """COCO's metrics of each variant (pycocotools), or None when the optional extra is not installed."""
+    from facecmp.evaluation.coco import available, coco_metrics
+
+    if not available():
+        return None
+    gt = dataset.ground_truth()
+    return {r.name: coco_metrics(r.predictions, gt) for r in results}
+
+
+def _coco_section(coco: dict[str, dict] | None) -> list[str]:
+    from facecmp.evaluation.coco import INSTALL_NOTE, coco_table
+
+    if coco is None:
+        return [f"{INSTALL_NOTE}.", ""]
+    return ["COCO metrics (pycocotools; IoU 0.50:0.95, sizes by face area, at most 100 detections per image):", "",
+            coco_table(coco), ""]
+
+
 def write_report(
     out_dir: str | Path,
     results: Sequence[VariantResult],
@@ -111,10 +130,11 @@ def write_report(
     plot_speed(results, out / "speed.png")
     keys = pick_sample_images(dataset, n_samples)
     plot_detection_grid(dataset, {r.name: (r.predictions, r.evaluation) for r in results}, out / "samples.png", keys)
+    coco = _coco_per_variant(results, dataset)
     write_json(
         out / "results.json",
         {"title": title, "dataset": dataset.name, "n_images": len(dataset), "n_faces": dataset.n_faces,
-         "variants": [r.as_json() for r in results]},
+         "variants": [r.as_json() | ({"coco": coco[r.name]} if coco else {}) for r in results]},
     )
     lines = [
         f"# {title}",
@@ -127,6 +147,7 @@ def write_report(
         "AP (course) reproduces the course evaluator (no precision envelope); AP (VOC) is the all-point "
         "VOC average precision with the monotone envelope.",
         "",
+        *_coco_section(coco),
         *[f"- {n}" for n in notes],
         "",
         "![precision-recall](pr_curves.png)",
