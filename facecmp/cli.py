@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
 
+    p = sub.add_parser("robustness", help="every variant on clean and corrupted test frames: P_clean, mPC, rPC")
+    _add_robustness_options(p)
+
     p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     p.add_argument("--seed", type=int, default=0)
@@ -271,6 +274,18 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def _add_robustness_options(p: argparse.ArgumentParser) -> None:
+    from facecmp.study.robustness_cli import add_options
+
+    add_options(p)
+
+
+def cmd_robustness(args) -> int:
+    from facecmp.study.robustness_cli import run_command
+
+    return run_command(args)
+
+
 def cmd_demo(args) -> int:
     from facecmp.study.compare import run_demo
 
@@ -286,6 +301,7 @@ COMMANDS = {
     "finetune": cmd_finetune,
     "compare": cmd_compare,
     "demo": cmd_demo,
+    "robustness": cmd_robustness,
 }
 
 
