@@ -240,6 +240,7 @@ class RobustnessPlugin:
         except FacecmpError as exc:
             raise pytest.UsageError(f"--facecmp-corruptions/--facecmp-severities: {exc}") from None
         self.state = None if settings is None else BenchRobustness(session, settings)
+        config.stash[STATE_KEY] = self.state
         config.addinivalue_line("markers", f"{self.MARK}: uses the robustness axis (set by facecmp's plugin)")
 
     def pytest_generate_tests(self, metafunc) -> None:
@@ -254,16 +255,6 @@ class RobustnessPlugin:
         for item in items:
             if "facecmp_robustness" in getattr(item, "fixturenames", ()):
                 item.add_marker(self.MARK)
-
-    @pytest.fixture(scope="session")
-    def facecmp_robustness(self) -> BenchRobustness:
-        from facecmp.data.corruptions import missing_dependency
-
-        if self.state is None:
-            pytest.skip("robustness axis off (--facecmp-corruptions none)")
-        if missing_dependency():
-            pytest.skip(missing_dependency())
-        return self.state
 
     def pytest_runtest_logreport(self, report) -> None:
         # Reports reach the xdist controller too, which runs no test but writes the report.
@@ -286,6 +277,25 @@ class RobustnessPlugin:
             terminalreporter.write_line(table)
 
 
+STATE_KEY = pytest.StashKey["BenchRobustness | None"]()
+
+
+@pytest.fixture(scope="session")
+def facecmp_robustness(pytestconfig) -> BenchRobustness:
+    """The session's robustness axis (skips when it is off or the robustness extra is missing)."""
+    from facecmp.data.corruptions import missing_dependency
+
+    state = pytestconfig.stash.get(STATE_KEY, None)
+    if state is None:
+        pytest.skip("robustness axis off (--facecmp-corruptions none)")
+    if missing_dependency():
+        pytest.skip(missing_dependency())
+    return state
+
+
 def register(config, session, gates_path) -> None:
     """Called from the plugin's ``pytest_configure``: the robustness hooks and fixtures."""
+    import sys
+
     config.pluginmanager.register(RobustnessPlugin(config, session, gates_path), "facecmp-robustness")
+    config.pluginmanager.register(sys.modules[__name__], "facecmp-robustness-fixtures")
