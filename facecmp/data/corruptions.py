@@ -19,7 +19,7 @@ stays the reference's:
   state instead, so impulse_noise is deterministic like the others;
 - glass_blur's per-pixel Python loop (seconds per frame) is replaced by the same loop over a
   flat index map: the same random draws in the same order give the same pixels (tested
-  against the reference loop), about 50x faster.
+  against the reference loop), about 20x faster.
 
 Every corruption is deterministic per (image pixels, corruption, severity, seed): the reference
 draws from numpy's global random state, so each call seeds it from a stable hash of those four
