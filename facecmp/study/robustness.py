@@ -338,11 +338,11 @@ def plot_heatmap(summaries: Sequence[dict], path: Path) -> Path:
 
     names = list(dict.fromkeys(n for s in summaries for n in s["per_corruption"]))
     columns = ["clean", *names]
-    grid = np.array(
-        [[s["clean_ap"] if c == "clean" else (_mean(list(s["per_corruption"].get(c, {}).values())) or np.nan) for c in columns]
-         for s in summaries],
-        dtype=float,
-    )
+    def value(s: dict, column: str) -> float:
+        ap = s["clean_ap"] if column == "clean" else _mean(list(s["per_corruption"].get(column, {}).values()))
+        return np.nan if ap is None else ap  # an AP of 0.0 is a value, drawn like any other
+
+    grid = np.array([[value(s, c) for c in columns] for s in summaries], dtype=float)
     fig = Figure(figsize=(1.0 + 0.62 * len(columns), 1.4 + 0.55 * len(summaries)), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -378,6 +378,7 @@ def plot_severity_curves(summaries: Sequence[dict], path: Path) -> Path:
             xs = [0, *(int(v) for v in s["per_severity"])]
             ax.plot(xs, [s["clean_ap"], *s["per_severity"].values()], color="black", linewidth=2.5, label="mean (mPC)")
         ax.set_ylim(0, 1.02)
+        ax.set_xticks(range(0, 6))
         ax.set_xlabel("severity (0 = clean)")
         ax.set_ylabel("AP (course)")
         ax.set_title(s["name"], fontsize=9)
