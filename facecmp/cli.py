@@ -147,7 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
 
     p = sub.add_parser("robustness", help="every variant on clean and corrupted test frames: P_clean, mPC, rPC")
-    _add_robustness_options(p)
+    from facecmp.study import robustness_cli
+
+    robustness_cli.add_options(p)
+    p.add_argument("--device", type=_device, default="cpu")
 
     p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -272,12 +275,6 @@ def cmd_compare(args) -> int:
     )
     print(f"report: {report_dir / 'report.md'}")
     return 0
-
-
-def _add_robustness_options(p: argparse.ArgumentParser) -> None:
-    from facecmp.study.robustness_cli import add_options
-
-    add_options(p)
 
 
 def cmd_robustness(args) -> int:

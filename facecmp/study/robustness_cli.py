@@ -14,6 +14,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
+    """Every option but ``--device`` (cli.py adds it with the same checked type as the other commands)."""
     p.add_argument("--data", required=True, type=Path, help="course archive root")
     p.add_argument("--test", default=None, help="test folder, or 'split' / 'split:N' (as compare; default: validare/, else split:50)")
     p.add_argument("--out", required=True, type=Path, help="report folder (robustness.md, robustness.json, heatmap.png, ...)")
@@ -27,7 +28,6 @@ def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="processes that corrupt and detect, one thread each (default 2; 0 = this process)")
     p.add_argument("--seed", type=int, default=0, help="split seed and corruption seed (default 0)")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--cache", type=Path, default=None, help="cache folder for checkpoints and grid cells (default OUT/cache); a rerun resumes from it")
     p.add_argument("--dev-per-folder", type=int, default=25, help="dev images per training folder for threshold calibration (default 25, as compare)")
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
