@@ -188,7 +188,7 @@ def _worker_init(worker_id: int) -> None:
 
 
 def _grid_items(items: _GridItems, workers: int):
-    if workers <= 0:
+    if workers <= 0 or len(items) == 0:  # nothing to spread: no worker processes to start
         yield from (items[i] for i in range(len(items)))
         return
     from torch.utils.data import DataLoader
