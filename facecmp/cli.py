@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-face", type=_min_face, default=None, help="smallest face searched, px, >= 12, stored in cascade.json (default 20, or the checkpoint's)")
     p.add_argument("--thresholds", type=_thresholds, default=None, help="stage thresholds P,R,O stored in cascade.json (default 0.6,0.7,0.7, or the checkpoint's)")
 
+    p = sub.add_parser("robustness", help="every variant on clean and corrupted test frames: P_clean, mPC, rPC")
+    from facecmp.study import robustness_cli
+
+    robustness_cli.add_options(p)
+    p.add_argument("--device", type=_device, default="cpu")
+
     p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
     p.add_argument("--seed", type=int, default=0)
@@ -328,6 +334,12 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_robustness(args) -> int:
+    from facecmp.study.robustness_cli import run_command
+
+    return run_command(args)
+
+
 def cmd_demo(args) -> int:
     from facecmp.study.compare import run_demo
 
@@ -345,6 +357,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "export": cmd_export,
     "convert": cmd_convert,
+    "robustness": cmd_robustness,
 }
 
 

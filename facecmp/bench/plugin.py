@@ -18,6 +18,7 @@ import pytest
 
 from facecmp.bench.session import BENCH_DEV_PER_FOLDER, DEFAULT_SPLIT, BenchOptions, BenchSession, default_cache_dir
 from facecmp.errors import FacecmpError
+from facecmp.bench import robustness
 from facecmp.bench.gates import GateFailed, GateSet, load_gates
 from facecmp.process import exact_float32_on_cuda, retain_freed_memory
 
@@ -37,6 +38,7 @@ def pytest_addoption(parser):
     group.addoption("--facecmp-workers", type=int, default=0, metavar="N", help="worker processes for the evaluation pass over the test images (default 0: in process)")
     group.addoption("--facecmp-dev", type=int, default=BENCH_DEV_PER_FOLDER, metavar="N", help=f"dev images per training folder for threshold calibration (default {BENCH_DEV_PER_FOLDER})")
     group.addoption("--facecmp-gates", default=None, help=f"gates file (default: {GATES_FILE} beside the test module)")
+    robustness.add_options(group)
 
 
 def _options(config: pytest.Config) -> BenchOptions:
@@ -58,6 +60,7 @@ def _options(config: pytest.Config) -> BenchOptions:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = BenchSession(_options(config))
+    robustness.register(config, config.stash[SESSION_KEY], _gates_path)
 
 
 def _session(config: pytest.Config) -> BenchSession:

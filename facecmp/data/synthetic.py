@@ -361,7 +361,7 @@ def generate_dataset(out_root: str | Path, *, n_train_per_character: int = 60, n
     for char, lines in task2.items():
         write_text(test / f"task2_{char}_gt_validare.txt", "\n".join(lines) + ("\n" if lines else ""))
     write_json(out_root / MANIFEST, params)  # last: marks the dataset complete
-    (out_root / PARTIAL).unlink()
+    (out_root / PARTIAL).unlink(missing_ok=True)  # another process (pytest -n 2) may have finished the same dataset
     return out_root
 
 

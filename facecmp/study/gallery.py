@@ -6,6 +6,7 @@ People want to *see* where a detector fails: green = true positive, red = false 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -36,33 +37,36 @@ def _draw_box(ax, box, color, style="-") -> None:
     ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1.4, linestyle=style))
 
 
-def plot_detection_grid(
-    dataset: Dataset,
-    results: Mapping[str, tuple[Predictions, Evaluation]],
-    path: str | Path,
-    keys: Sequence[str],
-) -> Path:
-    """Rows = images, columns = variants; every detection drawn, coloured by its evaluation."""
-    records = {r.key: r for r in dataset.images}
-    names = list(results)
-    fig = Figure(figsize=(3.2 * len(names), 2.5 * max(len(keys), 1)), dpi=90)
+@dataclass
+class Panel:
+    """One image of a picture grid with what a variant did on it."""
+
+    image: np.ndarray
+    truth: np.ndarray  # (K, 4) ground-truth boxes
+    found: np.ndarray  # (K,) bool: matched by a detection
+    boxes: np.ndarray  # (D, 4) detections drawn
+    is_true_positive: np.ndarray  # (D,) bool
+
+
+def plot_panel_grid(rows: Sequence[tuple[str, Mapping[str, Panel]]], path: str | Path) -> Path:
+    """Rows of panels (one per variant, the same variants in every row), written atomically."""
+    names = list(rows[0][1]) if rows else []
+    fig = Figure(figsize=(3.2 * max(len(names), 1), 2.5 * max(len(rows), 1)), dpi=90)
     FigureCanvasAgg(fig)
-    for row, key in enumerate(keys):
-        image = read_image(records[key].path)
+    for row, (label, panels) in enumerate(rows):
         for col, name in enumerate(names):
-            preds, ev = results[name]
-            ax = fig.add_subplot(len(keys), len(names), row * len(names) + col + 1)
-            ax.imshow(image)
+            panel = panels[name]
+            ax = fig.add_subplot(len(rows), len(names), row * len(names) + col + 1)
+            ax.imshow(panel.image)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(name, fontsize=9)
             if col == 0:
-                ax.set_ylabel(key, fontsize=7)
-            for i in np.flatnonzero(preds.file_names == key):
-                _draw_box(ax, preds.boxes[i], TP if ev.is_true_positive[i] else FP)
-            found = ev.gt_matched.get(key, np.zeros(len(records[key].boxes), bool))
-            for box, hit in zip(records[key].boxes, found):
+                ax.set_ylabel(label, fontsize=7)
+            for box, hit in zip(panel.boxes, panel.is_true_positive):
+                _draw_box(ax, box, TP if hit else FP)
+            for box, hit in zip(panel.truth, panel.found):
                 if not hit:
                     _draw_box(ax, box, MISS, "--")
     fig.suptitle("green: found   red: false alarm   blue dashed: missed", fontsize=9)
@@ -71,3 +75,24 @@ def plot_detection_grid(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+def plot_detection_grid(
+    dataset: Dataset,
+    results: Mapping[str, tuple[Predictions, Evaluation]],
+    path: str | Path,
+    keys: Sequence[str],
+) -> Path:
+    """Rows = images, columns = variants; every detection drawn, coloured by its evaluation."""
+    records = {r.key: r for r in dataset.images}
+    rows = []
+    for key in keys:
+        image = read_image(records[key].path)
+        truth = records[key].boxes
+        panels = {}
+        for name, (preds, ev) in results.items():
+            mine = np.flatnonzero(preds.file_names == key)
+            found = ev.gt_matched.get(key, np.zeros(len(truth), bool))
+            panels[name] = Panel(image, truth, found, preds.boxes[mine], ev.is_true_positive[mine])
+        rows.append((key, panels))
+    return plot_panel_grid(rows, path)
