@@ -1,0 +1,181 @@
+"""Peer detectors (OpenCV's Haar cascade, dlib's HOG, dlib trained on our boxes) behind our interface.
+
+Each test needs its optional package and is skipped without it, with the line that says what to
+install; the missing-package tests hide an installed package to check that line and exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+
+from facecmp.data import load_archive, split_dataset
+from facecmp.data.images import read_image
+from facecmp.data.records import Dataset, ImageRecord
+from facecmp.data.synthetic import generate_dataset
+from facecmp.detection.base import NAMED_MODELS, Detections
+from facecmp.detection.checkpoint import load_checkpoint
+from facecmp.detection.detector import load_detector
+from facecmp.detection.peers import import_peer
+from facecmp.errors import MissingPeerError, ModelError
+from facecmp.evaluation.evaluator import pairwise_iou
+from facecmp.study.variants import REGISTRY, Workbench
+from facecmp.training.calibrate import best_setting
+from tests.test_cli import assert_user_error, run_cli
+
+GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+# Her face as the pretrained MTCNN finds it (x1, y1, x2, y2).
+GRACE_FACE = np.array([[174, 120, 356, 340]], np.float64)
+
+
+def need(module: str, model: str):
+    try:
+        return import_peer(module, model)
+    except MissingPeerError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return generate_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train_per_character=4, n_test=2, seed=3)
+
+
+@pytest.mark.parametrize("model, module", [("opencv-haar", "cv2"), ("dlib-hog", "dlib")])
+def test_a_peer_finds_a_real_face(model, module):
+    need(module, model)
+    found = load_detector(model).detect_batch([read_image(GRACE_HOPPER)])[0]
+    assert isinstance(found, Detections) and found.boxes.shape == (len(found), 4) and len(found) >= 1
+    best = int(np.argmax(found.scores))
+    assert pairwise_iou(GRACE_FACE, found.boxes[best : best + 1].astype(np.float64))[0, 0] >= 0.5
+
+
+def test_haar_scores_are_level_weights_or_neighbour_counts():
+    need("cv2", "opencv-haar")
+    from facecmp.detection.peers.haar import HaarDetector, HaarSettings
+
+    image = read_image(GRACE_HOPPER)
+    weights = HaarDetector(HaarSettings(score="level-weight")).detect(image)
+    counts = HaarDetector(HaarSettings(score="neighbours", min_neighbors=3)).detect(image)
+    assert len(counts) >= 1 and np.all(counts.scores == np.round(counts.scores)) and np.all(counts.scores > 3)
+    assert not np.all(weights.scores == np.round(weights.scores))
+    top = lambda d: d.boxes[np.argmax(d.scores)]  # noqa: E731
+    np.testing.assert_allclose(top(weights), top(counts), atol=2)
+
+
+@pytest.mark.parametrize("model, module, extra", [("opencv-haar", "cv2", "haar"), ("dlib-hog", "dlib", "dlib")])
+def test_a_missing_peer_is_one_line_naming_the_extra(model, module, extra, monkeypatch, tiny, tmp_path):
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    code, _out, err = run_cli(["detect", "--images", tiny / "validare" / "validare", "--out", tmp_path / "p", "--model", model])
+    assert_user_error(code, err, model, f"pip install 'facecmp[{extra}]'")
+    with pytest.raises(MissingPeerError, match=rf"facecmp\[{extra}\]"):
+        REGISTRY[model].prepare(Workbench(None, None, tmp_path, progress=False))
+
+
+def test_best_setting_takes_the_best_dev_ap_first_on_ties(tiny):
+    dev = load_archive(tiny).train
+    truth = dev.ground_truth()
+    keys = [r.key for r in dev.images]
+
+    class Oracle:  # point (k,): the true boxes of the first k images
+        def __init__(self, point):
+            self.k = int(point[0])
+            self.seen = 0
+
+        def detect_batch(self, images):
+            i, self.seen = self.seen, self.seen + 1
+            boxes = truth[keys[i]].astype(np.float32) if i < self.k else np.zeros((0, 4), np.float32)
+            return [Detections(boxes, np.ones(len(boxes), np.float32))]
+
+    n = len(keys)
+    best, table = best_setting(Oracle, dev, [(0.0,), (float(n // 2),), (float(n),), (float(n + 5),)], progress=False)
+    assert best == (float(n),)
+    assert [round(r["recall"], 6) for r in table][-2:] == [1.0, 1.0]
+    assert table[0]["ap_cava"] == 0.0 < table[1]["ap_cava"] < table[2]["ap_cava"] == table[3]["ap_cava"]
+
+
+def test_a_calibrated_peer_is_cached(tiny, tmp_path):
+    need("cv2", "opencv-haar")
+    train, dev = split_dataset(load_archive(tiny).train, per_folder=1, seed=0)
+    bench = Workbench(train, dev, tmp_path, progress=False)
+    first = REGISTRY["opencv-haar"].prepare(bench)
+    cached = list(tmp_path.glob("opencv-haar-settings-*.json"))
+    assert len(cached) == 1
+    stored = json.loads(cached[0].read_text())
+    assert len(stored["table"]) == 6 and stored["thresholds"] == first.settings["thresholds"]
+    stamp = cached[0].stat().st_mtime_ns
+    again = REGISTRY["opencv-haar"].prepare(bench)
+    assert cached[0].stat().st_mtime_ns == stamp and again.settings == first.settings
+
+
+# ----------------------------------------------------------------------------- dlib trained
+
+
+def test_aspect_groups_split_boxes_by_shape():
+    from facecmp.training.dlib_train import aspect_groups
+
+    rng = np.random.default_rng(0)
+    boxes = []
+    for aspect in (0.6, 1.0, 1.6):
+        for _ in range(30):
+            h = rng.integers(40, 120)
+            w = int(round(h * aspect * rng.uniform(0.95, 1.05)))
+            boxes.append((10, 10, 10 + w - 1, 10 + h - 1))
+    edges, labels = aspect_groups(np.array(boxes), 3)
+    assert len(edges) == 2
+    assert [set(labels[i * 30 : (i + 1) * 30]) for i in range(3)] == [{0}, {1}, {2}]
+    edges, labels = aspect_groups(np.array(boxes), 1)
+    assert len(edges) == 0 and set(labels) == {0}
+
+
+def test_dlib_trains_a_checkpoint_that_detect_runs(tiny, tmp_path):
+    need("dlib", "dlib-hog-trained")
+    ckpt = tmp_path / "ck"
+    code, out, err = run_cli(["finetune", "--data", tiny, "--out", ckpt, "--stages", "dlib-hog", "--dev-per-folder", "1"])
+    assert code == 0, err
+    meta = json.loads((ckpt / "facecmp.json").read_text())
+    assert meta["kind"] == "dlib-hog" and len(meta["detectors"]) == len(meta["groups"]) >= 1
+    assert all((ckpt / f).is_file() for f in meta["detectors"]) and not list(ckpt.glob("*.xml"))
+    assert meta["timings"]["train"] > 0 and len(meta["calibration"]) == 6
+    with pytest.raises(ModelError, match="a dlib HOG detector"):
+        load_checkpoint(ckpt)  # the MTCNN loader names what the folder is
+    # It learnt the drawn faces: most of its own training faces are found.
+    train = split_dataset(load_archive(tiny).train, per_folder=1, seed=1)[0]
+    detector = load_detector(ckpt)
+    hit = total = 0
+    for record in train.images:
+        found = detector.detect_batch([read_image(record.path)])[0]
+        total += len(record.boxes)
+        if len(found) and len(record.boxes):
+            hit += int((pairwise_iou(record.boxes.astype(float), found.boxes.astype(float)).max(axis=1) >= 0.3).sum())
+    assert hit >= 0.5 * total, (hit, total)
+    code, out, err = run_cli(["detect", "--images", tiny / "validare" / "validare", "--out", tmp_path / "pred", "--model", ckpt])
+    assert code == 0, err
+    assert (tmp_path / "pred" / "scores_all_faces.npy").is_file()
+
+
+def test_dlib_training_leaves_out_images_whose_boxes_it_refuses(tiny, tmp_path):
+    need("dlib", "dlib-hog-trained")
+    from facecmp.training.dlib_train import DlibTrainSettings, train_dlib_hog
+
+    train = load_archive(tiny).train
+    odd = train.images[0]
+    sliver = np.array([[5, 5, 304, 24]])  # 300 x 20: no square-ish window can match it
+    images = [ImageRecord(odd.key, odd.path, np.concatenate([odd.boxes, sliver]), odd.labels + ("unknown",))] + train.images[1:]
+    folder = train_dlib_hog(Dataset("odd", images), tmp_path / "ck", settings=DlibTrainSettings(aspect_groups=1), progress=False)
+    meta = json.loads((folder / "facecmp.json").read_text())
+    assert meta["refused_images"] == {"0": [odd.key]}
+
+
+def test_mixing_dlib_with_mtcnn_stages_is_a_usage_error(tiny, tmp_path):
+    code, _out, err = run_cli(["finetune", "--data", tiny, "--out", tmp_path / "ck", "--stages", "pnet,dlib-hog"])
+    assert_user_error(code, err, "--stages dlib-hog alone")
+
+
+def test_peers_are_named_models():
+    assert {"opencv-haar", "dlib-hog"} <= set(NAMED_MODELS)
+    assert {"opencv-haar", "dlib-hog", "dlib-hog-trained"} <= set(REGISTRY)
