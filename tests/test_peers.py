@@ -45,10 +45,12 @@ def tiny(tmp_path_factory) -> Path:
     return generate_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train_per_character=4, n_test=2, seed=3)
 
 
-@pytest.mark.parametrize("model, module", [("opencv-haar", "cv2"), ("dlib-hog", "dlib")])
-def test_a_peer_finds_a_real_face(model, module):
-    need(module, model)
-    found = load_detector(model).detect_batch([read_image(GRACE_HOPPER)])[0]
+@pytest.mark.parametrize("model", ["opencv-haar", "dlib-hog", "blazeface", "blazeface-full"])
+def test_a_peer_finds_a_real_face(model):
+    try:
+        found = load_detector(model).detect_batch([read_image(GRACE_HOPPER)])[0]
+    except MissingPeerError as exc:
+        pytest.skip(str(exc))
     assert isinstance(found, Detections) and found.boxes.shape == (len(found), 4) and len(found) >= 1
     best = int(np.argmax(found.scores))
     assert pairwise_iou(GRACE_FACE, found.boxes[best : best + 1].astype(np.float64))[0, 0] >= 0.5
@@ -74,6 +76,12 @@ def test_a_missing_peer_is_one_line_naming_the_extra(model, module, extra, monke
     assert_user_error(code, err, model, f"pip install 'facecmp[{extra}]'")
     with pytest.raises(MissingPeerError, match=rf"facecmp\[{extra}\]"):
         REGISTRY[model].prepare(Workbench(None, None, tmp_path, progress=False))
+
+
+def test_blazeface_without_its_environment_is_one_line(monkeypatch, tiny, tmp_path):
+    monkeypatch.setenv("FACECMP_MEDIAPIPE_PYTHON", str(tmp_path / "no-python"))
+    code, _out, err = run_cli(["detect", "--images", tiny / "validare" / "validare", "--out", tmp_path / "p", "--model", "blazeface-full"])
+    assert_user_error(code, err, "make mediapipe-venv", "no-python")
 
 
 def test_best_setting_takes_the_best_dev_ap_first_on_ties(tiny):
@@ -177,5 +185,5 @@ def test_mixing_dlib_with_mtcnn_stages_is_a_usage_error(tiny, tmp_path):
 
 
 def test_peers_are_named_models():
-    assert {"opencv-haar", "dlib-hog"} <= set(NAMED_MODELS)
-    assert {"opencv-haar", "dlib-hog", "dlib-hog-trained"} <= set(REGISTRY)
+    assert {"opencv-haar", "dlib-hog", "blazeface", "blazeface-full"} <= set(NAMED_MODELS)
+    assert {"opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full"} <= set(REGISTRY)

@@ -19,7 +19,7 @@ COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
 # `compare --cascade` adds the RNet/ONet fine-tunes (minutes more on CPU).
 CASCADE_VARIANTS = ("finetuned-pnet-rnet", "finetuned-cascade")
 # `compare --peers` adds the detectors people reach for instead (optional extras, facecmp[peers]).
-PEER_VARIANTS = ("opencv-haar", "dlib-hog", "dlib-hog-trained")
+PEER_VARIANTS = ("opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full")
 DEFAULT_TEST_PER_FOLDER = 50
 DEFAULT_DEV_PER_FOLDER = 25
 

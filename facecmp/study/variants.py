@@ -227,6 +227,19 @@ def _haar_at(point: Sequence[float]):
     return HaarDetector(HaarSettings(min_neighbors=int(point[0]), score=SCORES[int(point[1])]))
 
 
+# blazeface's dev grid: MediaPipe's min_detection_confidence.
+BLAZEFACE_GRID = ((0.05,), (0.2,), (0.5,))
+
+
+def _blazeface_at(model: str) -> Callable[[Sequence[float]], DetectorLike]:
+    def build(point: Sequence[float]):
+        from facecmp.detection.peers.blazeface import BlazeFaceDetector, BlazeFaceSettings
+
+        return BlazeFaceDetector(BlazeFaceSettings(model=model, min_confidence=float(point[0])))
+
+    return build
+
+
 def _calibrated_peer(name: str, build: Callable[[Sequence[float]], DetectorLike], grid: Sequence[Sequence[float]]) -> Callable[[Workbench], Prepared]:
     """A peer at the grid point best on the dev split (cached), like ``pretrained-calibrated``."""
 
@@ -294,3 +307,10 @@ register(
         _dlib_hog_trained, needs_training_data=True,
     )
 )
+for _model, _name in (("short", "blazeface"), ("full", "blazeface-full")):
+    register(
+        Variant(
+            _name, f"Google's BlazeFace {_model}-range model (MediaPipe, own environment); min confidence calibrated on the dev split",
+            _calibrated_peer(_name, _blazeface_at(_model), BLAZEFACE_GRID), needs_training_data=True,
+        )
+    )
