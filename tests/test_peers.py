@@ -13,6 +13,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pytest
+import torchvision  # noqa: F401  (loaded before pytester's inner run, see tests/test_plugin.py)
 
 from facecmp.data import load_archive, split_dataset
 from facecmp.data.images import read_image
@@ -27,6 +28,8 @@ from facecmp.evaluation.evaluator import pairwise_iou
 from facecmp.study.variants import REGISTRY, Workbench
 from facecmp.training.calibrate import best_setting
 from tests.test_cli import assert_user_error, run_cli
+
+pytest_plugins = ["pytester"]
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 # Her face as the pretrained MTCNN finds it (x1, y1, x2, y2).
@@ -148,7 +151,7 @@ def test_dlib_trains_a_checkpoint_that_detect_runs(tiny, tmp_path):
     meta = json.loads((ckpt / "facecmp.json").read_text())
     assert meta["kind"] == "dlib-hog" and len(meta["detectors"]) == len(meta["groups"]) >= 1
     assert all((ckpt / f).is_file() for f in meta["detectors"]) and not list(ckpt.glob("*.xml"))
-    assert meta["timings"]["train"] > 0 and len(meta["calibration"]) == 6
+    assert meta["timings"]["train"] > 0 and len(meta["calibration"]) == 8  # CALIBRATION_GRID
     with pytest.raises(ModelError, match="a dlib HOG detector"):
         load_checkpoint(ckpt)  # the MTCNN loader names what the folder is
     # It learnt the drawn faces: most of its own training faces are found.
@@ -187,3 +190,45 @@ def test_mixing_dlib_with_mtcnn_stages_is_a_usage_error(tiny, tmp_path):
 def test_peers_are_named_models():
     assert {"opencv-haar", "dlib-hog", "blazeface", "blazeface-full"} <= set(NAMED_MODELS)
     assert {"opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full"} <= set(REGISTRY)
+
+
+MISSING_PEER = """
+from facecmp.detection.peers import missing_line
+from facecmp.errors import MissingPeerError
+from facecmp.study.variants import Variant, register
+
+
+def absent(bench):
+    raise MissingPeerError(missing_line("absent-peer", "dlib"))
+
+
+register(Variant("absent-peer", "a peer whose package is not installed", absent))
+"""
+
+
+def test_the_benchmark_plugin_skips_a_missing_peer_with_its_line(pytester, tiny):
+    saved = dict(REGISTRY)
+    try:
+        pytester.makeconftest(MISSING_PEER)
+        pytester.makepyfile(test_peer="def test_evaluated(variant, variant_result):\n    pass\n")
+        result = pytester.runpytest(
+            "-p", "no:cacheprovider", "-rs", "--facecmp-data", str(tiny), "--facecmp-dev", "0",
+            "--facecmp-cache", str(pytester.path / "cache"), "--facecmp-variants", "absent-peer",
+        )
+    finally:
+        REGISTRY.clear()
+        REGISTRY.update(saved)
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*absent-peer needs the optional package 'dlib-bin': pip install 'facecmp?dlib?'*"])
+
+
+def test_dlib_calibration_cuts_one_scan_into_what_each_threshold_finds():
+    need("dlib", "dlib-hog")
+    from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID, calibration_detectors, dlib_hog_at
+
+    images = [read_image(GRACE_HOPPER), read_image(GRACE_HOPPER)[::2, ::2].copy()]
+    shared = calibration_detectors()
+    for point in CALIBRATION_GRID:
+        for cut, direct in zip(shared(point).detect_batch(images), dlib_hog_at(point).detect_batch(images)):
+            np.testing.assert_array_equal(cut.boxes, direct.boxes)
+            np.testing.assert_allclose(cut.scores, direct.scores, rtol=1e-6)

@@ -153,7 +153,7 @@ def finetune_from_archive(
     if dev_per_folder > 0:
         train, dev = split_dataset(train, per_folder=dev_per_folder, seed=seed + 1)
     if "dlib-hog" in stages:
-        return _train_dlib(train, out, dev=dev, seed=seed)
+        return _train_dlib(train, out, dev=dev, seed=seed, resume=resume)
     kwargs = {"epochs": epochs} if epochs else {}
     return finetune(
         train, out, dev=dev, stages=tuple(stages), seed=seed, device=device, resume=resume,
@@ -161,11 +161,11 @@ def finetune_from_archive(
     )
 
 
-def _train_dlib(train: Dataset, out: str | Path, *, dev: Dataset | None, seed: int):
+def _train_dlib(train: Dataset, out: str | Path, *, dev: Dataset | None, seed: int, resume: bool):
     """``facecmp finetune --stages dlib-hog``: dlib's HOG detector trained instead of MTCNN stages."""
     from facecmp.training.dlib_train import DlibTrainSettings, read_dlib_checkpoint, train_dlib_hog
 
-    return read_dlib_checkpoint(train_dlib_hog(train, out, dev=dev, settings=DlibTrainSettings(seed=seed)))
+    return read_dlib_checkpoint(train_dlib_hog(train, out, dev=dev, settings=DlibTrainSettings(seed=seed), resume=resume))
 
 
 def run_demo(out: str | Path, *, seed: int = 0) -> Path:

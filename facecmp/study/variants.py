@@ -21,7 +21,7 @@ from facecmp.detection.base import DetectorLike, DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.reference import FacenetReference
-from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID as DLIB_GRID, dlib_hog_at
+from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID as DLIB_GRID, calibration_detectors, dlib_hog_at
 
 # Bump when a change to training or calibration makes cached checkpoints stale.
 # 4: RNet/ONet samples are mined by the faster detector (see HARD_MINING_VERSION 2).
@@ -240,8 +240,15 @@ def _blazeface_at(model: str) -> Callable[[Sequence[float]], DetectorLike]:
     return build
 
 
-def _calibrated_peer(name: str, build: Callable[[Sequence[float]], DetectorLike], grid: Sequence[Sequence[float]]) -> Callable[[Workbench], Prepared]:
-    """A peer at the grid point best on the dev split (cached), like ``pretrained-calibrated``."""
+def _calibrated_peer(
+    name: str, build: Callable[[Sequence[float]], DetectorLike], grid: Sequence[Sequence[float]],
+    calibration: Callable[[], Callable[[Sequence[float]], DetectorLike]] | None = None,
+) -> Callable[[Workbench], Prepared]:
+    """A peer at the grid point best on the dev split (cached), like ``pretrained-calibrated``.
+
+    ``calibration()``, if given, makes the detectors scored on the grid (sharing work between
+    points); they must find what ``build(point)`` finds.
+    """
 
     def prepare(bench: Workbench) -> Prepared:
         from facecmp.training.calibrate import best_setting
@@ -250,7 +257,7 @@ def _calibrated_peer(name: str, build: Callable[[Sequence[float]], DetectorLike]
         if bench.dev is None:
             raise FacecmpError(f"{name} needs a dev split with ground truth to calibrate on")
         path = bench.cache_dir / f"{name}-settings-{_fingerprint(CACHE_VERSION, PEER_VERSION, grid, _dataset_fingerprint(bench.dev))}.json"
-        stored = _cached_calibration(path, lambda: best_setting(build, bench.dev, grid, progress=bench.progress))
+        stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), bench.dev, grid, progress=bench.progress))
         return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"]})
 
     return prepare
@@ -268,7 +275,7 @@ def dlib_checkpoint(bench: Workbench) -> Path:
     settings = DlibTrainSettings(seed=bench.seed)
     folder = bench.cache_dir / f"{name}-{_fingerprint(CACHE_VERSION, PEER_VERSION, settings, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev))}"
     if not (folder / "facecmp.json").is_file():
-        train_dlib_hog(bench.train, folder, dev=bench.dev, settings=settings, progress=bench.progress)
+        train_dlib_hog(bench.train, folder, dev=bench.dev, settings=settings, progress=bench.progress, resume=True)
     return folder
 
 
@@ -297,7 +304,7 @@ register(
 register(
     Variant(
         "dlib-hog", "dlib's pretrained HOG frontal face detector; upsample and score threshold calibrated on the dev split",
-        _calibrated_peer("dlib-hog", dlib_hog_at, DLIB_GRID),
+        _calibrated_peer("dlib-hog", dlib_hog_at, DLIB_GRID, calibration_detectors),
         needs_training_data=True,
     )
 )

@@ -16,6 +16,7 @@ the timings; ``facecmp detect --model DIR`` runs it.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from facecmp import atomic
 from facecmp.data.records import Dataset
 from facecmp.detection.peers import import_peer
-from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID, KIND, META_FILE, DlibHogSettings, dlib_hog_at
+from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID, KIND, META_FILE, DlibHogSettings, calibration_detectors
 from facecmp.errors import DataError, FacecmpError
 
 FORMAT = 1
@@ -122,6 +123,7 @@ def _write_xml(path: Path, dataset: Dataset, labels_per_image: list[np.ndarray],
 # How often a group's training is retried without the images dlib names as holding boxes it
 # cannot match with its window (it lists them in its error; the rest of the set trains).
 REFUSAL_RETRIES = 10
+STATE_FILE = "train_state.json"
 REFUSAL_MARK = "The following images contain invalid boxes:"
 
 
@@ -157,8 +159,6 @@ class DlibCheckpoint:
 
 
 def read_dlib_checkpoint(folder: str | Path) -> DlibCheckpoint:
-    import json
-
     folder = Path(folder)
     return DlibCheckpoint(folder, json.loads((folder / META_FILE).read_text(encoding="utf-8")))
 
@@ -173,9 +173,11 @@ def subsample(dataset: Dataset, max_images: int | None, seed: int) -> Dataset:
 
 def train_dlib_hog(
     train: Dataset, out: str | Path, *, dev: Dataset | None = None, settings: DlibTrainSettings = DlibTrainSettings(),
-    progress: bool = True,
+    progress: bool = True, resume: bool = False,
 ) -> Path:
-    """Train one HOG detector per aspect group on ``train``, calibrate on ``dev``, write the folder ``out``."""
+    """Train one HOG detector per aspect group on ``train``, calibrate on ``dev``, write the folder ``out``.
+
+    ``resume`` keeps the groups an interrupted run over the same data and settings finished."""
     from facecmp.training.calibrate import best_setting
     from facecmp.training.samples import data_fingerprint
 
@@ -188,8 +190,13 @@ def train_dlib_hog(
     labels_per_image = [labels[counts[i] : counts[i + 1]] for i in range(len(data.images))]
     groups: list[AspectGroup] = []
     files: list[str] = []
-    left_out: dict[int, list[str]] = {}
-    start, cpu_start = time.perf_counter(), time.process_time()
+    # Each finished group is recorded in STATE_FILE, so that `resume` trains only the others.
+    state = {"train_settings": asdict(settings), "data": data_fingerprint(data), "done": {}}
+    state_path = out / STATE_FILE
+    if resume and state_path.is_file():
+        stored = json.loads(state_path.read_text(encoding="utf-8"))
+        if {k: stored.get(k) for k in ("train_settings", "data")} == {k: state[k] for k in ("train_settings", "data")}:
+            state["done"] = stored.get("done", {})
     for g in tqdm(range(len(edges) + 1), desc="training dlib HOG per aspect group", disable=not progress, unit="group"):
         members = all_boxes[labels == g]
         w, h = _sizes(members)
@@ -209,24 +216,29 @@ def train_dlib_hog(
         options.upsample_limit = 0
         options.be_verbose = False
         name = f"group{g}.svm"
-        left_out[g] = _train_group(dlib, options, data, labels_per_image, small, g, out / f"train_group{g}.xml", out / name)
         files.append(name)
-    train_seconds, train_cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        if str(g) in state["done"] and (out / name).is_file():
+            continue
+        start, cpu_start = time.perf_counter(), time.process_time()
+        refused = _train_group(dlib, options, data, labels_per_image, small, g, out / f"train_group{g}.xml", out / name)
+        state["done"][str(g)] = {"refused_images": refused, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
+        atomic.write_json(state_path, state)
+    done = [state["done"][str(g)] for g in range(len(files))]
 
     meta = {
         "format": FORMAT, "kind": KIND, "detectors": files,
         "groups": [asdict(g) for g in groups], "aspect_edges": [float(math.exp(e)) for e in edges],
-        "refused_images": {str(g): keys for g, keys in left_out.items() if keys},
+        "refused_images": {str(g): d["refused_images"] for g, d in enumerate(done) if d["refused_images"]},
         "train_settings": asdict(settings), "n_train_images": len(data), "data": data_fingerprint(data),
         "settings": asdict(DlibHogSettings(upsample=1)), "calibration": None,
-        "timings": {"train": train_seconds},
-        # CPU seconds of this process (every thread): comparable across busy and quiet machines.
-        "cpu_seconds": {"train": train_cpu},
+        "timings": {"train": sum(d["seconds"] for d in done)},
+        # CPU seconds of the training processes (every thread): comparable across busy and quiet machines.
+        "cpu_seconds": {"train": sum(d["cpu_seconds"] for d in done)},
     }
     if dev is not None and dev.n_faces:
         start = time.perf_counter()
         (upsample, adjust), table = best_setting(
-            lambda p: dlib_hog_at(p, [out / f for f in files], name="dlib-hog-trained"),
+            calibration_detectors([out / f for f in files], name="dlib-hog-trained"),
             dev, CALIBRATION_GRID, progress=progress,
         )
         meta["settings"] = asdict(DlibHogSettings(int(upsample), float(adjust)))
