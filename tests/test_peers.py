@@ -23,7 +23,7 @@ from facecmp.detection.base import NAMED_MODELS, Detections
 from facecmp.detection.checkpoint import load_checkpoint
 from facecmp.detection.detector import load_detector
 from facecmp.detection.peers import import_peer
-from facecmp.errors import MissingPeerError, ModelError
+from facecmp.errors import FacecmpError, MissingPeerError, ModelError
 from facecmp.evaluation.evaluator import pairwise_iou
 from facecmp.study.variants import REGISTRY, Workbench
 from facecmp.training.calibrate import best_setting
@@ -169,7 +169,7 @@ def test_dlib_trains_a_checkpoint_that_detect_runs(tiny, tmp_path):
     assert (tmp_path / "pred" / "scores_all_faces.npy").is_file()
 
 
-def test_dlib_training_leaves_out_images_whose_boxes_it_refuses(tiny, tmp_path):
+def test_boxes_a_window_cannot_fit_are_ignored_and_counted(tiny, tmp_path):
     need("dlib", "dlib-hog-trained")
     from facecmp.training.dlib_train import DlibTrainSettings, train_dlib_hog
 
@@ -179,7 +179,51 @@ def test_dlib_training_leaves_out_images_whose_boxes_it_refuses(tiny, tmp_path):
     images = [ImageRecord(odd.key, odd.path, np.concatenate([odd.boxes, sliver]), odd.labels + ("unknown",))] + train.images[1:]
     folder = train_dlib_hog(Dataset("odd", images), tmp_path / "ck", settings=DlibTrainSettings(aspect_groups=1), progress=False)
     meta = json.loads((folder / "facecmp.json").read_text())
-    assert meta["refused_images"] == {"0": [odd.key]}
+    assert meta["groups"][0]["n_ignored"] >= 1 and meta["groups"][0]["n_boxes"] >= 1
+    assert meta["refused_images"] == {}
+
+
+class FakeDlib:
+    """dlib's training entry points; refuses the images in ``refuse`` (in its own words) once each."""
+
+    def __init__(self, refuse):
+        self.refuse = list(refuse)
+
+    @staticmethod
+    def simple_object_detector_training_options():
+        return type("Options", (), {"detection_window_size": 0})()
+
+    def train_simple_object_detector(self, xml, out, options):
+        listed = [p for p in self.refuse if p in Path(xml).read_text()]
+        if listed:
+            raise RuntimeError("Error! An impossible set of object boxes was given for training. All the boxes need to have a "
+                               "similar aspect ratio ... The following images contain invalid boxes:\n  " + "\n  ".join(listed))
+        Path(out).write_text("trained")
+
+
+def test_images_dlib_refuses_are_left_out_and_named(tiny, tmp_path, monkeypatch):
+    from facecmp.training import dlib_train
+
+    train = load_archive(tiny).train
+    refused = [train.images[1], train.images[3]]
+    fake = FakeDlib(str(Path(r.path).resolve()) for r in refused)
+    monkeypatch.setattr(dlib_train, "import_peer", lambda module, model: fake)
+    folder = dlib_train.train_dlib_hog(train, tmp_path / "ck", settings=dlib_train.DlibTrainSettings(aspect_groups=1), progress=False)
+    meta = json.loads((folder / "facecmp.json").read_text())
+    assert meta["refused_images"] == {"0": [r.key for r in refused]}
+    assert (folder / "group0.svm").read_text() == "trained" and not list(folder.glob("*.xml"))
+
+
+def test_a_refusal_naming_no_known_image_is_one_clear_error(tiny, tmp_path, monkeypatch):
+    from facecmp.training import dlib_train
+
+    fake = FakeDlib(["antrenare"])  # every XML names images under antrenare/; the message names none of ours
+    monkeypatch.setattr(fake, "train_simple_object_detector", lambda xml, out, options: (_ for _ in ()).throw(RuntimeError("image index 9999999 oops")))
+    monkeypatch.setattr(dlib_train, "import_peer", lambda module, model: fake)
+    train = load_archive(tiny).train
+    with pytest.raises(FacecmpError, match="dlib refused aspect group 0 .*oops"):
+        dlib_train.train_dlib_hog(train, tmp_path / "ck", settings=dlib_train.DlibTrainSettings(aspect_groups=1), progress=False)
+    assert not list((tmp_path / "ck").glob("*.svm"))
 
 
 def test_mixing_dlib_with_mtcnn_stages_is_a_usage_error(tiny, tmp_path):
