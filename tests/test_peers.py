@@ -270,7 +270,7 @@ def test_dlib_calibration_cuts_one_scan_into_what_each_threshold_finds():
     need("dlib", "dlib-hog")
     from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID, calibration_detectors, dlib_hog_at
 
-    images = [read_image(GRACE_HOPPER), read_image(GRACE_HOPPER)[::2, ::2].copy()]
+    images = [read_image(GRACE_HOPPER)[::2, ::2].copy(), read_image(GRACE_HOPPER)[::3, ::3].copy()]
     shared = calibration_detectors()
     for point in CALIBRATION_GRID:
         for cut, direct in zip(shared(point).detect_batch(images), dlib_hog_at(point).detect_batch(images)):

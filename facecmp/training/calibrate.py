@@ -76,13 +76,14 @@ def _best_row(table: list[dict]) -> int:
 
 def score_thresholds(detector: Detector, images: Sequence[tuple[str, np.ndarray]], ground_truth) -> dict:
     """Detect on every (key, image) and evaluate: one row of the calibration table."""
-    return score_setting(detector, detector.settings.thresholds, images, ground_truth)
+    return score_setting(detector.detect, detector.settings.thresholds, images, ground_truth)
 
 
-def score_setting(detector: DetectorLike, point: Sequence[float], images: Sequence[tuple[str, np.ndarray]], ground_truth) -> dict:
-    """One row of a calibration table: ``detector`` (built at grid ``point``) on every (key, image)."""
-    per_image = {key: detector.detect_batch([image])[0] for key, image in images}
-    return _row(point, per_image, ground_truth)
+def score_setting(
+    detect: Callable[[np.ndarray], Detections], point: Sequence[float], images: Sequence[tuple[str, np.ndarray]], ground_truth
+) -> dict:
+    """One row of a calibration table: ``detect`` (a detector built at grid ``point``) on every (key, image)."""
+    return _row(point, {key: detect(image) for key, image in images}, ground_truth)
 
 
 def best_setting(
@@ -101,7 +102,7 @@ def best_setting(
     images = _decoded(dataset, progress)
     ground_truth = dataset.ground_truth()
     table = [
-        score_setting(detector_factory(tuple(point)), point, images, ground_truth)
+        score_setting(lambda image, d=detector_factory(tuple(point)): d.detect_batch([image])[0], point, images, ground_truth)
         for point in tqdm(grid, desc="calibrating", disable=not progress, unit="setting")
     ]
     return tuple(grid[_best_row(table)]), table
