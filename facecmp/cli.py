@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, type=Path, help="folder of images (or a course test folder)")
     p.add_argument("--out", required=True, type=Path, help="folder for detections/scores/file_names_all_faces.npy")
     p.add_argument("--model", default="pretrained", help="'pretrained', a checkpoint folder from `facecmp finetune`, 'facenet-reference' (facenet-pytorch's own MTCNN), "
-        "or a peer: 'opencv-haar', 'dlib-hog' (optional extras)")
+        "or a peer: 'opencv-haar', 'dlib-hog' (facecmp[peers]), 'blazeface', 'blazeface-full' (make mediapipe-venv)")
     p.add_argument(
         "--batch-size", type=_positive_int, default=None,
         help="images per network call (default 1 on CPU, where worker processes give the parallelism; "
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
-    p.add_argument("--peers", action="store_true", help="also run the peer detectors: opencv-haar, dlib-hog, dlib-hog-trained (pip install 'facecmp[peers]')")
+    p.add_argument("--peers", action="store_true", help="also run the peer detectors: opencv-haar, dlib-hog, dlib-hog-trained (pip install 'facecmp[peers]'), blazeface, blazeface-full (make mediapipe-venv)")
 
     p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
