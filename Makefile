@@ -6,7 +6,9 @@ STAMP := $(VENV)/.facecmp-installed
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench tox clean
+MEDIAPIPE_VENV ?= .venv-mediapipe
+
+.PHONY: install test demo bench tox clean mediapipe-venv
 
 install: $(STAMP)
 
@@ -17,7 +19,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test,onnx,robustness]'
+	$(BIN)/python -m pip install -q -e '.[test,onnx,robustness,peers]'
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0 imagecorruptions==1.1.2
 	touch $(STAMP)
 
@@ -37,3 +39,13 @@ tox: install
 
 clean:
 	rm -rf $(VENV) .tox .facecmp_cache $(DEMO_OUT) .pytest_cache .benchmarks ci-report
+
+# BlazeFace's own environment (facecmp.detection.peers.blazeface): mediapipe 0.10.14 is the last
+# 0.10.x wheel with the BlazeFace models, and it pins protobuf<5 and brings opencv-contrib-python 5,
+# which clash with facecmp's environment. ~2 min, ~1.1 GB.
+mediapipe-venv: $(MEDIAPIPE_VENV)/.installed
+
+$(MEDIAPIPE_VENV)/.installed: Makefile
+	test -x $(MEDIAPIPE_VENV)/bin/python || $(PYTHON) -m venv $(MEDIAPIPE_VENV)
+	$(MEDIAPIPE_VENV)/bin/python -m pip install -q mediapipe==0.10.14
+	touch $@

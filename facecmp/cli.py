@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("detect", help="detect faces in a folder of images; write the course's .npy files")
     p.add_argument("--images", required=True, type=Path, help="folder of images (or a course test folder)")
     p.add_argument("--out", required=True, type=Path, help="folder for detections/scores/file_names_all_faces.npy")
-    p.add_argument("--model", default="pretrained", help="'pretrained', a checkpoint folder from `facecmp finetune`, or 'facenet-reference' (facenet-pytorch's own MTCNN)")
+    p.add_argument("--model", default="pretrained", help="'pretrained', a checkpoint folder from `facecmp finetune`, 'facenet-reference' (facenet-pytorch's own MTCNN), "
+        "or a peer: 'opencv-haar', 'dlib-hog' (facecmp[peers]), 'blazeface', 'blazeface-full' (make mediapipe-venv)")
     p.add_argument(
         "--batch-size", type=_positive_int, default=None,
         help="images per network call (default 1 on CPU, where worker processes give the parallelism; "
@@ -136,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finetune", help="fine-tune MTCNN stages on a course archive's training part")
     p.add_argument("--data", required=True, type=Path, help="archive root containing antrenare/ (or a training folder)")
     p.add_argument("--out", required=True, type=Path, help="checkpoint folder")
-    p.add_argument("--stages", default="pnet", help="comma-separated stages to fine-tune, in any order: pnet, pnet,rnet or pnet,rnet,onet (default pnet)")
+    p.add_argument("--stages", default="pnet", help="comma-separated stages to fine-tune, in any order: pnet, pnet,rnet or pnet,rnet,onet (default pnet); "
+        "or dlib-hog: train dlib's HOG detector instead (needs facecmp[dlib])")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=_device, default="cpu")
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
+    p.add_argument("--peers", action="store_true", help="also run the peer detectors: opencv-haar, dlib-hog, dlib-hog-trained (pip install 'facecmp[peers]'), blazeface, blazeface-full (make mediapipe-venv)")
     _add_format_option(p)
 
     p = sub.add_parser("convert", help="write a dataset (any format) as COCO, Pascal VOC, YOLO, WIDER FACE or the course layout")
@@ -310,17 +313,18 @@ def cmd_finetune(args) -> int:
         dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, fmt=args.format,
     )
     print(f"checkpoint: {ckpt.path}")
-    print(json.dumps({k: ckpt.meta.get(k) for k in ("stages", "epochs", "thresholds", "timings")}, indent=2))
+    shown = ("stages", "epochs", "thresholds", "timings") if "stages" in ckpt.meta else ("kind", "groups", "settings", "timings")
+    print(json.dumps({k: ckpt.meta.get(k) for k in shown}, indent=2))
     return 0
 
 
 def cmd_compare(args) -> int:
-    from facecmp.study.compare import CASCADE_VARIANTS, COMPARE_VARIANTS, run_comparison
+    from facecmp.study.compare import CASCADE_VARIANTS, COMPARE_VARIANTS, PEER_VARIANTS, run_comparison
 
     report_dir = run_comparison(
         args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
         seed=args.seed, device=args.device, allow_missing=args.allow_missing,
-        variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()), fmt=args.format,
+        variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()) + (PEER_VARIANTS if args.peers else ()), fmt=args.format,
     )
     print(f"report: {report_dir / 'report.md'}")
     return 0

@@ -15,3 +15,11 @@ class DataError(FacecmpError):
 
 class ModelError(FacecmpError):
     """Weights or checkpoints are missing or do not fit the networks."""
+
+
+class MissingPeerError(ModelError):
+    """A peer detector's optional package is not installed; the message names what to install.
+
+    The CLI reports it like any ModelError (one line, exit 2); the benchmark plugin skips the
+    variant with the same line instead of failing.
+    """

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from facecmp.bench.session import BENCH_DEV_PER_FOLDER, DEFAULT_SPLIT, BenchOptions, BenchSession, default_cache_dir
-from facecmp.errors import FacecmpError
+from facecmp.errors import FacecmpError, MissingPeerError
 from facecmp.bench import robustness
 from facecmp.bench.gates import GateFailed, GateSet, load_gates
 from facecmp.process import exact_float32_on_cuda, retain_freed_memory
@@ -76,6 +76,8 @@ def _facecmp_errors_as_failures(fn, *args):
     """Run a session step; a FacecmpError becomes a plain failure with its message (no traceback)."""
     try:
         return fn(*args)
+    except MissingPeerError as exc:  # an optional peer not installed: the line says what to install
+        pytest.skip(str(exc))
     except FacecmpError as exc:
         pytest.fail(str(exc), pytrace=False)
 

@@ -83,6 +83,11 @@ NAMED_MODELS: dict[str, NamedModel] = {
             "facenet-reference", "facenet-pytorch's own MTCNN (the peer we measure against)",
             "facecmp.detection.reference:FacenetReference", process_args=("--workers", "0"),
         ),
+        # Peers (issue #14): optional extras; a missing package is one line naming what to install.
+        NamedModel("opencv-haar", "OpenCV's Haar cascade (frontalface_default), scored by last-stage level weights", "facecmp.detection.peers.haar:haar"),
+        NamedModel("dlib-hog", "dlib's built-in HOG + linear SVM frontal face detector", "facecmp.detection.peers.dlib_hog:dlib_hog"),
+        NamedModel("blazeface", "Google's BlazeFace short-range model (MediaPipe, in its own environment)", "facecmp.detection.peers.blazeface:blazeface"),
+        NamedModel("blazeface-full", "Google's BlazeFace full-range model (MediaPipe, in its own environment)", "facecmp.detection.peers.blazeface:blazeface_full"),
     )
 }
 

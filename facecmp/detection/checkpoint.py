@@ -80,6 +80,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
         meta = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ModelError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); re-run `facecmp finetune` to rebuild it") from None
+    if isinstance(meta, dict) and meta.get("kind") == "dlib-hog":
+        raise ModelError(f"{path}: a dlib HOG detector (`facecmp finetune --stages dlib-hog`), not MTCNN stages; run it with `facecmp detect --model {path.parent}`")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{path}: expected a facecmp checkpoint description with \"format\": {FORMAT}; got {str(meta)[:80]}")
     stages = meta.get("stages")

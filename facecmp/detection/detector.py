@@ -217,4 +217,8 @@ def load_detector(model: str | Path = "pretrained", **setting_overrides):
     overrides = {k: v for k, v in setting_overrides.items() if v is not None}
     if str(model) in NAMED_MODELS:
         return NAMED_MODELS[str(model)].build(DetectorSettings(**overrides))
+    from facecmp.detection.peers.dlib_hog import is_dlib_checkpoint, load_dlib_checkpoint
+
+    if is_dlib_checkpoint(model):
+        return load_dlib_checkpoint(model)
     return Detector.from_checkpoint(model, **overrides)

@@ -19,6 +19,8 @@ from facecmp.study.variants import Prepared, Variant, Workbench, get_variants
 COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
 # `compare --cascade` adds the RNet/ONet fine-tunes (minutes more on CPU).
 CASCADE_VARIANTS = ("finetuned-pnet-rnet", "finetuned-cascade")
+# `compare --peers` adds the detectors people reach for instead (optional extras, facecmp[peers]).
+PEER_VARIANTS = ("opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full")
 DEFAULT_TEST_PER_FOLDER = 50
 DEFAULT_DEV_PER_FOLDER = 25
 
@@ -145,15 +147,26 @@ def finetune_from_archive(
     """
     from facecmp.training.finetune import finetune
 
+    if "dlib-hog" in stages and tuple(stages) != ("dlib-hog",):
+        raise DataError(f"--stages {','.join(stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
     archive = load_archive(root, fmt=fmt)
     if archive.train is None:
         raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
     splits = carve_splits(archive.train, holdout_per_folder=holdout_per_folder, dev_per_folder=dev_per_folder, seed=seed)
+    if "dlib-hog" in stages:
+        return _train_dlib(splits.train, out, dev=splits.dev, seed=seed, resume=resume)
     kwargs = {"epochs": epochs} if epochs else {}
     return finetune(
         splits.train, out, dev=splits.dev, stages=tuple(stages), seed=seed, device=device, resume=resume,
         from_scratch=from_scratch, **kwargs,
     )
+
+
+def _train_dlib(train: Dataset, out: str | Path, *, dev: Dataset | None, seed: int, resume: bool):
+    """``facecmp finetune --stages dlib-hog``: dlib's HOG detector trained instead of MTCNN stages."""
+    from facecmp.training.dlib_train import DlibTrainSettings, read_dlib_checkpoint, train_dlib_hog
+
+    return read_dlib_checkpoint(train_dlib_hog(train, out, dev=dev, settings=DlibTrainSettings(seed=seed), resume=resume))
 
 
 def run_demo(out: str | Path, *, seed: int = 0) -> Path:

@@ -21,6 +21,7 @@ from facecmp.detection.base import DetectorLike, DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.reference import FacenetReference
+from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID as DLIB_GRID, calibration_detectors, dlib_hog_at
 
 # Bump when a change to training or calibration makes cached checkpoints stale.
 # 4: RNet/ONet samples are mined by the faster detector (see HARD_MINING_VERSION 2).
@@ -84,6 +85,17 @@ def _dataset_fingerprint(ds: Dataset | None) -> str | None:
     return None if ds is None else data_fingerprint(ds)
 
 
+def _cached_calibration(path: Path, calibrate: Callable[[], tuple[Sequence[float], list[dict]]]) -> dict:
+    """``{"thresholds", "table", "seconds"}`` read from ``path``, or calibrated now and written there."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    start = time.perf_counter()
+    best, table = calibrate()
+    stored = {"thresholds": list(best), "table": table, "seconds": time.perf_counter() - start}
+    write_json(path, stored)
+    return stored
+
+
 # -- pretrained ---------------------------------------------------------------------------
 def _pretrained(bench: Workbench) -> Prepared:
     settings = DetectorSettings(device=bench.device)
@@ -97,15 +109,12 @@ def _pretrained_calibrated(bench: Workbench) -> Prepared:
     if bench.dev is None:
         raise FacecmpError("pretrained-calibrated needs a dev split with ground truth to choose thresholds on")
     path = bench.cache_dir / f"pretrained-thresholds-{_fingerprint(CACHE_VERSION, _dataset_fingerprint(bench.dev))}.json"
-    if path.is_file():
-        stored = json.loads(path.read_text())
-    else:
-        start = time.perf_counter()
-        thresholds, table = best_thresholds(
+    stored = _cached_calibration(
+        path,
+        lambda: best_thresholds(
             lambda t: Detector(settings=DetectorSettings(thresholds=t, device=bench.device)), bench.dev, progress=bench.progress
-        )
-        stored = {"thresholds": list(thresholds), "table": table, "seconds": time.perf_counter() - start}
-        write_json(path, stored)
+        ),
+    )
     settings = DetectorSettings(thresholds=tuple(stored["thresholds"]), device=bench.device)
     return Prepared(Detector(settings=settings), stored["seconds"], {"thresholds": stored["thresholds"]})
 
@@ -207,3 +216,112 @@ register(
         _from_checkpoint("finetuned-cascade", ("pnet", "rnet", "onet")), needs_training_data=True,
     )
 )
+
+
+# -- peers: the detectors people reach for instead (issue #14) ------------------------------
+# Bump when a peer's detection or calibration grid changes.
+PEER_VERSION = 1
+# opencv-haar's dev grid: (min_neighbors, score) with score 0 = level weight, 1 = neighbour count.
+HAAR_GRID = tuple((float(n), float(k)) for k in (0, 1) for n in (1, 3, 5))
+
+
+def _haar_at(point: Sequence[float]):
+    from facecmp.detection.peers.haar import SCORES, HaarDetector, HaarSettings
+
+    return HaarDetector(HaarSettings(min_neighbors=int(point[0]), score=SCORES[int(point[1])]))
+
+
+# blazeface's dev grid: MediaPipe's min_detection_confidence.
+BLAZEFACE_GRID = ((0.05,), (0.2,), (0.5,))
+
+
+def _blazeface_at(model: str) -> Callable[[Sequence[float]], DetectorLike]:
+    def build(point: Sequence[float]):
+        from facecmp.detection.peers.blazeface import BlazeFaceDetector, BlazeFaceSettings
+
+        return BlazeFaceDetector(BlazeFaceSettings(model=model, min_confidence=float(point[0])))
+
+    return build
+
+
+def _calibrated_peer(
+    name: str, build: Callable[[Sequence[float]], DetectorLike], grid: Sequence[Sequence[float]],
+    calibration: Callable[[], Callable[[Sequence[float]], DetectorLike]] | None = None,
+) -> Callable[[Workbench], Prepared]:
+    """A peer at the grid point best on the dev split (cached), like ``pretrained-calibrated``.
+
+    ``calibration()``, if given, makes the detectors scored on the grid (sharing work between
+    points); they must find what ``build(point)`` finds.
+    """
+
+    def prepare(bench: Workbench) -> Prepared:
+        from facecmp.training.calibrate import best_setting
+
+        build(grid[0])  # a missing package says what to install before any work
+        if bench.dev is None:
+            raise FacecmpError(f"{name} needs a dev split with ground truth to calibrate on")
+        path = bench.cache_dir / f"{name}-settings-{_fingerprint(CACHE_VERSION, PEER_VERSION, grid, _dataset_fingerprint(bench.dev))}.json"
+        stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), bench.dev, grid, progress=bench.progress))
+        return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"]})
+
+    return prepare
+
+
+def dlib_checkpoint(bench: Workbench) -> Path:
+    """``dlib-hog-trained``'s checkpoint on this workbench's data: reused when cached, else trained."""
+    from facecmp.training.dlib_train import DlibTrainSettings, train_dlib_hog
+
+    name = "dlib-hog-trained"
+    if name in bench.checkpoints:
+        return bench.checkpoints[name]
+    if bench.train is None:
+        raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
+    settings = DlibTrainSettings(seed=bench.seed)
+    folder = bench.cache_dir / f"{name}-{_fingerprint(CACHE_VERSION, PEER_VERSION, settings, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev))}"
+    if not (folder / "facecmp.json").is_file():
+        train_dlib_hog(bench.train, folder, dev=bench.dev, settings=settings, progress=bench.progress, resume=True)
+    return folder
+
+
+def _dlib_hog_trained(bench: Workbench) -> Prepared:
+    from facecmp.detection.peers import import_peer
+    from facecmp.detection.peers.dlib_hog import load_dlib_checkpoint
+
+    import_peer("dlib", "dlib-hog-trained")
+    folder = dlib_checkpoint(bench)
+    detector = load_dlib_checkpoint(folder)
+    meta = json.loads((folder / "facecmp.json").read_text())
+    timings = meta.get("timings") or {}
+    settings = detector.settings
+    return Prepared(
+        detector, training_seconds=sum(float(v) for v in timings.values()) if timings else None,
+        settings={"thresholds": [settings.upsample, settings.adjust_threshold], "checkpoint": str(folder)},
+    )
+
+
+register(
+    Variant(
+        "opencv-haar", "OpenCV's Haar cascade; min_neighbors and score (level weight or neighbour count) calibrated on the dev split",
+        _calibrated_peer("opencv-haar", _haar_at, HAAR_GRID), needs_training_data=True,
+    )
+)
+register(
+    Variant(
+        "dlib-hog", "dlib's pretrained HOG frontal face detector; upsample and score threshold calibrated on the dev split",
+        _calibrated_peer("dlib-hog", dlib_hog_at, DLIB_GRID, calibration_detectors),
+        needs_training_data=True,
+    )
+)
+register(
+    Variant(
+        "dlib-hog-trained", "dlib's HOG + linear SVM trained on the training split (one window per aspect group), calibrated on the dev split",
+        _dlib_hog_trained, needs_training_data=True,
+    )
+)
+for _model, _name in (("short", "blazeface"), ("full", "blazeface-full")):
+    register(
+        Variant(
+            _name, f"Google's BlazeFace {_model}-range model (MediaPipe, own environment); min confidence calibrated on the dev split",
+            _calibrated_peer(_name, _blazeface_at(_model), BLAZEFACE_GRID), needs_training_data=True,
+        )
+    )

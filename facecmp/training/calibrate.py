@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from facecmp.detection import cascade as C
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
-from facecmp.detection.base import Detections
+from facecmp.detection.base import Detections, DetectorLike
 from facecmp.detection.detector import Detector
 from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate, pairwise_iou
@@ -62,10 +62,50 @@ def _row(thresholds, per_image: dict[str, Detections], ground_truth) -> dict:
     }
 
 
+def _require_calibration_input(grid, dataset: Dataset) -> None:
+    if not grid:
+        raise ValueError("the calibration grid is empty")
+    if dataset.n_faces == 0:
+        raise DataError(f"{dataset.name}: the calibration split has no annotated faces; calibrate on images with faces")
+
+
+def _best_row(table: list[dict]) -> int:
+    """The row with the best ``ap_cava``, the first one on ties."""
+    return max(range(len(table)), key=lambda i: (table[i]["ap_cava"], -i))
+
+
 def score_thresholds(detector: Detector, images: Sequence[tuple[str, np.ndarray]], ground_truth) -> dict:
     """Detect on every (key, image) and evaluate: one row of the calibration table."""
-    per_image = {key: detector.detect(image) for key, image in images}
-    return _row(detector.settings.thresholds, per_image, ground_truth)
+    return score_setting(detector.detect, detector.settings.thresholds, images, ground_truth)
+
+
+def score_setting(
+    detect: Callable[[np.ndarray], Detections], point: Sequence[float], images: Sequence[tuple[str, np.ndarray]], ground_truth
+) -> dict:
+    """One row of a calibration table: ``detect`` (a detector built at grid ``point``) on every (key, image)."""
+    return _row(point, {key: detect(image) for key, image in images}, ground_truth)
+
+
+def best_setting(
+    detector_factory: Callable[[tuple[float, ...]], DetectorLike],
+    dataset: Dataset,
+    grid: Sequence[tuple[float, ...]],
+    progress: bool = True,
+) -> tuple[tuple[float, ...], list[dict]]:
+    """Any detector's calibration: the grid point with the best ``ap_cava`` on ``dataset`` (first on
+    ties) and the whole table; ``detector_factory(point)`` is built and run once per point.
+
+    The peers (``detection.peers``) calibrate their own knobs this way, with the same evaluator
+    and dev split as :func:`best_thresholds`; a point's numbers appear as ``"thresholds"`` in the table.
+    """
+    _require_calibration_input(grid, dataset)
+    images = _decoded(dataset, progress)
+    ground_truth = dataset.ground_truth()
+    table = [
+        score_setting(lambda image, d=detector_factory(tuple(point)): d.detect_batch([image])[0], point, images, ground_truth)
+        for point in tqdm(grid, desc="calibrating", disable=not progress, unit="setting")
+    ]
+    return tuple(grid[_best_row(table)]), table
 
 
 # --- one cascade run, many thresholds ----------------------------------------------------------
@@ -135,10 +175,7 @@ def best_thresholds(
     It is called once per distinct PNet threshold (with the lowest RNet/ONet thresholds of the
     grid); a factory that does not return a ``Detector`` is called, and run, per grid point.
     """
-    if not grid:
-        raise ValueError("the threshold grid is empty")
-    if dataset.n_faces == 0:
-        raise DataError(f"{dataset.name}: the calibration split has no annotated faces; calibrate on images with faces")
+    _require_calibration_input(grid, dataset)
     grid = [tuple(float(t) for t in point) for point in grid]
     images = _decoded(dataset, progress)
     ground_truth = dataset.ground_truth()
@@ -155,8 +192,7 @@ def best_thresholds(
             group_rows = [score_thresholds(detector_factory(grid[i]), images, ground_truth) for i in members]
         rows.update(zip(members, group_rows))
     table = [rows[i] for i in range(len(grid))]
-    best = max(range(len(table)), key=lambda i: (table[i]["ap_cava"], -i))
-    return grid[best], table
+    return grid[_best_row(table)], table
 
 
 @torch.inference_mode()
