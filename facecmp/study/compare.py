@@ -119,6 +119,23 @@ def run_comparison(
     return out
 
 
+def training_split(
+    root: str | Path, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER, holdout_per_folder: int = 0,
+) -> tuple[Dataset, Dataset | None]:
+    """``(train, dev)`` of an archive's training images as ``facecmp finetune`` uses them: ``holdout_per_folder``
+    images per folder set aside first (seed), then ``dev_per_folder`` for calibration (seed + 1)."""
+    archive = load_archive(root)
+    if archive.train is None:
+        raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
+    train = archive.train
+    if holdout_per_folder > 0:
+        train, _ = split_dataset(train, per_folder=holdout_per_folder, seed=seed)
+    dev = None
+    if dev_per_folder > 0:
+        train, dev = split_dataset(train, per_folder=dev_per_folder, seed=seed + 1)
+    return train, dev
+
+
 def finetune_from_archive(
     root: str | Path,
     out: str | Path,
@@ -139,15 +156,7 @@ def finetune_from_archive(
     """
     from facecmp.training.finetune import finetune
 
-    archive = load_archive(root)
-    if archive.train is None:
-        raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
-    train = archive.train
-    if holdout_per_folder > 0:
-        train, _ = split_dataset(train, per_folder=holdout_per_folder, seed=seed)
-    dev = None
-    if dev_per_folder > 0:
-        train, dev = split_dataset(train, per_folder=dev_per_folder, seed=seed + 1)
+    train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder)
     kwargs = {"epochs": epochs} if epochs else {}
     return finetune(
         train, out, dev=dev, stages=tuple(stages), seed=seed, device=device, resume=resume,
