@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
+    p.add_argument("--recognizers", default="", help="task 2: comma-separated recognizer kinds to train and score on the last "
+                   "fine-tuned variant's detections (probe-pretrained, probe-finetuned, finetune)")
 
     p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -368,6 +370,7 @@ def cmd_compare(args) -> int:
         args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
         seed=args.seed, device=args.device, allow_missing=args.allow_missing,
         variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()),
+        recognizers=tuple(k for k in args.recognizers.split(",") if k),
     )
     print(f"report: {report_dir / 'report.md'}")
     return 0

@@ -283,3 +283,25 @@ def test_scooby_doo_sample_needs_allow_missing_and_scores_the_present_images(sha
     assert code == 0, err
     assert "110 ground-truth images missing" in err
     assert "mAP            1.0000   1.0000" in stdout
+
+
+def test_study_task2_scores_each_kind_on_the_same_detections_and_reports(checkpoint, splits, archive, tmp_path):
+    from facecmp.study.recognition import study_task2
+
+    train, dev = splits
+    test = load_archive(archive).test
+    (tmp_path / "report.md").write_text("# task 1\n")
+    results = study_task2(tmp_path, checkpoint, train, dev, test, cache_dir=tmp_path / "cache",
+                          kinds=("probe-pretrained", "probe-finetuned"), epochs=3, progress=False)
+    assert [r.name for r in results] == ["probe-pretrained", "probe-finetuned"]
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# task 1") and "## Task 2: who is it" in report and "probe-finetuned" in report
+    saved = json.loads((tmp_path / "task2.json").read_text())
+    assert [v["name"] for v in saved["variants"]] == ["probe-pretrained", "probe-finetuned"]
+    for r in results:
+        assert r.evaluation.map_cava == pytest.approx(np.mean([e.ap_cava for e in r.evaluation.per_character.values()]))
+        assert (tmp_path / f"task2_confusion_{r.name}.png").is_file()
+    # the recognizers are cached: asking again trains nothing and gives the same numbers
+    again = study_task2(tmp_path, checkpoint, train, dev, test, cache_dir=tmp_path / "cache",
+                        kinds=("probe-pretrained",), epochs=3, progress=False)
+    assert again[0].evaluation.map_cava == results[0].evaluation.map_cava

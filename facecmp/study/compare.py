@@ -96,6 +96,7 @@ def run_comparison(
     variants: Sequence[str] = COMPARE_VARIANTS,
     cache_dir: Path | None = None,
     title: str = "facecmp: pretrained vs fine-tuned MTCNN",
+    recognizers: Sequence[str] = (),
 ) -> Path:
     out = Path(out)
     splits = choose_splits(root, test, seed=seed, allow_missing=allow_missing)
@@ -116,6 +117,15 @@ def run_comparison(
     ]
     write_report(out, results, dataset=splits.test, title=title, notes=notes)
     print(results_table(results))
+    if recognizers:  # task 2 on the detections of the last fine-tuned variant
+        from facecmp.study.recognition import study_task2, task2_table
+
+        tuned = [r for r in results if r.settings.get("checkpoint")]
+        if not tuned or splits.train is None:
+            raise DataError("task 2 in compare needs a fine-tuned variant and training images to train recognizers on")
+        task2 = study_task2(out, tuned[-1].settings["checkpoint"], splits.train, splits.dev, splits.test, kinds=recognizers,
+                            cache_dir=bench.cache_dir, seed=seed, detector_name=tuned[-1].name)
+        print(task2_table(task2, tuned[-1].name))
     return out
 
 
@@ -170,5 +180,6 @@ def run_demo(out: str | Path, *, seed: int = 0) -> Path:
 
     root = ensure_default_dataset(seed=seed)
     return run_comparison(
-        root, out, seed=seed, variants=COMPARE_VARIANTS + CASCADE_VARIANTS, title="facecmp demo (generated cartoon faces)"
+        root, out, seed=seed, variants=COMPARE_VARIANTS + CASCADE_VARIANTS, title="facecmp demo (generated cartoon faces)",
+        recognizers=("probe-pretrained", "probe-finetuned", "finetune"),
     )

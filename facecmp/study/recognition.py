@@ -171,3 +171,72 @@ def recognizer_variants(
                            resume=(folder / STATE_FILE).is_file(), cache_dir=Path(cache_dir) / "samples", progress=progress)
         folders[kind] = folder
     return folders
+
+
+def recognition_cost(detector, recognizer: Recognizer, test: Dataset, n_images: int = 50, progress: bool = True) -> dict:
+    """ms per image of detection and of recognition on its detections, interleaved image by image in
+    this process (so load from other processes hits both alike); images decoded outside the timing."""
+    detect_ms, recognize_ms, faces = [], [], 0
+    for record in tqdm(test.images[:n_images], desc="timing recognition", unit="img", disable=not progress, leave=False):
+        image = read_image(record.path)
+        start = time.perf_counter()
+        found = detector.detect_batch([image])[0]
+        middle = time.perf_counter()
+        recognizer.probabilities(image, found.boxes)
+        end = time.perf_counter()
+        detect_ms.append(1000 * (middle - start))
+        recognize_ms.append(1000 * (end - middle))
+        faces += len(found)
+    return {"n_images": len(detect_ms), "faces": faces,
+            "detection_ms_mean": float(np.mean(detect_ms)), "recognition_ms_mean": float(np.mean(recognize_ms)),
+            "detection_ms_median": float(np.median(detect_ms)), "recognition_ms_median": float(np.median(recognize_ms)),
+            "recognition_share_of_detection": float(np.sum(recognize_ms) / np.sum(detect_ms))}
+
+
+def task2_table(results: Sequence[RecognitionResult], detector_name: str) -> str:
+    """Markdown table: mAP (both conventions), AP per character, recognition accuracy, ms per image."""
+    from tabulate import tabulate
+
+    chars = list(results[0].evaluation.per_character) if results else []
+    rows = []
+    for r in results:
+        e = r.evaluation
+        rows.append([r.name, e.map_cava, e.map_voc, *(e.per_character[c].ap_cava for c in chars), e.accuracy(),
+                     r.recognition_ms_per_image])
+    headers = ["recognizer", "mAP (course)", "mAP (VOC)", *(f"AP {c}" for c in chars), "accuracy", "recognition ms/image"]
+    return (f"Task 2 (who is it) on the detections of `{detector_name}`; AP per character in the course convention.\n\n"
+            + tabulate(rows, headers=headers, tablefmt="github", floatfmt=".3f"))
+
+
+def study_task2(
+    out: str | Path, detector_checkpoint: str | Path, train: Dataset, dev: Dataset | None, test: Dataset, *,
+    cache_dir: str | Path, kinds: Sequence[str] = KINDS, seed: int = 0, progress: bool = True, detector_name: str = "",
+    epochs: int | None = None,
+) -> list[RecognitionResult]:
+    """``compare``'s task-2 part: every recognizer kind on ``detector_checkpoint``'s detections of ``test``;
+    appends the table to ``out/report.md``, writes ``out/task2.json`` and a confusion matrix per kind."""
+    from facecmp.atomic import write_json, write_text
+    from facecmp.detection.detector import Detector
+    from facecmp.evaluation.plots import plot_pr_curves
+    from facecmp.evaluation.task2 import plot_confusion
+
+    out = Path(out)
+    ckpt = load_checkpoint(detector_checkpoint)
+    kinds = [k for k in kinds if k != "probe-finetuned" or "onet" in ckpt.stages]
+    folders = recognizer_variants(detector_checkpoint, train, dev, cache_dir, kinds=kinds, seed=seed, epochs=epochs,
+                                  progress=progress)
+    recognizers = {kind: load_recognizer(folder) for kind, folder in folders.items()}
+    detector = Detector.from_checkpoint(detector_checkpoint)
+    results = compare_recognizers(detector, recognizers, test, progress=progress)
+    for r in results:
+        plot_confusion(r.evaluation, out / f"task2_confusion_{r.name}.png", title=r.name)
+        plot_pr_curves(r.evaluation.per_character, out / f"task2_pr_{r.name}.png", title=f"task 2, {r.name}")
+    name = detector_name or str(detector_checkpoint)
+    write_json(out / "task2.json", {"detector": name, "variants": [r.as_json() for r in results]})
+    report = out / "report.md"
+    text = report.read_text(encoding="utf-8") if report.is_file() else ""
+    section = ["", "## Task 2: who is it", "", task2_table(results, name), "",
+               "Recognizers: " + "; ".join(f"{r.name} trained on {r.info.get('train_faces')} faces" for r in results), "",
+               *(f"![{r.name}](task2_confusion_{r.name}.png)" for r in results), ""]
+    write_text(report, text + "\n".join(section))
+    return results
