@@ -32,7 +32,8 @@ from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection import cascade as C
 from facecmp.detection.recognizer import KINDS, RecognizerNet, face_crops
-from facecmp.errors import FacecmpError, ModelError
+from facecmp.errors import FacecmpError
+from facecmp.training.loop import load_run_state, save_run_state
 from facecmp.training.samples import data_fingerprint
 
 STATE_FILE = "train_state_recognizer.pt"
@@ -248,16 +249,7 @@ def train_recognizer(
     best = {"score": -1.0, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
     bad_epochs, stopped = 0, False
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state.get("run_id") != run_id:
-            raise ModelError(f"{state_path}: was written by a recognizer run with different data or settings, so it cannot be "
-                             "resumed. Drop --resume to start over, or use another output folder.")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history, best, bad_epochs, stopped = state["history"], state["best"], state["bad_epochs"], state["stopped"]
+        history, best, bad_epochs, stopped = load_run_state(state_path, run_id, net, optimizer, scheduler, generator)
 
     start = time.perf_counter() - sum(h.get("seconds", 0.0) for h in history)
     bar = tqdm(range(len(history), settings.n_epochs), desc=f"training recognizer ({settings.kind})", unit="epoch",
@@ -293,11 +285,7 @@ def train_recognizer(
         else:
             bad_epochs += 1
             stopped = bad_epochs >= settings.patience
-        atomic.save_torch(state_path, {
-            "run_id": run_id, "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "history": history, "best": best,
-            "bad_epochs": bad_epochs, "stopped": stopped,
-        })
+        save_run_state(state_path, run_id, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped)
     bar.close()
     net.load_state_dict(best["state_dict"])
     net.eval()
