@@ -305,3 +305,8 @@ def test_study_task2_scores_each_kind_on_the_same_detections_and_reports(checkpo
     again = study_task2(tmp_path, checkpoint, train, dev, test, cache_dir=tmp_path / "cache",
                         kinds=("probe-pretrained",), epochs=3, progress=False)
     assert again[0].evaluation.map_cava == results[0].evaluation.map_cava
+
+
+def test_task1_evaluate_still_needs_gt(tmp_path):
+    code, _, err = run_cli(["evaluate", "--pred", tmp_path])
+    assert_user_error(code, err, "--gt FILE", "--task2")
