@@ -93,7 +93,7 @@ def main(argv=None) -> int:
             safe = r.name.split(" ")[0]
             plot_confusion(r.evaluation, args.out / f"confusion_{det_name}_{safe}.png", title=f"{det_name}: {r.name}")
         report["results"][det_name] = rows
-        if detector is not None and recognizers:
+        if detector is not None and recognizers and args.time_images > 0:
             cost = recognition_cost(detector, next(iter(recognizers.values())), splits.test, args.time_images)
             report.setdefault("cost", {})[det_name] = cost
             print(f"[{det_name}] cost: {json.dumps(cost)}")

@@ -310,3 +310,15 @@ def test_study_task2_scores_each_kind_on_the_same_detections_and_reports(checkpo
 def test_task1_evaluate_still_needs_gt(tmp_path):
     code, _, err = run_cli(["evaluate", "--pred", tmp_path])
     assert_user_error(code, err, "--gt FILE", "--task2")
+
+
+def test_face_crops_equal_one_area_resize_per_square_crop():
+    import torch.nn.functional as F
+
+    image = np.random.default_rng(1).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    boxes = np.array([[30.0, 20.0, 70.0, 80.0], [100.0, 50.0, 130.0, 70.0]])
+    crops = face_crops(image, boxes)
+    pixels = torch.from_numpy(image).permute(2, 0, 1).float()[None]
+    for crop, (x0, y0, x1, y1) in zip(crops, face_windows(boxes, 160, 120)):
+        expected = F.interpolate(pixels[:, :, y0:y1, x0:x1], size=(48, 48), mode="area")[0]
+        assert torch.allclose(crop, expected, atol=1e-3)

@@ -30,6 +30,7 @@ from facecmp import atomic
 from facecmp.detection import cascade as C
 from facecmp.detection.base import Detections
 from facecmp.detection.checkpoint import META_FILE
+from facecmp.detection.detector import padded_batch_size
 from facecmp.detection.models import INPUT_SIZE, load_state_dict
 from facecmp.data.records import UNKNOWN
 from facecmp.errors import ModelError
@@ -94,9 +95,16 @@ def face_windows(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
 def face_crops(image: np.ndarray, boxes: np.ndarray) -> torch.Tensor:
     """``(K, 3, 48, 48)`` uint8-valued float crops (not normalised) of each box's square in an ``H x W x 3`` image."""
     height, width = image.shape[:2]
-    sat = C.integral_image(torch.as_tensor(image)[None].permute(0, 3, 1, 2))
     windows = face_windows(boxes, width, height)
-    return C.crop_resize(sat, windows, torch.zeros(len(windows), dtype=torch.long), CROP)
+    if len(windows) == 0:
+        return torch.zeros((0, 3, CROP, CROP))
+    # The integral image of the region the faces cover only (exact integer sums, so the same crops).
+    x0, y0 = windows[:, 0].min(), windows[:, 1].min()
+    x1, y1 = windows[:, 2].max(), windows[:, 3].max()
+    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    sat = C.integral_image(torch.as_tensor(region)[None].permute(0, 3, 1, 2))
+    shifted = windows - np.array([x0, y0, x0, y0], dtype=windows.dtype)
+    return C.crop_resize(sat, shifted, torch.zeros(len(windows), dtype=torch.long), CROP)
 
 
 @dataclass
@@ -120,8 +128,12 @@ class Recognizer:
         """``(K, n_classes)`` class probabilities of the faces ``boxes`` in ``image``."""
         if len(boxes) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float64)
-        crops = C.normalize(face_crops(image, boxes)).contiguous(memory_format=torch.channels_last)
-        return torch.softmax(self.net(crops), dim=1).double().numpy()
+        crops = C.normalize(face_crops(image, boxes))
+        n, padded = len(crops), padded_batch_size(len(crops))
+        if padded > n:  # few distinct batch sizes: oneDNN plans one convolution per input shape
+            crops = torch.cat([crops, crops.new_zeros((padded - n, *crops.shape[1:]))])
+        logits = self.net(crops.contiguous(memory_format=torch.channels_last))[:n]
+        return torch.softmax(logits, dim=1).double().numpy()
 
 
 @dataclass
