@@ -176,6 +176,14 @@ def test_probe_training_is_seeded_resumable_and_balanced(splits, tmp_path):
     assert weights[rare] > weights[common]  # imbalance is weighed against
     # the frozen trunk did not move
     assert torch.equal(whole.net.state_dict()["conv1.weight"], onet["conv1.weight"])
+    # the feature standardisation folded into the head: the saved net scores dev as training measured it
+    from facecmp.detection.cascade import normalize
+    from facecmp.training.recognizer import balanced_accuracy, extract_face_crops
+
+    crops = extract_face_crops(dev, whole.classes, 0, settings, 0, progress=False)
+    with torch.no_grad():
+        predicted = whole.net(normalize(torch.as_tensor(crops.images).float())).argmax(1).numpy()
+    assert balanced_accuracy(predicted, crops.labels, len(whole.classes))[0] == pytest.approx(whole.info["dev_balanced_accuracy"])
 
 
 def test_end_to_end_training_moves_the_trunk(splits, tmp_path):
