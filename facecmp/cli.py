@@ -365,12 +365,16 @@ def _finetune_with_recognizer(args, stages: tuple[str, ...]) -> int:
 
 def cmd_compare(args) -> int:
     from facecmp.study.compare import CASCADE_VARIANTS, COMPARE_VARIANTS, run_comparison
+    from facecmp.training.recognizer import RecognizerSettings
 
+    recognizers = tuple(k for k in args.recognizers.split(",") if k)
+    for kind in recognizers:
+        RecognizerSettings(kind=kind)  # an unknown kind fails before any work
     report_dir = run_comparison(
         args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
         seed=args.seed, device=args.device, allow_missing=args.allow_missing,
         variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()),
-        recognizers=tuple(k for k in args.recognizers.split(",") if k),
+        recognizers=recognizers,
     )
     print(f"report: {report_dir / 'report.md'}")
     return 0

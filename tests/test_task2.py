@@ -330,3 +330,9 @@ def test_face_crops_equal_one_area_resize_per_square_crop():
     for crop, (x0, y0, x1, y1) in zip(crops, face_windows(boxes, 160, 120)):
         expected = F.interpolate(pixels[:, :, y0:y1, x0:x1], size=(48, 48), mode="area")[0]
         assert torch.allclose(crop, expected, atol=1e-3)
+
+
+def test_compare_refuses_an_unknown_recognizer_kind_before_any_work(archive, tmp_path):
+    code, _, err = run_cli(["compare", "--data", archive, "--out", tmp_path, "--recognizers", "probe-pretrained,svm"])
+    assert_user_error(code, err, "svm", "probe-pretrained, probe-finetuned, finetune")
+    assert not any(tmp_path.iterdir())
