@@ -336,3 +336,27 @@ def test_compare_refuses_an_unknown_recognizer_kind_before_any_work(archive, tmp
     code, _, err = run_cli(["compare", "--data", archive, "--out", tmp_path, "--recognizers", "probe-pretrained,svm"])
     assert_user_error(code, err, "svm", "probe-pretrained, probe-finetuned, finetune")
     assert not any(tmp_path.iterdir())
+
+
+def test_recognition_gates_are_read_checked_and_explain_a_failure(tmp_path):
+    from facecmp.bench.gates import GatesFileError, load_gates
+    from facecmp.bench.recognition import load_recognition_gates
+
+    path = tmp_path / "gates.toml"
+    path.write_text(
+        '[default]\nseed = 0\n\n'
+        '[[recognition]]\ndataset = "default"\nrecognizer = "finetune"\nmap_cava = 0.8\n\n'
+        '[[recognition]]\ndataset = "default"\nrecognizer = "finetune"\nbeats = "probe-pretrained"\nby = 0.05\n\n'
+        '[[recognition]]\ndataset = "dexter"\nrecognizer = "finetune"\nmap_cava = 0.9\n'
+    )
+    assert load_gates(path, "default").found  # the other gates still parse beside [[recognition]]
+    gates = load_recognition_gates(path, "default")
+    assert len(gates) == 2
+    good = {"finetune": {"map_cava": 0.9, "map_voc": 0.9}, "probe-pretrained": {"map_cava": 0.8, "map_voc": 0.8}}
+    assert [g.check(good) for g in gates] == [None, None]
+    bad = {"finetune": {"map_cava": 0.7, "map_voc": 0.7}, "probe-pretrained": {"map_cava": 0.8, "map_voc": 0.8}}
+    messages = [g.check(bad) for g in gates]
+    assert "measured 0.700 (short by 0.100)" in messages[0] and "0.700 vs 0.800" in messages[1]
+    path.write_text('[[recognition]]\nrecognizer = "svm"\nmap_cava = 0.5\n')
+    with pytest.raises(GatesFileError, match="recognizer = one of"):
+        load_recognition_gates(path, "default")
