@@ -121,14 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: --threads on CPU for 16+ images, else 0 = in this process)",
     )
     _add_detector_options(p)
+    p.add_argument("--characters", action="store_true", help="also write task 2 (who is it): task2/detections_<character>.npy ... "
+                   "for every character the checkpoint's recognizer knows")
 
     p = sub.add_parser("evaluate", help="score course-format predictions against ground truth")
     p.add_argument("--pred", required=True, type=Path, help="folder with the three .npy files")
-    p.add_argument("--gt", required=True, type=Path, help="ground-truth file (task1_gt_validare.txt layout)")
+    p.add_argument("--gt", type=Path, help="ground-truth file (task1_gt_validare.txt layout); task 1")
     p.add_argument("--iou", type=_probability, default=0.3, help="IoU threshold for a true positive (default 0.3)")
     p.add_argument("--name", default="all_faces", help="prediction file suffix (default all_faces; task 2: a character)")
     p.add_argument("--json", type=Path, help="write the metrics as JSON here")
     p.add_argument("--plot", type=Path, help="write the precision-recall curve (PNG) here")
+    p.add_argument("--task2", action="store_true", help="score task 2 (who is it): every character of --gt-dir against --pred's files")
+    p.add_argument("--gt-dir", type=Path, help="task 2: folder with task2_<character>_gt_validare.txt (e.g. validare/)")
+    p.add_argument("--allow-missing", action="store_true", help="task 2: score only the images present in --gt-dir's image folder")
+    p.add_argument("--min-score", type=_probability, default=0.5, help="task 2 confusion matrix: a face counts as recognised "
+                   "when its best character score is at least this (default 0.5)")
+    p.add_argument("--confusion", type=Path, help="task 2: write the confusion matrix (PNG) here")
 
     p = sub.add_parser("check", help="summarise a dataset and list every problem with file:line")
     p.add_argument("--data", required=True, type=Path, help="course archive root, training folder or test folder")
@@ -146,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true", help="random initialisation instead of the pretrained weights")
     p.add_argument("--dev-per-folder", type=int, default=25, help="images per training folder kept out of training to calibrate thresholds (default 25)")
     p.add_argument("--holdout-per-folder", type=int, default=0, help="images per folder held out entirely, e.g. as your own test split (default 0)")
+    p.add_argument("--from", dest="from_checkpoint", type=Path, default=None, help="--stages recognizer: the detector checkpoint "
+                   "to add a recognizer to (copied into --out)")
+    p.add_argument("--recognizer", default="finetune", help="recognizer kind: finetune (ONet + character head, end to end), "
+                   "probe-finetuned or probe-pretrained (linear probe on frozen ONet features) (default finetune)")
     _add_format_option(p)
 
     p = sub.add_parser("compare", help="the whole study: fine-tune, detect with both variants, evaluate, report")
@@ -159,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
     p.add_argument("--peers", action="store_true", help="also run the peer detectors: opencv-haar, dlib-hog, dlib-hog-trained (pip install 'facecmp[peers]'), blazeface, blazeface-full (make mediapipe-venv)")
+    p.add_argument("--recognizers", default="", help="task 2: comma-separated recognizer kinds to train and score on the last "
+                   "fine-tuned variant's detections (probe-pretrained, probe-finetuned, finetune)")
     _add_format_option(p)
 
     p = sub.add_parser("convert", help="write a dataset (any format) as COCO, Pascal VOC, YOLO, WIDER FACE or the course layout")
@@ -208,6 +222,10 @@ def cmd_detect(args) -> int:
     _require_model(args.model)
     dataset = images_to_detect(args.images)
     detector = load_detector(args.model, min_face_size=args.min_face, thresholds=args.thresholds, device=args.device)
+    if args.characters:
+        from facecmp.detection.recognizer import CharacterDetector, load_recognizer
+
+        detector = CharacterDetector(detector, load_recognizer(args.model))
     on_cpu = torch.device(args.device).type == "cpu"
     workers = args.workers
     if workers is None:
@@ -217,6 +235,13 @@ def cmd_detect(args) -> int:
     save_predictions(args.out, run.predictions)
     print(f"{len(dataset)} images, {len(run.predictions)} faces, {run.images_per_second:.1f} images/s ({run.ms_per_image:.1f} ms/image)")
     print(f"wrote {args.out}/detections_all_faces.npy, scores_all_faces.npy, file_names_all_faces.npy")
+    if args.characters:
+        from facecmp.detection.recognizer import task2_predictions
+
+        for char, preds in task2_predictions(run.per_image, detector.recognizer.classes).items():
+            save_predictions(args.out / "task2", preds, name=char)
+        print(f"wrote {args.out}/task2/detections_<c>.npy, scores_<c>.npy, file_names_<c>.npy for "
+              f"{', '.join(detector.recognizer.characters)}")
     return 0
 
 
@@ -238,6 +263,10 @@ def cmd_evaluate(args) -> int:
 
     if args.plot is not None:
         _require_plot_format(args.plot)
+    if args.task2:
+        return _evaluate_task2(args)
+    if args.gt is None:
+        raise DataError("evaluate: --gt FILE is required for task 1 (or use --task2 --gt-dir FOLDER for task 2)")
     preds = load_predictions(args.pred, name=args.name)
     gt, problems = read_ground_truth(args.gt)
     for problem in problems:
@@ -290,6 +319,51 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _evaluate_task2(args) -> int:
+    from facecmp.atomic import write_json
+    from facecmp.data.predictions import load_predictions
+    from facecmp.data.task2 import predicted_characters, read_task2_ground_truth, task2_prediction_dir
+    from facecmp.evaluation.plots import plot_pr_curves
+    from facecmp.evaluation.task2 import check_characters, evaluate_task2, plot_confusion
+
+    if args.gt_dir is None:
+        raise DataError("evaluate --task2: --gt-dir FOLDER is required (the folder with task2_<character>_gt_validare.txt)")
+    if args.confusion is not None:
+        _require_plot_format(args.confusion)
+    gt = read_task2_ground_truth(args.gt_dir)
+    for problem in gt.problems or []:
+        print(f"warning: {problem}", file=sys.stderr)
+    if gt.missing:
+        shown = ", ".join(gt.missing[:5]) + (", ..." if len(gt.missing) > 5 else "")
+        if not args.allow_missing:
+            raise DataError(f"{args.gt_dir}: {len(gt.missing)} images of the task-2 ground truth are missing from its image "
+                            f"folder ({shown}); restore them, or score the present images only with --allow-missing")
+        listed = set(gt.all_faces or {}).union(*(set(g) for g in gt.characters.values()))
+        print(f"warning: {len(gt.missing)} ground-truth images missing ({shown}); scoring the "
+              f"{len(listed) - len(gt.missing)} present ones only", file=sys.stderr)
+        gt = gt.restricted_to(listed - set(gt.missing))
+    pred_dir = task2_prediction_dir(args.pred)
+    check_characters(predicted_characters(pred_dir), gt, str(pred_dir))
+    preds = {c: load_predictions(pred_dir, name=c) for c in gt.names}
+    result = evaluate_task2(preds, gt, iou_threshold=args.iou, min_score=args.min_score)
+    print(f"{'character':<12} {'ap_cava':>8} {'ap_voc':>8} {'recall':>7} {'gt':>5}")
+    for char, ev in result.per_character.items():
+        s = ev.summary()
+        print(f"{char:<12} {s['ap_cava']:8.4f} {s['ap_voc']:8.4f} {s['recall']:7.4f} {s['n_ground_truth']:5d}")
+    print(f"{'mAP':<12} {result.map_cava:8.4f} {result.map_voc:8.4f}   (course / VOC)")
+    print(f"recognition accuracy on matched named faces {result.accuracy():.4f} (min score {args.min_score:g})")
+    print("confusion (rows true, columns recognised as): " + ", ".join(result.columns))
+    for row, counts in zip(result.rows, result.confusion.tolist()):
+        print(f"  {row:<12} {counts}")
+    if args.json:
+        write_json(args.json, result.summary())
+    if args.plot:
+        plot_pr_curves(result.per_character, args.plot, title="Task 2 precision–recall per character")
+    if args.confusion:
+        plot_confusion(result, args.confusion)
+    return 0
+
+
 def cmd_check(args) -> int:
     from facecmp.data import check_dataset
     from facecmp.data.check import MAX_LISTED
@@ -307,6 +381,8 @@ def cmd_finetune(args) -> int:
     from facecmp.study.compare import finetune_from_archive
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    if "recognizer" in stages:
+        return _finetune_with_recognizer(args, tuple(s for s in stages if s != "recognizer"))
     ckpt = finetune_from_archive(
         args.data, args.out, stages=stages, epochs=args.epochs, seed=args.seed, device=args.device,
         resume=args.resume, from_scratch=args.from_scratch,
@@ -318,13 +394,46 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def _finetune_with_recognizer(args, stages: tuple[str, ...]) -> int:
+    from facecmp.study.compare import finetune_from_archive
+    from facecmp.study.recognition import recognizer_from_archive
+    from facecmp.training.recognizer import RecognizerSettings
+
+    RecognizerSettings(kind=args.recognizer)  # an unknown kind fails before any training
+    source = args.from_checkpoint
+    if stages:
+        finetune_from_archive(
+            args.data, args.out, stages=stages, epochs=args.epochs, seed=args.seed, device=args.device,
+            resume=args.resume, from_scratch=args.from_scratch,
+            dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder,
+        )
+        source = args.out
+    elif source is None and not args.resume:
+        raise DataError("--stages recognizer trains on top of a detector checkpoint: pass --from CKPT, or --resume to "
+                        "continue in --out, or fine-tune the detector in the same run (--stages pnet,rnet,onet,recognizer)")
+    recognizer = recognizer_from_archive(
+        args.data, args.out, source=source, kind=args.recognizer, epochs=args.epochs, seed=args.seed, resume=args.resume,
+        dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder,
+    )
+    info = recognizer.info
+    print(f"checkpoint: {args.out} (recognizer: {info['kind']}, classes {', '.join(recognizer.classes)})")
+    print(f"training faces per class: {info['train_faces']}  dev balanced accuracy {info['dev_balanced_accuracy']:.4f} "
+          f"(epoch {info['best_epoch']})")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from facecmp.study.compare import CASCADE_VARIANTS, COMPARE_VARIANTS, PEER_VARIANTS, run_comparison
+    from facecmp.training.recognizer import RecognizerSettings
 
+    recognizers = tuple(k for k in args.recognizers.split(",") if k)
+    for kind in recognizers:
+        RecognizerSettings(kind=kind)  # an unknown kind fails before any work
     report_dir = run_comparison(
         args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
         seed=args.seed, device=args.device, allow_missing=args.allow_missing,
         variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()) + (PEER_VARIANTS if args.peers else ()), fmt=args.format,
+        recognizers=recognizers,
     )
     print(f"report: {report_dir / 'report.md'}")
     return 0

@@ -107,6 +107,7 @@ def run_comparison(
     cache_dir: Path | None = None,
     title: str = "facecmp: pretrained vs fine-tuned MTCNN",
     fmt: str | None = None,
+    recognizers: Sequence[str] = (),
 ) -> Path:
     out = Path(out)
     splits = choose_splits(root, test, seed=seed, allow_missing=allow_missing, fmt=fmt)
@@ -123,7 +124,29 @@ def run_comparison(
     notes = [data_note(splits, seed=seed), *variant_notes(results)]
     write_report(out, results, dataset=splits.test, title=title, notes=notes)
     print(results_table(results))
+    if recognizers:  # task 2 on the detections of the last fine-tuned variant
+        from facecmp.study.recognition import study_task2, task2_table
+
+        tuned = [r for r in results if r.settings.get("checkpoint")]
+        if not tuned or splits.train is None:
+            raise DataError("task 2 in compare needs a fine-tuned variant and training images to train recognizers on")
+        task2 = study_task2(out, tuned[-1].settings["checkpoint"], splits.train, splits.dev, splits.test, kinds=recognizers,
+                            cache_dir=bench.cache_dir, seed=seed, detector_name=tuned[-1].name)
+        print(task2_table(task2, tuned[-1].name))
     return out
+
+
+def training_split(
+    root: str | Path, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER, holdout_per_folder: int = 0,
+    fmt: str | None = None,
+) -> tuple[Dataset, Dataset | None]:
+    """``(train, dev)`` of an archive's training images as ``facecmp finetune`` uses them: ``holdout_per_folder``
+    images per folder set aside first (seed), then ``dev_per_folder`` for calibration (seed + 1)."""
+    archive = load_archive(root, fmt=fmt)
+    if archive.train is None:
+        raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
+    splits = carve_splits(archive.train, holdout_per_folder=holdout_per_folder, dev_per_folder=dev_per_folder, seed=seed)
+    return splits.train, splits.dev
 
 
 def finetune_from_archive(
@@ -149,15 +172,12 @@ def finetune_from_archive(
 
     if "dlib-hog" in stages and tuple(stages) != ("dlib-hog",):
         raise DataError(f"--stages {','.join(stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
-    archive = load_archive(root, fmt=fmt)
-    if archive.train is None:
-        raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
-    splits = carve_splits(archive.train, holdout_per_folder=holdout_per_folder, dev_per_folder=dev_per_folder, seed=seed)
+    train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder, fmt=fmt)
     if "dlib-hog" in stages:
-        return _train_dlib(splits.train, out, dev=splits.dev, seed=seed, resume=resume)
+        return _train_dlib(train, out, dev=dev, seed=seed, resume=resume)
     kwargs = {"epochs": epochs} if epochs else {}
     return finetune(
-        splits.train, out, dev=splits.dev, stages=tuple(stages), seed=seed, device=device, resume=resume,
+        train, out, dev=dev, stages=tuple(stages), seed=seed, device=device, resume=resume,
         from_scratch=from_scratch, **kwargs,
     )
 
@@ -175,5 +195,6 @@ def run_demo(out: str | Path, *, seed: int = 0) -> Path:
 
     root = ensure_default_dataset(seed=seed)
     return run_comparison(
-        root, out, seed=seed, variants=COMPARE_VARIANTS + CASCADE_VARIANTS, title="facecmp demo (generated cartoon faces)"
+        root, out, seed=seed, variants=COMPARE_VARIANTS + CASCADE_VARIANTS, title="facecmp demo (generated cartoon faces)",
+        recognizers=("probe-pretrained", "probe-finetuned", "finetune"),
     )

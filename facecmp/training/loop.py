@@ -111,6 +111,32 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
     return out
 
 
+def save_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped) -> None:
+    """Everything a run needs to continue exactly (weights, optimizer, schedule, random states, record), atomically."""
+    atomic.save_torch(path, {
+        "run_id": run_id, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped,
+    })
+
+
+def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generator) -> tuple[list, dict, int, bool]:
+    """Restore what :func:`save_run_state` wrote into the given objects; ``(history, best, bad_epochs, stopped)``.
+    A state written by a run with another ``run_id`` (other data or settings) is refused."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("run_id") != run_id:
+        raise ModelError(
+            f"{path}: was written by a run with different data or settings, so it cannot be resumed. "
+            "Drop --resume to start over, or use another output folder."
+        )
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return state["history"], state["best"], state["bad_epochs"], state["stopped"]
+
+
 def train_stage(
     nets: Mapping[str, nn.Module],
     stage: str,
@@ -152,18 +178,7 @@ def train_stage(
     best = {"val_loss": math.inf, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
     bad_epochs, stopped = 0, False
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state.get("run_id") != run_id:
-            raise ModelError(
-                f"{state_path}: was written by a run with different data or settings, so it cannot be resumed. "
-                "Drop --resume to start over, or use another output folder."
-            )
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history, best, bad_epochs, stopped = state["history"], state["best"], state["bad_epochs"], state["stopped"]
+        history, best, bad_epochs, stopped = load_run_state(state_path, run_id, net, optimizer, scheduler, generator)
 
     epochs = tqdm(range(len(history), settings.epochs), desc=f"training {stage}", disable=not progress, unit="epoch",
                   initial=len(history), total=settings.epochs)
@@ -191,11 +206,7 @@ def train_stage(
             stopped = bad_epochs >= settings.patience
 
         # Checkpoint the whole run state after every epoch.
-        atomic.save_torch(state_path, {
-            "run_id": run_id, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-            "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped,
-        })
+        save_run_state(state_path, run_id, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped)
     epochs.close()
 
     net.load_state_dict(best["state_dict"])

@@ -1,0 +1,40 @@
+"""Task 2 (who is it): every recognizer kind on the fine-tuned cascade's test detections, gated by
+``[[recognition]]`` in benchmarks/gates.toml (facecmp.bench.recognition)."""
+
+from __future__ import annotations
+
+import pytest
+
+from facecmp.bench.recognition import load_recognition_gates
+from facecmp.detection.recognizer import KINDS
+from facecmp.study.recognition import study_task2, task2_table
+
+DETECTOR = "finetuned-cascade"
+
+
+@pytest.fixture(scope="session")
+def task2_results(facecmp_session, tmp_path_factory):
+    if DETECTOR not in facecmp_session.variant_names:
+        pytest.skip(f"{DETECTOR} not selected (--facecmp-variants)")
+    splits = facecmp_session.splits
+    if splits.train is None:
+        pytest.skip("task 2 needs training images to train the recognizers")
+    checkpoint = facecmp_session.prepared(DETECTOR).settings["checkpoint"]
+    report = facecmp_session.options.report
+    out = report / "task2" if report else tmp_path_factory.mktemp("task2")
+    results = study_task2(out, checkpoint, splits.train, splits.dev, splits.test, kinds=KINDS,
+                          cache_dir=facecmp_session.options.cache_dir, seed=facecmp_session.options.seed,
+                          detector_name=DETECTOR, progress=False)
+    print("\n" + task2_table(results, DETECTOR))
+    return {r.name: {"map_cava": r.evaluation.map_cava, "map_voc": r.evaluation.map_voc} for r in results}
+
+
+def test_recognition_gates(task2_results, facecmp_gates, facecmp_session):
+    reason = facecmp_gates.mismatch(facecmp_session.run_settings())
+    if reason:
+        pytest.skip(reason)
+    gates = load_recognition_gates(facecmp_gates.path, facecmp_gates.dataset)
+    if not gates:
+        pytest.skip(f"no [[recognition]] gates for {facecmp_gates.dataset} in {facecmp_gates.path}")
+    failures = [msg for gate in gates if (msg := gate.check(task2_results))]
+    assert not failures, "\n".join(failures)
