@@ -153,7 +153,10 @@ class CharacterDetector:
 
     def detect_batch(self, images: Sequence[np.ndarray]) -> list[CharacterDetections]:
         found = self.detector.detect_batch(images)
-        return [CharacterDetections(d.boxes, d.scores, self.recognizer.probabilities(img, d.boxes)) for img, d in zip(images, found)]
+        return [
+            CharacterDetections(d.boxes, d.scores, d.landmarks, probs=self.recognizer.probabilities(img, d.boxes))
+            for img, d in zip(images, found)
+        ]
 
 
 def character_scores(detections: CharacterDetections, classes: Sequence[str], character: str) -> np.ndarray:

@@ -122,7 +122,7 @@ def recognize_all(recognizer: Recognizer, test: Dataset, per_image: dict, progre
         start = time.perf_counter()
         probs = recognizer.probabilities(image, det.boxes)
         seconds += time.perf_counter() - start
-        out[record.key] = CharacterDetections(det.boxes, det.scores, probs)
+        out[record.key] = CharacterDetections(det.boxes, det.scores, det.landmarks, probs=probs)
     return out, 1000.0 * seconds / max(len(test.images), 1)
 
 
