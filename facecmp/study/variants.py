@@ -7,6 +7,7 @@ cache folder, device), training it first if it needs to. Adding one is a functio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -22,9 +23,24 @@ from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.reference import FacenetReference
 
-# Bump when a change to training or calibration makes cached checkpoints stale.
-# 4: RNet/ONet samples are mined by the faster detector (see HARD_MINING_VERSION 2).
-CACHE_VERSION = 4
+# The packages whose code produces a cached checkpoint or calibration: sample mining, training
+# and calibration (training/), the cascade that mines RNet's/ONet's samples and is calibrated
+# (detection/), how images and annotations are read (data/) and the AP that calibration
+# maximizes (evaluation/). Their source is hashed into every cache key, so any change retrains.
+CODE_PACKAGES = ("training", "detection", "data", "evaluation")
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(packages: tuple[str, ...] = CODE_PACKAGES, root: Path | None = None) -> str:
+    """A hash of the source files of ``<root>/<package>`` for each package (paths and bytes);
+    ``root`` defaults to the installed ``facecmp`` folder."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -96,7 +112,7 @@ def _pretrained_calibrated(bench: Workbench) -> Prepared:
 
     if bench.dev is None:
         raise FacecmpError("pretrained-calibrated needs a dev split with ground truth to choose thresholds on")
-    path = bench.cache_dir / f"pretrained-thresholds-{_fingerprint(CACHE_VERSION, _dataset_fingerprint(bench.dev))}.json"
+    path = bench.cache_dir / f"pretrained-thresholds-{_fingerprint(code_fingerprint(), _dataset_fingerprint(bench.dev))}.json"
     if path.is_file():
         stored = json.loads(path.read_text())
     else:
@@ -118,7 +134,7 @@ def _facenet_reference(bench: Workbench) -> Prepared:
 
 # -- fine-tuned -----------------------------------------------------------------------------
 def _checkpoint_folder(bench: Workbench, stages: tuple[str, ...]) -> Path:
-    key = _fingerprint(CACHE_VERSION, stages, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev), bench.seed, bench.epochs)
+    key = _fingerprint(code_fingerprint(), stages, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev), bench.seed, bench.epochs)
     return bench.cache_dir / f"finetuned-{'-'.join(stages)}-{key}"
 
 
@@ -154,7 +170,7 @@ def finetuned_checkpoint(bench: Workbench, name: str, stages: tuple[str, ...]) -
         kwargs = {"epochs": bench.epochs} if bench.epochs else {}
         finetune(
             bench.train, folder, dev=bench.dev, stages=stages, seed=bench.seed, device=bench.device,
-            resume=any(folder.glob("train_state_*.pt")), cache_dir=bench.cache_dir / "samples",
+            resume=any(folder.glob("train_state_*.pt")), cache_dir=bench.cache_dir / f"samples-{code_fingerprint()}",
             progress=bench.progress, **kwargs,
         )
     return folder

@@ -1,7 +1,8 @@
 """Training one cascade stage on mined samples, the other stages frozen.
 
 Read top to bottom: settings -> freeze -> split -> data loaders -> optimizer and schedule ->
-(resume) -> epochs of train / validate / early-stop / checkpoint -> best weights.
+(resume) -> epoch 0: score the starting weights -> epochs of train / validate / early-stop /
+checkpoint -> best weights (the starting ones when no epoch beats them).
 
 Everything random is seeded: the train/validation split (numpy), the shuffling and the flip
 augmentation (one torch.Generator whose state is checkpointed), so a run resumed from
@@ -54,8 +55,12 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor]
     # One entry per epoch: {"epoch", "lr", "train_loss", "train_cls", "train_box", "val_loss", "val_cls", "val_box", "val_accuracy"}
     history: list[dict]
+    # 0 when no epoch beat the starting weights on the validation split (they are kept then).
     best_epoch: int
     stopped_early: bool
+    # Validation loss of the starting weights (epoch 0) and of the weights kept.
+    start_val_loss: float = math.nan
+    best_val_loss: float = math.nan
 
 
 def freeze_all_but(nets: Mapping[str, nn.Module], stage: str) -> nn.Module:
@@ -149,9 +154,10 @@ def train_stage(
     # Where we are: fresh, or restored from the last finished epoch.
     run_id = {"stage": stage, "seed": seed, "n_samples": len(samples), "settings": {k: v for k, v in asdict(settings).items() if k != "epochs"}}
     history: list[dict] = []
-    best = {"val_loss": math.inf, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
+    best: dict = {}
     bad_epochs, stopped = 0, False
-    if resume and state_path.is_file():
+    resuming = resume and state_path.is_file()
+    if resuming:
         state = torch.load(state_path, map_location="cpu", weights_only=False)
         if state.get("run_id") != run_id:
             raise ModelError(
@@ -164,6 +170,13 @@ def train_stage(
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         history, best, bad_epochs, stopped = state["history"], state["best"], state["bad_epochs"], state["stopped"]
+        start_val_loss = state.get("start_val_loss", math.nan)
+    else:
+        # Epoch 0: the starting weights are a candidate too. Scored on the validation split
+        # before any training, they are kept when no epoch beats them (fine-tuning that does
+        # not help must not make the model worse than it started).
+        start_val_loss = run_epoch(net, val_loader, val_weights, device)["loss"]
+        best = {"val_loss": start_val_loss, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
 
     epochs = tqdm(range(len(history), settings.epochs), desc=f"training {stage}", disable=not progress, unit="epoch",
                   initial=len(history), total=settings.epochs)
@@ -195,9 +208,13 @@ def train_stage(
             "run_id": run_id, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
             "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped,
+            "start_val_loss": start_val_loss,
         })
     epochs.close()
 
     net.load_state_dict(best["state_dict"])
     net.eval()
-    return TrainResult(state_dict=copy.deepcopy(net.state_dict()), history=history, best_epoch=best["epoch"], stopped_early=stopped)
+    return TrainResult(
+        state_dict=copy.deepcopy(net.state_dict()), history=history, best_epoch=best["epoch"], stopped_early=stopped,
+        start_val_loss=start_val_loss, best_val_loss=best["val_loss"],
+    )
