@@ -610,7 +610,7 @@ def test_finetune_writes_a_checkpoint_that_detect_uses(finetuned, small_images, 
     assert f"checkpoint: {out}" in stdout
     ckpt = load_checkpoint(out)
     assert ckpt.stages == ("pnet",) and ckpt.meta["epochs"] == 1 and ckpt.thresholds is not None
-    assert ckpt.meta["calibration"]["n_images"] == 5  # one dev image from each generated folder
+    assert ckpt.meta["calibration"]["n_images"] == 4  # one dev image from each generated character folder
     code, _, stderr = run_cli(["detect", "--images", small_images, "--out", tmp_path, "--model", out])
     assert code == 0, stderr
     tuned, pretrained = load_predictions(tmp_path), load_predictions(small_detected)
@@ -632,7 +632,7 @@ def test_finetune_resume_continues_to_more_epochs(dataset, finetuned, tmp_path):
 
 
 def test_finetune_bad_stage_is_a_usage_error(dataset, tmp_path):
-    code, _, err = run_cli(["finetune", "--data", dataset, "--out", tmp_path / "x", "--stages", "pnet,lnet"])
+    code, _, err = run_cli(["finetune", "--data", dataset, "--out", tmp_path / "x", "--stages", "pnet,lnet", "--dev-per-folder", "1"])
     assert_user_error(code, err, "lnet", "--stages")
 
 
