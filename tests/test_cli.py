@@ -646,6 +646,7 @@ def one_dev_image_per_folder(monkeypatch):
     monkeypatch.setattr(compare, "choose_splits", functools.partial(compare.choose_splits, dev_per_folder=1))
 
 
+@pytest.mark.slow
 def test_compare_reuses_the_checkpoint_and_reports_what_evaluate_finds(dataset, finetuned, gt_file, tmp_path, one_dev_image_per_folder):
     out = tmp_path / "report"
     code, stdout, stderr = run_cli(["compare", "--data", dataset, "--out", out, "--checkpoint", finetuned[0]])
@@ -665,19 +666,14 @@ def test_compare_reuses_the_checkpoint_and_reports_what_evaluate_finds(dataset, 
     assert {p.name for p in out.iterdir()} >= {"report.md", "results.json", "pr_curves.png", "speed.png", "samples.png"}
 
 
-def test_compare_split_holds_out_training_images(dataset, finetuned, tmp_path, one_dev_image_per_folder):
-    out = tmp_path / "report"
-    code, _, stderr = run_cli(["compare", "--data", dataset, "--out", out, "--checkpoint", finetuned[0], "--test", "split:1"])
-    assert code == 0, stderr
-    names = set(load_predictions(out / "predictions" / "pretrained").file_names)
-    assert names and all("/" in n for n in names)  # training images (folder/file), not the archive's test folder
-
-
 @pytest.mark.slow
 def test_demo_runs_every_variant_on_generated_data(tmp_path, monkeypatch, one_dev_image_per_folder):
     """`facecmp demo`, on a tiny generated dataset and one epoch per stage (the real one takes a minute)."""
+    import importlib
+
     from facecmp.data import synthetic
-    from facecmp.training import finetune as ft
+
+    ft = importlib.import_module("facecmp.training.finetune")  # the module (the package exports the function)
 
     monkeypatch.setattr(synthetic, "ensure_default_dataset", lambda seed=0: generate_dataset(
         tmp_path / "data", n_train_per_character=3, n_test=4, seed=seed))

@@ -53,6 +53,7 @@ def _gain(seed: int, tmp_path_factory) -> tuple[float, float]:
     return _ap(Detector(settings=settings), archive.test), _ap(Detector({"pnet": nets["pnet"]}, settings), archive.test)
 
 
+@pytest.mark.slow
 def test_finetuned_pnet_beats_pretrained_on_held_out_images(tmp_path_factory):
     aps = {seed: _gain(seed, tmp_path_factory) for seed in SEEDS}
     gains = {seed: ft - pre for seed, (pre, ft) in aps.items()}
