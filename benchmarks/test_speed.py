@@ -100,7 +100,7 @@ def test_evaluate_speed(benchmark, large_prediction_set):
     assert result.n_detections == len(predictions)
 
 
-def test_speed_gate(facecmp_speed_gate, facecmp_session):
+def test_speed_gate(facecmp_speed_gate, facecmp_session, record_property):
     """Speed ratio between two variants, timed image by image in turn on the same images.
 
     Not from the separate benchmarks above: on a shared machine another process can slow one of
@@ -111,10 +111,12 @@ def test_speed_gate(facecmp_speed_gate, facecmp_session):
     if unselected:
         pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
     ms = facecmp_session.timings.paired_ms_per_image(gate.variants, SPEED_IMAGES)
-    check(gate, {v: {"ms_per_image": t} for v, t in ms.items()})
+    values = {v: {"ms_per_image": t} for v, t in ms.items()}
+    record_property("measured_ratio", gate.ratio(values))  # read by benchmarks/measure_gates.py
+    check(gate, values)
 
 
-def test_process_speed_gate(facecmp_process_gate, facecmp_session):
+def test_process_speed_gate(facecmp_process_gate, facecmp_session, record_property):
     """Whole ``facecmp detect`` processes, as users run them, over every test image.
 
     Runs alternate between the two models (a, b, b, a, ...) and each side's time is the median
@@ -128,4 +130,6 @@ def test_process_speed_gate(facecmp_process_gate, facecmp_session):
         pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
     result = facecmp_session.timings.process_times(gate.variants, rounds=PROCESS_ROUNDS)
     assert not result.differing, f"detections differ on {len(result.differing)} images, e.g. {result.differing[:3]}"
-    check(gate, {v: {"seconds": result.median(v)} for v in gate.variants})
+    values = {v: {"seconds": result.median(v)} for v in gate.variants}
+    record_property("measured_ratio", gate.ratio(values))  # read by benchmarks/measure_gates.py
+    check(gate, values)

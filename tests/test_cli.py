@@ -8,6 +8,7 @@ Data is generated (``facecmp.data.synthetic``); detection runs on few, small ima
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import shutil
@@ -210,13 +211,21 @@ def test_worker_processes_do_not_change_detections(small_images, small_detected,
 
 
 def test_detect_options_are_applied(small_images, small_detected, tmp_path):
-    """Stricter thresholds and a larger smallest face can only remove detections."""
-    code, _, stderr = run_cli(["detect", "--images", small_images, "--out", tmp_path, "--thresholds", "0.6,0.7,0.99",
-                               "--min-face", "30", "--device", "cpu"])
+    """A stricter ONet threshold keeps exactly the default run's detections above it; a larger
+    smallest face finds fewer, but not none."""
+    default = load_predictions(small_detected)
+    code, _, stderr = run_cli(["detect", "--images", small_images, "--out", tmp_path / "t", "--thresholds", "0.6,0.7,0.99",
+                               "--device", "cpu"])
     assert code == 0, stderr
-    strict, default = load_predictions(tmp_path), load_predictions(small_detected)
-    assert len(strict) < len(default)
-    assert (strict.scores >= 0.99).all()
+    strict = load_predictions(tmp_path / "t")
+    kept = default.scores > 0.99
+    assert 0 < kept.sum() < len(default), "the check needs detections on both sides of 0.99"
+    assert_same_detections(strict, Predictions(default.boxes[kept], default.scores[kept], default.file_names[kept]),
+                           box_px=1, score_tol=1e-4)
+    code, _, stderr = run_cli(["detect", "--images", small_images, "--out", tmp_path / "m", "--min-face", "40"])
+    assert code == 0, stderr
+    larger = load_predictions(tmp_path / "m")
+    assert 0 < len(larger) < len(default)
 
 
 def test_grayscale_palette_and_rgba_images_are_converted(small_images, small_detected, tmp_path):
@@ -229,7 +238,7 @@ def test_grayscale_palette_and_rgba_images_are_converted(small_images, small_det
     folder.mkdir()
     rgb.save(folder / "rgb.png")
     rgb.convert("RGBA").save(folder / "rgba.png")
-    rgb.convert("L").save(folder / "gray.jpg")
+    rgb.convert("L").save(folder / "gray.png")
     rgb.convert("P").save(folder / "palette.png")
     code, stdout, stderr = run_cli(["detect", "--images", folder, "--out", tmp_path / "out"])
     assert code == 0, stderr
@@ -239,10 +248,25 @@ def test_grayscale_palette_and_rgba_images_are_converted(small_images, small_det
     assert len(preds.for_image("rgb.png")) > 0
     np.testing.assert_array_equal(preds.for_image("rgba.png").boxes, preds.for_image("rgb.png").boxes)
     np.testing.assert_array_equal(preds.for_image("rgba.png").scores, preds.for_image("rgb.png").scores)
+    # Grayscale and palette images are read as the RGB image of their own pixels: the same
+    # detections as that RGB image saved and detected on its own.
+    for name, mode in (("gray.png", "L"), ("palette.png", "P")):
+        as_rgb = tmp_path / "as_rgb" / name
+        as_rgb.parent.mkdir(exist_ok=True)
+        Image.open(folder / name).convert("RGB").save(as_rgb)
+        assert Image.open(folder / name).mode == mode
+    code, _, stderr = run_cli(["detect", "--images", tmp_path / "as_rgb", "--out", tmp_path / "out_rgb"])
+    assert code == 0, stderr
+    converted = load_predictions(tmp_path / "out_rgb")
+    for name in ("gray.png", "palette.png"):
+        assert len(preds.for_image(name)) > 0, f"{name}: the face is still there after conversion"
+        np.testing.assert_array_equal(preds.for_image(name).boxes, converted.for_image(name).boxes)
+        np.testing.assert_array_equal(preds.for_image(name).scores, converted.for_image(name).scores)
 
 
 def test_facenet_reference_model_matches_pretrained(small_images, small_detected, tmp_path):
-    pytest.importorskip("facenet_pytorch")
+    import facenet_pytorch  # noqa: F401  (the reference: installed by `make install`, never skipped)
+
     code, _, stderr = run_cli(["detect", "--images", small_images, "--out", tmp_path, "--model", "facenet-reference"])
     assert code == 0, stderr
     ours, reference = load_predictions(small_detected), load_predictions(tmp_path)
@@ -565,3 +589,100 @@ def test_module_entry_point_finishes_its_output_before_the_quick_exit(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[-1].startswith(f"wrote {tmp_path / 'out'}/detections_all_faces.npy")
     load_predictions(tmp_path / "out")  # all three files present and consistent
+
+
+# ----------------------------------------------------------------------------- finetune, compare, demo (tiny settings)
+
+
+@pytest.fixture(scope="session")
+def finetuned(dataset, tmp_path_factory):
+    """``facecmp finetune`` on the generated archive: 1 dev image per folder, one epoch."""
+    out = tmp_path_factory.mktemp("ft") / "ckpt"
+    code, stdout, stderr = run_cli(["finetune", "--data", dataset, "--out", out, "--epochs", "1", "--dev-per-folder", "1"])
+    assert code == 0, stderr
+    return out, stdout
+
+
+def test_finetune_writes_a_checkpoint_that_detect_uses(finetuned, small_images, small_detected, tmp_path):
+    from facecmp.detection.checkpoint import load_checkpoint
+
+    out, stdout = finetuned
+    assert f"checkpoint: {out}" in stdout
+    ckpt = load_checkpoint(out)
+    assert ckpt.stages == ("pnet",) and ckpt.meta["epochs"] == 1 and ckpt.thresholds is not None
+    assert ckpt.meta["calibration"]["n_images"] == 4  # one dev image from each generated character folder
+    code, _, stderr = run_cli(["detect", "--images", small_images, "--out", tmp_path, "--model", out])
+    assert code == 0, stderr
+    tuned, pretrained = load_predictions(tmp_path), load_predictions(small_detected)
+    assert len(tuned) > 0
+    # The fine-tuned PNet at its own thresholds is a different detector from the pretrained one.
+    assert len(tuned) != len(pretrained) or not np.allclose(np.sort(tuned.scores), np.sort(pretrained.scores))
+
+
+def test_finetune_resume_continues_to_more_epochs(dataset, finetuned, tmp_path):
+    from facecmp.detection.checkpoint import load_checkpoint
+
+    out = tmp_path / "ckpt"
+    shutil.copytree(finetuned[0], out)
+    code, _, stderr = run_cli(["finetune", "--data", dataset, "--out", out, "--epochs", "2", "--dev-per-folder", "1", "--resume"])
+    assert code == 0, stderr
+    history = load_checkpoint(out).meta["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0] == load_checkpoint(finetuned[0]).meta["history"][0]  # epoch 1 was not trained again
+
+
+def test_finetune_bad_stage_is_a_usage_error(dataset, tmp_path):
+    code, _, err = run_cli(["finetune", "--data", dataset, "--out", tmp_path / "x", "--stages", "pnet,lnet", "--dev-per-folder", "1"])
+    assert_user_error(code, err, "lnet", "--stages")
+
+
+@pytest.fixture
+def one_dev_image_per_folder(monkeypatch):
+    """`compare` calibrates on 25 dev images per folder; the tiny archive has 3."""
+    import functools
+
+    from facecmp.study import compare
+
+    monkeypatch.setattr(compare, "choose_splits", functools.partial(compare.choose_splits, dev_per_folder=1))
+
+
+@pytest.mark.slow
+def test_compare_reuses_the_checkpoint_and_reports_what_evaluate_finds(dataset, finetuned, gt_file, tmp_path, one_dev_image_per_folder):
+    out = tmp_path / "report"
+    code, stdout, stderr = run_cli(["compare", "--data", dataset, "--out", out, "--checkpoint", finetuned[0]])
+    assert code == 0, stderr
+    assert f"report: {out / 'report.md'}" in stdout
+    results = {v["name"]: v for v in json.loads((out / "results.json").read_text())["variants"]}
+    assert list(results) == ["pretrained", "pretrained-calibrated", "finetuned-pnet"]
+    assert results["finetuned-pnet"]["settings"]["checkpoint"] == str(finetuned[0])  # reused, not trained
+    assert not list((out / "cache").glob("finetuned-*")), "--checkpoint must not train"
+    for name, row in results.items():
+        # The table's numbers are what `facecmp evaluate` gives on the predictions compare saved.
+        code, _, stderr = run_cli(["evaluate", "--pred", out / "predictions" / name, "--gt", gt_file, "--json", tmp_path / f"{name}.json"])
+        assert code == 0, stderr
+        again = json.loads((tmp_path / f"{name}.json").read_text())
+        assert (again["ap_cava"], again["recall"]) == pytest.approx((row["ap_cava"], row["recall"]))
+    assert results["pretrained"]["ap_cava"] > 0
+    assert {p.name for p in out.iterdir()} >= {"report.md", "results.json", "pr_curves.png", "speed.png", "samples.png"}
+
+
+@pytest.mark.slow
+def test_demo_runs_every_variant_on_generated_data(tmp_path, monkeypatch, one_dev_image_per_folder):
+    """`facecmp demo`, on a tiny generated dataset and one epoch per stage (the real one takes a minute)."""
+    import importlib
+
+    from facecmp.data import synthetic
+
+    ft = importlib.import_module("facecmp.training.finetune")  # the module (the package exports the function)
+
+    monkeypatch.setattr(synthetic, "ensure_default_dataset", lambda seed=0: generate_dataset(
+        tmp_path / "data", n_train_per_character=3, n_test=4, seed=seed))
+    for stage, settings in ft.DEFAULT_TRAINING.items():
+        monkeypatch.setitem(ft.DEFAULT_TRAINING, stage, dataclasses.replace(settings, epochs=1))
+    code, stdout, stderr = run_cli(["demo", "--out", tmp_path / "demo"])
+    assert code == 0, stderr
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())["variants"]
+    assert [v["name"] for v in results] == [
+        "pretrained", "pretrained-calibrated", "finetuned-pnet", "finetuned-pnet-rnet", "finetuned-cascade"]
+    assert all(v["n_detections"] > 0 for v in results)
+    assert f"report: {tmp_path / 'demo' / 'report.md'}" in stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -177,3 +179,85 @@ def test_bad_gates_files_say_where_and_what(tmp_path, text, expected):
     with pytest.raises(GatesFileError) as info:
         load_gates(path, "d")
     assert str(path) in str(info.value) and expected in str(info.value)
+
+
+# ---------------------------------------------------------------- gates sit close to what was measured
+
+REAL_GATES = Path(__file__).resolve().parent.parent / "benchmarks" / "gates.toml"
+
+AUDITED = """
+[margins]
+accuracy = 0.05
+within = 0.002
+
+[[speed]]
+variant = "a"
+faster_than = "b"
+at_least = 1.4
+measured = [1.50, 1.45, 1.52]
+date = "2026-11-30"
+command = "pytest benchmarks"
+
+[d]
+measured_date = "2026-11-30"
+measured_command = "pytest benchmarks"
+[d.a]
+ap_cava = { at_least = 0.81, measured = 0.85 }
+[[d.relations]]
+variant = "a"
+beats = "b"
+by = 0.30
+measured = 0.34
+[[d.relations]]
+variant = "a"
+within = "b"
+tolerance = 0.002
+measured = 0.0
+"""
+
+
+def test_the_real_gates_file_sits_within_its_margins_and_names_real_variants():
+    from facecmp.bench.gates import audit
+    from facecmp.study.variants import REGISTRY
+
+    assert audit(REAL_GATES, REGISTRY) == []
+
+
+def test_the_real_gates_file_gates_every_variant_on_the_generated_data():
+    from facecmp.study.variants import REGISTRY
+
+    gates = load_gates(REAL_GATES, "default")
+    assert {g.variant for g in gates.minimums} == set(REGISTRY)
+
+
+def test_audit_passes_gates_set_within_the_margins(tmp_path):
+    from facecmp.bench.gates import audit
+
+    assert audit(write(tmp_path, AUDITED), ["a", "b"]) == []
+    gates = load_gates(write(tmp_path, AUDITED), "d")
+    assert gates.minimums == [MinimumGate("d", "a", "ap_cava", 0.81, measured=0.85)]
+    assert gates.speed[0].measured == (1.5, 1.45, 1.52) and gates.record["measured_date"] == "2026-11-30"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (("at_least = 0.81", "at_least = 0.70"), "d.a.ap_cava >= 0.70 sits 0.150 below its measurement 0.850 (margin 0.05)"),
+        (("at_least = 0.81", "at_least = 0.90"), "d.a.ap_cava >= 0.90 is above its measurement 0.850"),
+        (("by = 0.30", "by = 0.10"), "sits 0.240 below its measurement 0.340"),
+        (("tolerance = 0.002", "tolerance = 0.01"), "tolerance 0.01 is 0.010 over the measured difference 0.000"),
+        (("{ at_least = 0.81, measured = 0.85 }", "0.81"), "d.a.ap_cava >= 0.81 has no measured value recorded"),
+        (("at_least = 1.4\n", "at_least = 1.0\n"), "sits 0.45x below its slowest measured run 1.45x, more than the runs' spread 0.07x"),
+        (("at_least = 1.4\n", "at_least = 1.47\n"), "is above its slowest measured run"),
+        (("measured = [1.50, 1.45, 1.52]", "measured = [1.50, 1.45]"), "needs measured = [>= 3 ratios"),
+        (('measured_date = "2026-11-30"\n', ""), "[d] needs measured_date"),
+        (('variant = "a"\nbeats', 'variant = "gone"\nbeats'), "no variant gone in the registry"),
+    ],
+)
+def test_audit_names_each_gate_too_far_from_its_measurement(tmp_path, change, expected):
+    from facecmp.bench.gates import audit
+
+    text = AUDITED.replace(*change)
+    assert text != AUDITED
+    problems = audit(write(tmp_path, text), ["a", "b"])
+    assert len(problems) == 1 and expected in problems[0], problems

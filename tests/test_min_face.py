@@ -24,6 +24,13 @@ def test_suggestion_keeps_the_requested_share_of_faces():
     assert suggest_min_face_size(ds, coverage=0.5) > size
 
 
+def test_suggestion_is_the_hand_computed_quantile():
+    # 100 faces of 10..109 px: the 10% quantile is 10 + 0.1 * 99 = 19.9 -> 19 px keeps 90 of them.
+    ds = _dataset(np.arange(10, 110))
+    assert suggest_min_face_size(ds, coverage=0.9) == 19.0
+    assert (face_sides(ds) >= 19).sum() == 91 and (face_sides(ds) >= 20).sum() == 90
+
+
 def test_suggestion_never_goes_below_pnet_window():
     assert suggest_min_face_size(_dataset([3, 4, 5])) == 12.0
 
@@ -31,11 +38,22 @@ def test_suggestion_never_goes_below_pnet_window():
 @pytest.mark.slow
 def test_tradeoff_reports_each_size(tmp_path):
     from facecmp.data import load_archive
+    from facecmp.data.images import read_image
     from facecmp.data.synthetic import generate_dataset
+    from facecmp.detection.inference import detections_to_predictions
+    from facecmp.evaluation.evaluator import evaluate
 
     root = generate_dataset(tmp_path / "ds", n_train_per_character=1, n_test=4, seed=3)
     test = load_archive(root).test
     rows = min_face_tradeoff(Detector(), test, [20, 60])
     assert [r["min_face_size"] for r in rows] == [20.0, 60.0]
-    assert rows[0]["faces_below"] <= rows[1]["faces_below"]
-    assert all(0.0 <= r["ap_cava"] <= 1.0 and r["ms_per_image"] > 0 for r in rows)
+    sides = np.concatenate([np.minimum(r.boxes[:, 2] - r.boxes[:, 0], r.boxes[:, 3] - r.boxes[:, 1]) + 1 for r in test.images])
+    assert [r["faces_below"] for r in rows] == [int((sides < 20).sum()), int((sides < 60).sum())]
+    assert rows[1]["faces_below"] > 0, "the check needs faces below the larger size"
+    # Each row is the detector at that size, evaluated: recomputed here without the tradeoff code.
+    for row in rows:
+        sized = Detector().with_settings(min_face_size=row["min_face_size"])
+        found = evaluate(detections_to_predictions({r.key: sized.detect(read_image(r.path)) for r in test.images}), test.ground_truth())
+        assert (row["ap_cava"], row["recall"]) == (found.ap_cava, found.final_recall)
+        assert row["ms_per_image"] > 0
+    assert rows[0]["recall"] > 0

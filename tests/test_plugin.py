@@ -188,3 +188,73 @@ def test_loading_the_plugin_imports_neither_torch_nor_matplotlib(tmp_path):
     assert lines.get("EXIT") == "5", done.stdout[-2000:] + done.stderr[-2000:]  # 5: no tests collected
     assert "facecmp.bench.plugin" in lines["LOADED"], "the plugin was not loaded: the check would pass on nothing"
     assert lines["HEAVY"] == "[]"
+
+
+BROKEN = FAKES + """
+from facecmp.errors import FacecmpError
+
+
+def cannot_run(bench):
+    raise FacecmpError("broken-facecmp needs something this run lacks")
+
+
+def buggy(bench):
+    return {}["a bug"]
+
+
+register(Variant("broken-facecmp", "cannot run here", cannot_run))
+register(Variant("broken-keyerror", "a bug", buggy))
+"""
+
+
+@pytest.fixture(scope="session")
+def default_named_data(tmp_path_factory) -> Path:
+    """Tiny generated data in a folder named ``default``: its gates are the built-in data's kind."""
+    from facecmp.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("d") / "default", n_train_per_character=2, n_test=3)
+
+
+def test_on_the_default_data_a_gate_that_cannot_be_evaluated_fails_not_skips(pytester, default_named_data):
+    pytester.makeconftest(BROKEN)
+    pytester.makefile(".toml", gates="""
+        [default]
+        test = "archive"
+        [default.fixed-a]
+        ap_cava = 0.0
+        [[default.relations]]
+        variant = "fixed-a"
+        beats = "broken-facecmp"
+        [[default.relations]]
+        variant = "fixed-a"
+        beats = "broken-keyerror"
+    """)
+    (pytester.path / "test_accuracy.py").write_text((BENCHMARKS / "test_accuracy.py").read_text())
+    result = run(pytester, default_named_data, "--facecmp-variants", "fixed-a,broken-facecmp,broken-keyerror")
+    outcomes = result.parseoutcomes()
+    assert "skipped" not in outcomes, result.stdout.str()
+    assert outcomes.get("passed") == 1  # fixed-a's own gate
+    # test_accuracy of the two broken variants: their gate-less state and their error both fail
+    result.stdout.fnmatch_lines(["*gate default.fixed-a.ap_cava >= broken-facecmp.ap_cava + 0.00 cannot be evaluated: "
+                                 "broken-facecmp needs something this run lacks*"])
+    result.stdout.fnmatch_lines(["*KeyError*a bug*"])
+    assert outcomes.get("failed", 0) + outcomes.get("errors", 0) == 4
+
+
+def test_on_the_default_data_gates_measured_another_way_fail(pytester, default_named_data):
+    pytester.makeconftest(FAKES)
+    pytester.makefile(".toml", gates="""
+        [default]
+        test = "archive"
+        n_test_images = 60
+        [default.fixed-a]
+        ap_cava = 0.0
+        [[default.relations]]
+        variant = "fixed-a"
+        within = "fixed-b"
+        tolerance = 0.0
+    """)
+    (pytester.path / "test_accuracy.py").write_text((BENCHMARKS / "test_accuracy.py").read_text())
+    result = run(pytester, default_named_data, "--facecmp-variants", "fixed-a,fixed-b")
+    result.assert_outcomes(failed=3)
+    result.stdout.fnmatch_lines(["*the [[]default] gates were measured with n_test_images = 60, this run has 3*re-measure*"])

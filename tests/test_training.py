@@ -97,14 +97,43 @@ def test_resume_refuses_a_state_from_other_settings(tiny_samples, tmp_path):
         train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, dataclasses.replace(FAST, lr=0.1), seed=0, resume=True, progress=False)
 
 
-def test_early_stopping_keeps_the_best_epoch(tiny_samples, tmp_path):
-    # A huge learning rate makes validation worse after the first epoch.
-    wild = dataclasses.replace(FAST, epochs=6, lr=0.5, lr_decay=1.0, patience=1)
-    result = train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, wild, seed=0, progress=False)
+def test_early_stopping_keeps_the_starting_weights_when_no_epoch_beats_them(tiny_samples, tmp_path):
+    # A huge learning rate makes every epoch worse than the pretrained weights on validation.
+    wild = dataclasses.replace(FAST, epochs=6, lr=0.5, lr_decay=1.0, patience=2)
+    nets = fresh_nets()
+    start = {k: v.clone() for k, v in nets["pnet"].state_dict().items()}
+    result = train_stage(nets, "pnet", tiny_samples, tmp_path, wild, seed=0, progress=False)
     val = [h["val_loss"] for h in result.history]
+    assert result.stopped_early and len(val) == wild.patience < wild.epochs
+    assert min(val) > result.start_val_loss, "the check needs epochs that are worse than the start"
+    # Kept: the starting weights themselves (epoch 0), in the result and in the net.
+    assert result.best_epoch == 0 and result.best_val_loss == result.start_val_loss
+    assert all(torch.equal(result.state_dict[k], v) for k, v in start.items())
+    assert all(torch.equal(nets["pnet"].state_dict()[k], v) for k, v in start.items())
+    # ...whose validation loss, recomputed here, is the starting weights' (no worse).
+    assert _val_loss(nets["pnet"], tiny_samples, wild) <= result.start_val_loss + 1e-6
+
+
+def test_early_stopping_keeps_the_best_epoch_when_it_beats_the_start(tiny_samples, tmp_path):
+    settings = dataclasses.replace(FAST, epochs=4, patience=1)
+    nets = fresh_nets(from_scratch=True)
+    result = train_stage(nets, "pnet", tiny_samples, tmp_path, settings, seed=0, progress=False)
+    val = [h["val_loss"] for h in result.history]
+    assert result.best_epoch >= 1 and result.best_val_loss == min(val) < result.start_val_loss
     assert result.best_epoch == 1 + val.index(min(val))
-    if result.stopped_early:
-        assert len(val) < 6 and min(val[result.best_epoch:]) >= val[result.best_epoch - 1]
+    assert _val_loss(nets["pnet"], tiny_samples, settings) == pytest.approx(result.best_val_loss, rel=1e-5)
+
+
+def _val_loss(net, samples, settings: TrainSettings) -> float:
+    """The validation loss ``train_stage`` computes, recomputed from its split."""
+    from facecmp.training.loop import run_epoch, split_indices
+    from facecmp.training.losses import LossWeights
+    from facecmp.training.samples import SampleDataset
+
+    _, val_idx = split_indices(len(samples), settings.val_fraction, seed=0)
+    loader = torch.utils.data.DataLoader(SampleDataset(samples.take(val_idx)), batch_size=1024)
+    weights = LossWeights(settings.loss.classification, settings.loss.box, hard_ratio=1.0)
+    return run_epoch(net, loader, weights, "cpu")["loss"]
 
 
 # --- end to end ------------------------------------------------------------------------------

@@ -38,3 +38,35 @@ def test_a_longer_cascade_starts_from_the_finished_shorter_one(bench):
 def test_unknown_variant_names_are_listed():
     with pytest.raises(FacecmpError, match="available: .*finetuned-cascade"):
         get_variants(["pretrained", "nope"])
+
+
+def test_the_code_hash_covers_every_source_file_of_training_detection_data_and_evaluation(tmp_path):
+    import shutil
+
+    from facecmp.study import variants
+
+    root = tmp_path / "facecmp"
+    package_dir = __import__("pathlib").Path(variants.__file__).resolve().parent.parent
+    for package in variants.CODE_PACKAGES:
+        shutil.copytree(package_dir / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = variants.code_fingerprint(root=root)
+    assert before == variants.code_fingerprint()  # the same bytes, the same key
+    for package in variants.CODE_PACKAGES:
+        source = next(p for p in sorted((root / package).glob("*.py")) if p.name != "__init__.py")
+        original = source.read_bytes()
+        source.write_bytes(original + b"\n# changed\n")
+        variants.code_fingerprint.cache_clear()
+        assert variants.code_fingerprint(root=root) != before, f"a change to {package}/{source.name} must change the key"
+        source.write_bytes(original)
+        variants.code_fingerprint.cache_clear()
+    assert variants.code_fingerprint(root=root) == before
+
+
+def test_a_change_to_the_training_code_retrains(bench, monkeypatch):
+    from facecmp.study import variants
+
+    cached = finetuned_checkpoint(bench, "finetuned-pnet", ("pnet",))
+    monkeypatch.setattr(variants, "code_fingerprint", lambda: "other-code")
+    retrained = finetuned_checkpoint(bench, "finetuned-pnet", ("pnet",))
+    assert retrained != cached and (retrained / "pnet.pt").is_file()
+    assert (bench.cache_dir / "samples-other-code").is_dir()  # mined samples are not shared across code either

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facecmp.errors import FacecmpError
-from facecmp.data.predictions import Predictions, save_predictions
-from facecmp.bench.wholeprocess import differing_images, images_under, link_images, time_processes
+import facenet_pytorch  # noqa: F401  (the reference; installed by `make install`, never skipped)
 
-pytest.importorskip("facenet_pytorch")
+from facecmp.bench import wholeprocess
+from facecmp.errors import FacecmpError
+from facecmp.data.predictions import Predictions, load_predictions, save_predictions
+from facecmp.bench.wholeprocess import differing_images, images_under, link_images, time_processes
 
 
 def _save(folder, boxes, scores, names):
@@ -24,18 +25,34 @@ def test_differing_images_uses_the_pixel_and_score_tolerances(tmp_path):
     assert differing_images(tmp_path / "a", tmp_path / "c") == ["y.jpg"]  # y lost its face
 
 
-def test_time_processes_runs_both_models_and_finds_the_same_faces(tmp_path):
-    from PIL import Image
+def test_time_processes_runs_both_models_and_finds_the_same_faces(tmp_path, monkeypatch):
+    from facecmp.data.synthetic import generate_dataset
 
-    rng = np.random.default_rng(0)
-    (tmp_path / "src" / "sub").mkdir(parents=True)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(tmp_path / "src" / "sub" / f"{i}.jpg")
-    images = images_under(tmp_path / "src", 10)
-    assert [p.name for p in images] == ["0.jpg", "1.jpg"]
+    root = generate_dataset(tmp_path / "data", n_train_per_character=1, n_test=2, seed=0)
+    images = images_under(root / "validare", 10)
+    assert [p.name for p in images] == ["0001.jpg", "0002.jpg"]
+    compared = []
+
+    def spy(a_dir, b_dir, **kwargs):  # what the two processes wrote, seen before it is deleted
+        compared.append((load_predictions(a_dir), load_predictions(b_dir)))
+        return differing_images(a_dir, b_dir, **kwargs)
+
+    monkeypatch.setattr(wholeprocess, "differing_images", spy)
     result = time_processes(images, rounds=1)
     assert result.n_images == 2 and result.differing == []
     assert [len(t) for t in result.times.values()] == [1, 1]
+    (ours, reference), = compared
+    # Not empty against empty: both processes found faces on both images, and the same ones.
+    assert set(ours.file_names) == set(reference.file_names) == {"validare_0001.jpg", "validare_0002.jpg"}
+    assert len(ours) == len(reference) >= 2
+    assert link_images(images, tmp_path / "flat") == 2
+
+
+def test_link_images_names_files_by_their_folder(tmp_path):
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    for i in range(2):
+        (tmp_path / "src" / "sub" / f"{i}.jpg").write_bytes(b"")
+    images = images_under(tmp_path / "src", 10)
     assert link_images(images, tmp_path / "flat") == 2 and sorted(p.name for p in (tmp_path / "flat").iterdir()) == ["sub_0.jpg", "sub_1.jpg"]
 
 

@@ -31,6 +31,32 @@ every dataset::
 
 Speed gates are ratios measured in the same run, never absolute seconds. A failed gate says
 which gate failed and by how much.
+
+Every gate also records what was measured when it was set, so that a gate cannot drift far
+below what the code achieves (``audit`` checks it; tests/test_gates.py runs it on the real file)::
+
+    [margins]                        # how far below its measurement a gate may sit
+    accuracy = 0.05                  # AP / recall / precision, and the margin of a `beats` relation
+    within = 0.002                   # a `within` tolerance over the measured difference
+
+    [dexter]
+    measured_date = "2026-11-28"     # when and how the table's numbers were measured
+    measured_command = "pytest benchmarks/test_accuracy.py --facecmp-data ..."
+    [dexter.finetuned-pnet]
+    ap_cava = { at_least = 0.70, measured = 0.745 }
+    [[dexter.relations]]
+    variant = "finetuned-pnet"
+    beats = "pretrained"
+    by = 0.50
+    measured = 0.557                 # the measured difference (|difference| for `within`)
+
+    [[speed]]
+    variant = "pretrained"
+    faster_than = "facenet-reference"
+    at_least = 1.4
+    measured = [1.66, 1.59, 1.55]    # >= 3 runs; the gate may sit at most their spread below the slowest
+    date = "2026-11-28"
+    command = "pytest benchmarks/test_speed.py -k speed_gate"
 """
 
 from __future__ import annotations
@@ -46,6 +72,12 @@ from facecmp.errors import FacecmpError
 METRICS = ("ap_cava", "ap_voc", "recall", "precision")
 # Keys of a dataset table that describe how its numbers were measured (not gates).
 SETTING_KEYS = ("test", "n_test_images", "dev_per_folder", "seed", "test_fingerprint")
+# Keys of a dataset table that record when and how its numbers were measured.
+RECORD_KEYS = ("measured_date", "measured_command")
+# Top-level tables that are not datasets.
+NOT_DATASETS = ("speed", "process_speed", "margins")
+DEFAULT_MARGINS = {"accuracy": 0.05, "within": 0.002}
+MIN_SPEED_RUNS = 3
 
 Values = Mapping[str, Mapping[str, float]]  # variant -> metric -> measured value
 
@@ -70,6 +102,7 @@ class MinimumGate:
     variant: str
     metric: str
     minimum: float
+    measured: float | None = None  # the value measured when the gate was set
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -93,6 +126,7 @@ class BeatsGate:
     other: str
     metric: str
     by: float
+    measured: float | None = None  # the measured difference
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -118,6 +152,7 @@ class WithinGate:
     other: str
     metric: str
     tolerance: float
+    measured: float | None = None  # the measured |difference|
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -151,6 +186,9 @@ class SpeedGate:
     scope: str = "speed"
     metric: str = "ms_per_image"
     unit: str = "ms/image"
+    measured: tuple[float, ...] = ()  # the ratio in each run when the gate was set
+    date: str | None = None
+    command: str | None = None
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -199,6 +237,7 @@ class GateSet:
     dataset: str
     found: bool  # whether the file has a table for this dataset
     settings: dict = field(default_factory=dict)
+    record: dict = field(default_factory=dict)  # measured_date, measured_command
     minimums: list[MinimumGate] = field(default_factory=list)
     relations: list[BeatsGate | WithinGate] = field(default_factory=list)
     speed: list[SpeedGate] = field(default_factory=list)
@@ -244,15 +283,16 @@ def _relation(path: Path, scope: str, i: int, entry) -> BeatsGate | WithinGate:
     if not isinstance(entry, dict) or "variant" not in entry:
         raise GatesFileError(f"{path}: {key}: expected a table with variant = \"...\"")
     metric = _metric(path, key, entry.get("metric", "ap_cava"))
-    extra = set(entry) - {"variant", "metric", "beats", "by", "within", "tolerance"}
+    extra = set(entry) - {"variant", "metric", "beats", "by", "within", "tolerance", "measured"}
     if extra:
         raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
+    measured = _number(path, key, entry["measured"]) if "measured" in entry else None
     if "beats" in entry and "within" not in entry:
-        return BeatsGate(scope, entry["variant"], entry["beats"], metric, _number(path, key, entry.get("by", 0.0)))
+        return BeatsGate(scope, entry["variant"], entry["beats"], metric, _number(path, key, entry.get("by", 0.0)), measured)
     if "within" in entry and "beats" not in entry:
         if "tolerance" not in entry:
             raise GatesFileError(f"{path}: {key}: 'within' needs tolerance = <max AP difference>")
-        return WithinGate(scope, entry["variant"], entry["within"], metric, _number(path, key, entry["tolerance"]))
+        return WithinGate(scope, entry["variant"], entry["within"], metric, _number(path, key, entry["tolerance"]), measured)
     raise GatesFileError(f"{path}: {key}: expected exactly one of beats = \"other\" or within = \"other\"")
 
 
@@ -268,22 +308,39 @@ def _speed(path: Path, i: int, entry, list_name: str) -> SpeedGate:
     if not isinstance(entry, dict) or not {"variant", "faster_than", "at_least"} <= set(entry):
         raise GatesFileError(f"{path}: {key}: expected variant = \"a\", faster_than = \"b\", at_least = <ratio>")
     measures, optional = _SPEED_LISTS[list_name]
-    extra = set(entry) - {"variant", "faster_than", "at_least"} - optional
+    extra = set(entry) - {"variant", "faster_than", "at_least", "measured", "date", "command"} - optional
     if extra:
         raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
     ratio = _number(path, key, entry["at_least"])
     if ratio <= 0:
         raise GatesFileError(f"{path}: {key}: at_least must be a positive speed ratio, got {ratio}")
-    return SpeedGate(entry["variant"], entry["faster_than"], ratio, **measures)
+    runs = entry.get("measured", [])
+    if not isinstance(runs, list):
+        raise GatesFileError(f"{path}: {key}: measured must be a list of the ratios measured, one per run")
+    return SpeedGate(
+        entry["variant"], entry["faster_than"], ratio, **measures, measured=tuple(_number(path, key, r) for r in runs),
+        date=entry.get("date"), command=entry.get("command"),
+    )
 
 
-def _speed_list(doc: dict, list_name: str, dataset: str, path: Path) -> list[SpeedGate]:
-    """Every entry of ``[[list_name]]`` checked; those limited to another dataset left out."""
+def _speed_list(doc: dict, list_name: str, dataset: str | None, path: Path, every: bool = False) -> list[SpeedGate]:
+    """Every entry of ``[[list_name]]`` checked; those limited to another dataset left out (unless ``every``)."""
     entries = doc.get(list_name, [])
     if not isinstance(entries, list):
         raise GatesFileError(f"{path}: '{list_name}' must be a list of tables ([[{list_name}]])")
     gates = [_speed(path, i, e, list_name) for i, e in enumerate(entries)]
-    return [g for g, e in zip(gates, entries) if e.get("dataset", dataset) == dataset]
+    return [g for g, e in zip(gates, entries) if every or e.get("dataset", dataset) == dataset]
+
+
+def _minimum(path: Path, key: str, value) -> tuple[float, float | None]:
+    """A variant's minimum: a number, or ``{ at_least = <gate>, measured = <value> }``."""
+    if isinstance(value, dict):
+        extra = set(value) - {"at_least", "measured"}
+        if extra or "at_least" not in value:
+            raise GatesFileError(f"{_where(path, key)}: expected a number or {{ at_least = <gate>, measured = <value> }}")
+        measured = _number(path, key, value["measured"]) if "measured" in value else None
+        return _number(path, key, value["at_least"]), measured
+    return _number(path, key, value), None
 
 
 def parse_gates(doc: dict, dataset: str, path: Path = Path("gates.toml")) -> GateSet:
@@ -298,6 +355,8 @@ def parse_gates(doc: dict, dataset: str, path: Path = Path("gates.toml")) -> Gat
     for key, value in table.items():
         if key in SETTING_KEYS:
             gates.settings[key] = value
+        elif key in RECORD_KEYS:
+            gates.record[key] = value
         elif key == "relations":
             if not isinstance(value, list):
                 raise GatesFileError(f"{path}: {dataset}.relations must be a list of tables ([[{dataset}.relations]])")
@@ -305,11 +364,11 @@ def parse_gates(doc: dict, dataset: str, path: Path = Path("gates.toml")) -> Gat
         elif isinstance(value, dict):  # a variant's minimums
             for metric, minimum in value.items():
                 where = f"{dataset}.{key}"
-                gates.minimums.append(MinimumGate(dataset, key, _metric(path, where, metric), _number(path, where, minimum)))
+                gates.minimums.append(MinimumGate(dataset, key, _metric(path, where, metric), *_minimum(path, where, minimum)))
         else:
             raise GatesFileError(
                 f"{_where(path, dataset)}: unknown key {key!r}; expected a variant table, relations, "
-                f"or one of {', '.join(SETTING_KEYS)}"
+                f"or one of {', '.join(SETTING_KEYS + RECORD_KEYS)}"
             )
     return gates
 
@@ -319,8 +378,84 @@ def load_gates(path: str | Path, dataset: str) -> GateSet:
     path = Path(path)
     if not path.is_file():
         return GateSet(path, dataset, found=False)
+    return parse_gates(load_document(path), dataset, path)
+
+
+def load_document(path: str | Path) -> dict:
+    path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise GatesFileError(f"{path}: not valid TOML ({exc}); fix the file or remove it") from None
-    return parse_gates(doc, dataset, path)
+
+
+def datasets_in(doc: dict) -> list[str]:
+    """The dataset tables of a gates file."""
+    return [k for k, v in doc.items() if isinstance(v, dict) and k not in NOT_DATASETS]
+
+
+def _margins(doc: dict, path: Path) -> dict[str, float]:
+    given = doc.get("margins", {})
+    unknown = set(given) - set(DEFAULT_MARGINS)
+    if unknown:
+        raise GatesFileError(f"{path}: [margins]: unknown key(s) {', '.join(sorted(unknown))}; use {', '.join(DEFAULT_MARGINS)}")
+    return {k: _number(path, f"margins.{k}", given.get(k, v)) for k, v in DEFAULT_MARGINS.items()}
+
+
+def _slack(gate: Gate, margins: Mapping[str, float]) -> str | None:
+    """Why ``gate`` is not set close enough under its recorded measurement (None when it is)."""
+    if isinstance(gate, SpeedGate):
+        runs = gate.measured
+        if len(runs) < MIN_SPEED_RUNS or not gate.date or not gate.command:
+            return f"needs measured = [>= {MIN_SPEED_RUNS} ratios, one per run], date and command (has {len(runs)} runs)"
+        slowest, spread = min(runs), max(runs) - min(runs)
+        if gate.at_least > slowest:
+            return f"is above its slowest measured run ({slowest:.2f}x of {', '.join(f'{r:.2f}' for r in runs)}): today's runs would fail"
+        if gate.at_least < slowest - spread - 0.01:  # gates are written with two decimals
+            return (f"sits {slowest - gate.at_least:.2f}x below its slowest measured run {slowest:.2f}x, more than the "
+                    f"runs' spread {spread:.2f}x: set at_least >= {slowest - spread:.2f}")
+        return None
+    if gate.measured is None:
+        return "has no measured value recorded (measure, then record it beside the gate)"
+    if isinstance(gate, WithinGate):
+        if gate.measured > gate.tolerance:
+            return f"measured difference {gate.measured:.3f} is over the tolerance: today's run would fail"
+        if gate.tolerance - gate.measured > margins["within"] + 1e-9:
+            return (f"tolerance {_num(gate.tolerance)} is {gate.tolerance - gate.measured:.3f} over the measured difference "
+                    f"{gate.measured:.3f} (margin {_num(margins['within'])})")
+        return None
+    bound = gate.minimum if isinstance(gate, MinimumGate) else gate.by
+    if bound > gate.measured + 1e-9:
+        return f"is above its measurement {gate.measured:.3f}: today's run would fail"
+    if gate.measured - bound > margins["accuracy"] + 1e-9:
+        return (f"sits {gate.measured - bound:.3f} below its measurement {gate.measured:.3f} "
+                f"(margin {_num(margins['accuracy'])}): set it to at least {gate.measured - margins['accuracy']:.3f}")
+    return None
+
+
+def audit(path: str | Path, variants) -> list[str]:
+    """Every problem with the gates file ``path``: a gate further below its recorded measurement
+    than the file's ``[margins]`` allow (or above it), a gate without a measurement, a dataset
+    table without measured_date / measured_command, or a variant not in ``variants``."""
+    path = Path(path)
+    doc = load_document(path)
+    margins = _margins(doc, path)
+    known = set(variants)
+    problems = []
+    gates: list[Gate] = []
+    for dataset in datasets_in(doc):
+        table = parse_gates(doc, dataset, path)
+        missing = [k for k in RECORD_KEYS if not table.record.get(k)]
+        if missing:
+            problems.append(f"{path}: [{dataset}] needs {' and '.join(missing)} (when and how its numbers were measured)")
+        gates += table.minimums + table.relations
+    # the speed lists, whichever dataset each entry is for
+    gates += _speed_list(doc, "speed", None, path, every=True) + _speed_list(doc, "process_speed", None, path, every=True)
+    for gate in gates:
+        unknown = [v for v in gate.variants if v not in known]
+        if unknown:
+            problems.append(f"{path}: gate {gate.name}: no variant {', '.join(unknown)} in the registry ({', '.join(sorted(known))})")
+        reason = _slack(gate, margins)
+        if reason:
+            problems.append(f"{path}: gate {gate.name} {reason}")
+    return problems

@@ -7,6 +7,7 @@ cache folder, device), training it first if it needs to. Adding one is a functio
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -23,9 +24,24 @@ from facecmp.errors import FacecmpError
 from facecmp.detection.reference import FacenetReference
 from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID as DLIB_GRID, calibration_detectors, dlib_hog_at
 
-# Bump when a change to training or calibration makes cached checkpoints stale.
-# 4: RNet/ONet samples are mined by the faster detector (see HARD_MINING_VERSION 2).
-CACHE_VERSION = 4
+# The packages whose code produces a cached checkpoint or calibration: sample mining, training
+# and calibration (training/), the cascade that mines RNet's/ONet's samples and is calibrated
+# (detection/), how images and annotations are read (data/) and the AP that calibration
+# maximizes (evaluation/). Their source is hashed into every cache key, so any change retrains.
+CODE_PACKAGES = ("training", "detection", "data", "evaluation")
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(packages: tuple[str, ...] = CODE_PACKAGES, root: Path | None = None) -> str:
+    """A hash of the source files of ``<root>/<package>`` for each package (paths and bytes);
+    ``root`` defaults to the installed ``facecmp`` folder."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -108,7 +124,7 @@ def _pretrained_calibrated(bench: Workbench) -> Prepared:
 
     if bench.dev is None:
         raise FacecmpError("pretrained-calibrated needs a dev split with ground truth to choose thresholds on")
-    path = bench.cache_dir / f"pretrained-thresholds-{_fingerprint(CACHE_VERSION, _dataset_fingerprint(bench.dev))}.json"
+    path = bench.cache_dir / f"pretrained-thresholds-{_fingerprint(code_fingerprint(), _dataset_fingerprint(bench.dev))}.json"
     stored = _cached_calibration(
         path,
         lambda: best_thresholds(
@@ -127,7 +143,7 @@ def _facenet_reference(bench: Workbench) -> Prepared:
 
 # -- fine-tuned -----------------------------------------------------------------------------
 def _checkpoint_folder(bench: Workbench, stages: tuple[str, ...]) -> Path:
-    key = _fingerprint(CACHE_VERSION, stages, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev), bench.seed, bench.epochs)
+    key = _fingerprint(code_fingerprint(), stages, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev), bench.seed, bench.epochs)
     return bench.cache_dir / f"finetuned-{'-'.join(stages)}-{key}"
 
 
@@ -167,7 +183,7 @@ def finetuned_checkpoint(bench: Workbench, name: str, stages: tuple[str, ...]) -
         kwargs = {"epochs": bench.epochs} if bench.epochs else {}
         finetune(
             bench.train, folder, dev=bench.dev, stages=stages, seed=bench.seed, device=bench.device,
-            resume=any((folder / state_file(s)).is_file() for s in stages), cache_dir=bench.cache_dir / "samples",
+            resume=any((folder / state_file(s)).is_file() for s in stages), cache_dir=bench.cache_dir / f"samples-{code_fingerprint()}",
             progress=bench.progress, **kwargs,
         )
     return folder
@@ -219,8 +235,6 @@ register(
 
 
 # -- peers: the detectors people reach for instead (issue #14) ------------------------------
-# Bump when a peer's detection or calibration grid changes.
-PEER_VERSION = 1
 # opencv-haar's dev grid: (min_neighbors, score) with score 0 = level weight, 1 = neighbour count.
 HAAR_GRID = tuple((float(n), float(k)) for k in (0, 1) for n in (1, 3, 5))
 
@@ -260,7 +274,7 @@ def _calibrated_peer(
         build(grid[0])  # a missing package says what to install before any work
         if bench.dev is None:
             raise FacecmpError(f"{name} needs a dev split with ground truth to calibrate on")
-        path = bench.cache_dir / f"{name}-settings-{_fingerprint(CACHE_VERSION, PEER_VERSION, grid, _dataset_fingerprint(bench.dev))}.json"
+        path = bench.cache_dir / f"{name}-settings-{_fingerprint(code_fingerprint(), grid, _dataset_fingerprint(bench.dev))}.json"
         stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), bench.dev, grid, progress=bench.progress))
         return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"]})
 
@@ -277,8 +291,8 @@ def dlib_checkpoint(bench: Workbench) -> Path:
     if bench.train is None:
         raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
     settings = DlibTrainSettings(seed=bench.seed)
-    folder = bench.cache_dir / f"{name}-{_fingerprint(CACHE_VERSION, PEER_VERSION, settings, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev))}"
-    if not (folder / "facecmp.json").is_file():
+    folder = bench.cache_dir / f"{name}-{_fingerprint(code_fingerprint(), settings, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev))}"
+    if not (folder / META_FILE).is_file():
         train_dlib_hog(bench.train, folder, dev=bench.dev, settings=settings, progress=bench.progress, resume=True)
     return folder
 
@@ -290,7 +304,7 @@ def _dlib_hog_trained(bench: Workbench) -> Prepared:
     import_peer("dlib", "dlib-hog-trained")
     folder = dlib_checkpoint(bench)
     detector = load_dlib_checkpoint(folder)
-    meta = json.loads((folder / "facecmp.json").read_text())
+    meta = json.loads((folder / META_FILE).read_text())
     timings = meta.get("timings") or {}
     settings = detector.settings
     return Prepared(

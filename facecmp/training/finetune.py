@@ -131,7 +131,9 @@ def finetune(
             "training": asdict(settings),
             "samples": samples.counts(),
             "epochs": len(result.history),
-            "best_epoch": result.best_epoch,
+            "best_epoch": result.best_epoch,  # 0: no epoch beat the starting weights, which were kept
+            "start_val_loss": result.start_val_loss,
+            "best_val_loss": result.best_val_loss,
             "stopped_early": result.stopped_early,
             "history": result.history,
             "timings": {"mining_s": mining_s, "training_s": time.perf_counter() - start},

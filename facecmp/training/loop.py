@@ -1,7 +1,8 @@
 """Training one cascade stage on mined samples, the other stages frozen.
 
 Read top to bottom: settings -> freeze -> split -> data loaders -> optimizer and schedule ->
-(resume) -> epochs of train / validate / early-stop / checkpoint -> best weights.
+(resume) -> epoch 0: score the starting weights -> epochs of train / validate / early-stop /
+checkpoint -> best weights (the starting ones when no epoch beats them).
 
 Everything random is seeded: the train/validation split (numpy), the shuffling and the flip
 augmentation (one torch.Generator whose state is checkpointed), so a run resumed from
@@ -54,8 +55,12 @@ class TrainResult:
     state_dict: dict[str, torch.Tensor]
     # One entry per epoch: {"epoch", "lr", "train_loss", "train_cls", "train_box", "val_loss", "val_cls", "val_box", "val_accuracy"}
     history: list[dict]
+    # 0 when no epoch beat the starting weights on the validation split (they are kept then).
     best_epoch: int
     stopped_early: bool
+    # Validation loss of the starting weights (epoch 0) and of the weights kept.
+    start_val_loss: float = math.nan
+    best_val_loss: float = math.nan
 
 
 def freeze_all_but(nets: Mapping[str, nn.Module], stage: str) -> nn.Module:
@@ -111,17 +116,20 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
     return out
 
 
-def save_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped) -> None:
-    """Everything a run needs to continue exactly (weights, optimizer, schedule, random states, record), atomically."""
+def save_run_state(
+    path: Path, run_id: dict, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped, extra: dict | None = None
+) -> None:
+    """Everything a run needs to continue exactly (weights, optimizer, schedule, random states, record,
+    and the loop's own ``extra`` values), atomically."""
     atomic.save_torch(path, {
         "run_id": run_id, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-        "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped,
+        "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped, "extra": extra or {},
     })
 
 
-def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generator) -> tuple[list, dict, int, bool]:
-    """Restore what :func:`save_run_state` wrote into the given objects; ``(history, best, bad_epochs, stopped)``.
+def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generator) -> tuple[list, dict, int, bool, dict]:
+    """Restore what :func:`save_run_state` wrote into the given objects; ``(history, best, bad_epochs, stopped, extra)``.
     A state written by a run with another ``run_id`` (other data or settings) is refused."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     if state.get("run_id") != run_id:
@@ -134,7 +142,7 @@ def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generato
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
-    return state["history"], state["best"], state["bad_epochs"], state["stopped"]
+    return state["history"], state["best"], state["bad_epochs"], state["stopped"], state.get("extra", {})
 
 
 def train_stage(
@@ -175,10 +183,18 @@ def train_stage(
     # Where we are: fresh, or restored from the last finished epoch.
     run_id = {"stage": stage, "seed": seed, "n_samples": len(samples), "settings": {k: v for k, v in asdict(settings).items() if k != "epochs"}}
     history: list[dict] = []
-    best = {"val_loss": math.inf, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
+    best: dict = {}
     bad_epochs, stopped = 0, False
-    if resume and state_path.is_file():
-        history, best, bad_epochs, stopped = load_run_state(state_path, run_id, net, optimizer, scheduler, generator)
+    resuming = resume and state_path.is_file()
+    if resuming:
+        history, best, bad_epochs, stopped, extra = load_run_state(state_path, run_id, net, optimizer, scheduler, generator)
+        start_val_loss = extra.get("start_val_loss", math.nan)
+    else:
+        # Epoch 0: the starting weights are a candidate too. Scored on the validation split
+        # before any training, they are kept when no epoch beats them (fine-tuning that does
+        # not help must not make the model worse than it started).
+        start_val_loss = run_epoch(net, val_loader, val_weights, device)["loss"]
+        best = {"val_loss": start_val_loss, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
 
     epochs = tqdm(range(len(history), settings.epochs), desc=f"training {stage}", disable=not progress, unit="epoch",
                   initial=len(history), total=settings.epochs)
@@ -206,9 +222,13 @@ def train_stage(
             stopped = bad_epochs >= settings.patience
 
         # Checkpoint the whole run state after every epoch.
-        save_run_state(state_path, run_id, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped)
+        save_run_state(state_path, run_id, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped,
+                       extra={"start_val_loss": start_val_loss})
     epochs.close()
 
     net.load_state_dict(best["state_dict"])
     net.eval()
-    return TrainResult(state_dict=copy.deepcopy(net.state_dict()), history=history, best_epoch=best["epoch"], stopped_early=stopped)
+    return TrainResult(
+        state_dict=copy.deepcopy(net.state_dict()), history=history, best_epoch=best["epoch"], stopped_early=stopped,
+        start_val_loss=start_val_loss, best_val_loss=best["val_loss"],
+    )

@@ -253,7 +253,7 @@ def train_recognizer(
     best = {"score": -1.0, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
     bad_epochs, stopped = 0, False
     if resume and state_path.is_file():
-        history, best, bad_epochs, stopped = load_run_state(state_path, run_id, net, optimizer, scheduler, generator)
+        history, best, bad_epochs, stopped, _ = load_run_state(state_path, run_id, net, optimizer, scheduler, generator)
 
     start = time.perf_counter() - sum(h.get("seconds", 0.0) for h in history)
     bar = tqdm(range(len(history), settings.n_epochs), desc=f"training recognizer ({settings.kind})", unit="epoch",
