@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pytest
 
+from facecmp.bench.plugin import skip_unless_selected
 from facecmp.bench.gates import check, check_all
 from facecmp.errors import FacecmpError
 
@@ -43,9 +44,7 @@ def test_accuracy(variant, variant_result, facecmp_gates, facecmp_session):
 
 def test_relation(facecmp_relation, facecmp_gates, facecmp_session):
     _require_applicable(facecmp_gates, facecmp_session)
-    unselected = [v for v in facecmp_relation.variants if v not in facecmp_session.variant_names]
-    if unselected:
-        pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
+    skip_unless_selected(facecmp_session, facecmp_relation.variants)
     try:
         values = facecmp_session.metrics(facecmp_relation.variants)
     except FacecmpError as exc:  # a variant that cannot run: the gate cannot be evaluated, so it fails

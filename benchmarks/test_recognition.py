@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from facecmp.bench.plugin import skip_unless_selected
 from facecmp.bench.recognition import load_recognition_gates
 from facecmp.detection.recognizer import KINDS
 from facecmp.study.recognition import study_task2, task2_table
@@ -14,8 +15,7 @@ DETECTOR = "finetuned-cascade"
 
 @pytest.fixture(scope="session")
 def task2_results(facecmp_session, tmp_path_factory):
-    if DETECTOR not in facecmp_session.variant_names:
-        pytest.skip(f"{DETECTOR} not selected (--facecmp-variants)")
+    skip_unless_selected(facecmp_session, [DETECTOR])
     splits = facecmp_session.splits
     if splits.train is None:
         pytest.skip("task 2 needs training images to train the recognizers")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from facecmp.bench.plugin import skip_unless_selected
 from facecmp.bench.robustness import check_gate
 
 
@@ -30,8 +31,6 @@ def test_robustness_gate(facecmp_robustness_gate, facecmp_robustness, facecmp_ga
     reason = facecmp_gates.mismatch(facecmp_session.run_settings()) or gate.mismatch(facecmp_robustness.settings)
     if reason:
         pytest.skip(reason)
-    unselected = [v for v in gate.variants if v not in facecmp_session.variant_names]
-    if unselected:
-        pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
+    skip_unless_selected(facecmp_session, gate.variants)
     summaries = {s["name"]: s for s in facecmp_robustness.summaries(gate.variants)}
     check_gate(gate, summaries)

@@ -14,6 +14,7 @@ import itertools
 import numpy as np
 import pytest
 
+from facecmp.bench.plugin import skip_unless_selected
 from facecmp.bench.gates import check
 
 SPEED_IMAGES = 20  # decoded once, the same for every variant
@@ -107,9 +108,7 @@ def test_speed_gate(facecmp_speed_gate, facecmp_session, record_property):
     them for seconds, and a ratio of two separate runs would then gate on noise.
     """
     gate = facecmp_speed_gate
-    unselected = [v for v in gate.variants if v not in facecmp_session.variant_names]
-    if unselected:
-        pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
+    skip_unless_selected(facecmp_session, gate.variants)
     ms = facecmp_session.timings.paired_ms_per_image(gate.variants, SPEED_IMAGES)
     values = {v: {"ms_per_image": t} for v, t in ms.items()}
     record_property("measured_ratio", gate.ratio(values))  # read by benchmarks/measure_gates.py
@@ -125,9 +124,7 @@ def test_process_speed_gate(facecmp_process_gate, facecmp_session, record_proper
     programs is what keeps a busy machine from deciding the ratio.
     """
     gate = facecmp_process_gate
-    unselected = [v for v in gate.variants if v not in facecmp_session.variant_names]
-    if unselected:
-        pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
+    skip_unless_selected(facecmp_session, gate.variants)
     result = facecmp_session.timings.process_times(gate.variants, rounds=PROCESS_ROUNDS)
     assert not result.differing, f"detections differ on {len(result.differing)} images, e.g. {result.differing[:3]}"
     values = {v: {"seconds": result.median(v)} for v in gate.variants}

@@ -25,7 +25,7 @@ from facecmp.detection.detector import load_detector
 from facecmp.detection.peers import import_peer
 from facecmp.errors import FacecmpError, MissingPeerError, ModelError
 from facecmp.evaluation.evaluator import pairwise_iou
-from facecmp.study.variants import REGISTRY, Workbench
+from facecmp.study.variants import REGISTRY, VariantContext
 from facecmp.training.calibrate import best_setting
 from tests.test_cli import assert_user_error, run_cli
 
@@ -78,7 +78,7 @@ def test_a_missing_peer_is_one_line_naming_the_extra(model, module, extra, monke
     code, _out, err = run_cli(["detect", "--images", tiny / "validare" / "validare", "--out", tmp_path / "p", "--model", model])
     assert_user_error(code, err, model, f"pip install 'facecmp[{extra}]'")
     with pytest.raises(MissingPeerError, match=rf"facecmp\[{extra}\]"):
-        REGISTRY[model].prepare(Workbench(None, None, tmp_path, progress=False))
+        REGISTRY[model].prepare(VariantContext(None, None, tmp_path, progress=False))
 
 
 def test_blazeface_without_its_environment_is_one_line(monkeypatch, tiny, tmp_path):
@@ -112,14 +112,14 @@ def test_best_setting_takes_the_best_dev_ap_first_on_ties(tiny):
 def test_a_calibrated_peer_is_cached(tiny, tmp_path):
     need("cv2", "opencv-haar")
     train, dev = split_dataset(load_archive(tiny).train, per_folder=1, seed=0)
-    bench = Workbench(train, dev, tmp_path, progress=False)
-    first = REGISTRY["opencv-haar"].prepare(bench)
+    ctx = VariantContext(train, dev, tmp_path, progress=False)
+    first = REGISTRY["opencv-haar"].prepare(ctx)
     cached = list(tmp_path.glob("opencv-haar-settings-*.json"))
     assert len(cached) == 1
     stored = json.loads(cached[0].read_text())
     assert len(stored["table"]) == 6 and stored["thresholds"] == first.settings["thresholds"]
     stamp = cached[0].stat().st_mtime_ns
-    again = REGISTRY["opencv-haar"].prepare(bench)
+    again = REGISTRY["opencv-haar"].prepare(ctx)
     assert cached[0].stat().st_mtime_ns == stamp and again.settings == first.settings
 
 
@@ -242,7 +242,7 @@ from facecmp.errors import MissingPeerError
 from facecmp.study.variants import Variant, register
 
 
-def absent(bench):
+def absent(ctx):
     raise MissingPeerError(missing_line("absent-peer", "dlib"))
 
 

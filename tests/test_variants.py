@@ -8,26 +8,26 @@ import torch
 from facecmp.data import load_archive, split_dataset
 from facecmp.errors import FacecmpError
 from facecmp.data.synthetic import generate_dataset
-from facecmp.study.variants import Workbench, finetuned_checkpoint, get_variants
+from facecmp.study.variants import VariantContext, finetuned_checkpoint, get_variants
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
+def ctx(tmp_path_factory):
     root = generate_dataset(tmp_path_factory.mktemp("data"), n_train_per_character=3, n_test=2, seed=1)
     train, dev = split_dataset(load_archive(root).train, per_folder=1, seed=0)
-    return Workbench(train, dev, tmp_path_factory.mktemp("cache"), epochs=1, progress=False)
+    return VariantContext(train, dev, tmp_path_factory.mktemp("cache"), epochs=1, progress=False)
 
 
-def test_a_cached_checkpoint_is_reused_not_retrained(bench):
-    first = finetuned_checkpoint(bench, "finetuned-pnet", ("pnet",))
+def test_a_cached_checkpoint_is_reused_not_retrained(ctx):
+    first = finetuned_checkpoint(ctx, "finetuned-pnet", ("pnet",))
     stamp = (first / "pnet.pt").stat().st_mtime_ns
-    assert finetuned_checkpoint(bench, "finetuned-pnet", ("pnet",)) == first
+    assert finetuned_checkpoint(ctx, "finetuned-pnet", ("pnet",)) == first
     assert (first / "pnet.pt").stat().st_mtime_ns == stamp
 
 
-def test_a_longer_cascade_starts_from_the_finished_shorter_one(bench):
-    pnet_only = finetuned_checkpoint(bench, "finetuned-pnet", ("pnet",))
-    both = finetuned_checkpoint(bench, "finetuned-pnet-rnet", ("pnet", "rnet"))
+def test_a_longer_cascade_starts_from_the_finished_shorter_one(ctx):
+    pnet_only = finetuned_checkpoint(ctx, "finetuned-pnet", ("pnet",))
+    both = finetuned_checkpoint(ctx, "finetuned-pnet-rnet", ("pnet", "rnet"))
     assert both != pnet_only
     same = torch.load(pnet_only / "pnet.pt", weights_only=True)
     reused = torch.load(both / "pnet.pt", weights_only=True)
@@ -62,11 +62,11 @@ def test_the_code_hash_covers_every_source_file_of_training_detection_data_and_e
     assert variants.code_fingerprint(root=root) == before
 
 
-def test_a_change_to_the_training_code_retrains(bench, monkeypatch):
+def test_a_change_to_the_training_code_retrains(ctx, monkeypatch):
     from facecmp.study import variants
 
-    cached = finetuned_checkpoint(bench, "finetuned-pnet", ("pnet",))
+    cached = finetuned_checkpoint(ctx, "finetuned-pnet", ("pnet",))
     monkeypatch.setattr(variants, "code_fingerprint", lambda: "other-code")
-    retrained = finetuned_checkpoint(bench, "finetuned-pnet", ("pnet",))
+    retrained = finetuned_checkpoint(ctx, "finetuned-pnet", ("pnet",))
     assert retrained != cached and (retrained / "pnet.pt").is_file()
-    assert (bench.cache_dir / "samples-other-code").is_dir()  # mined samples are not shared across code either
+    assert (ctx.cache_dir / "samples-other-code").is_dir()  # mined samples are not shared across code either

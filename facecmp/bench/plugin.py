@@ -82,6 +82,14 @@ def _facecmp_errors_as_failures(fn, *args):
         pytest.fail(str(exc), pytrace=False)
 
 
+def skip_unless_selected(session: BenchSession, names) -> None:
+    """Skip the calling test when a variant it needs was left out with ``--facecmp-variants``
+    (the runner's explicit choice; every other reason a gate cannot be evaluated fails)."""
+    unselected = [v for v in names if v not in session.variant_names]
+    if unselected:
+        pytest.skip(f"{', '.join(unselected)} not selected (--facecmp-variants)")
+
+
 # -- parametrization ---------------------------------------------------------------------------
 def _explicitly_parametrized(metafunc, name: str) -> bool:
     for marker in metafunc.definition.iter_markers("parametrize"):

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the study (torch, matplotlib) is imported when a test first
     from facecmp.data.records import Dataset
     from facecmp.study.compare import Splits
     from facecmp.study.report import VariantResult
-    from facecmp.study.variants import Prepared, Workbench
+    from facecmp.study.variants import Prepared, VariantContext
 
 DEFAULT_SPLIT = "split:50"
 # Fewer dev images than `facecmp compare` (study.compare.DEFAULT_DEV_PER_FOLDER, 25): calibration
@@ -130,11 +130,11 @@ class BenchSession:
         }
 
     @cached_property
-    def workbench(self) -> Workbench:
-        from facecmp.study.variants import Workbench
+    def variant_context(self) -> VariantContext:
+        from facecmp.study.variants import VariantContext
 
         splits = self.splits
-        return Workbench(
+        return VariantContext(
             train=splits.train, dev=splits.dev, cache_dir=self.options.cache_dir, device=self.options.device,
             seed=self.options.seed, epochs=self.options.epochs, progress=False,
         )
@@ -144,7 +144,7 @@ class BenchSession:
         """The variant's ready detector, trained (or loaded from the cache) the first time only."""
         from facecmp.study.variants import REGISTRY
 
-        return self._once(self._prepared, name, lambda: REGISTRY[name].prepare(self.workbench))
+        return self._once(self._prepared, name, lambda: REGISTRY[name].prepare(self.variant_context))
 
     def result(self, name: str) -> VariantResult:
         """The variant's detections on the test images and their evaluation (computed once)."""

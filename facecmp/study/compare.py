@@ -14,7 +14,7 @@ from facecmp.evaluation.evaluator import evaluate
 from facecmp.detection.inference import run_detector
 from facecmp.data.predictions import save_predictions
 from facecmp.study.report import VariantResult, data_note, results_table, variant_notes, write_report
-from facecmp.study.variants import Prepared, Variant, Workbench, get_variants
+from facecmp.study.variants import Prepared, Variant, VariantContext, get_variants
 
 COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
 # `compare --cascade` adds the RNet/ONet fine-tunes (minutes more on CPU).
@@ -89,8 +89,8 @@ def evaluate_prepared(
     return VariantResult(name, run.predictions, evaluation, run.ms_per_image, prepared.training_seconds, dict(prepared.settings))
 
 
-def evaluate_variant(variant: Variant, bench: Workbench, test: Dataset, *, progress: bool = True) -> VariantResult:
-    return evaluate_prepared(variant.name, variant.prepare(bench), test, progress=progress)
+def evaluate_variant(variant: Variant, ctx: VariantContext, test: Dataset, *, progress: bool = True) -> VariantResult:
+    return evaluate_prepared(variant.name, variant.prepare(ctx), test, progress=progress)
 
 
 def run_comparison(
@@ -111,14 +111,14 @@ def run_comparison(
 ) -> Path:
     out = Path(out)
     splits = choose_splits(root, test, seed=seed, allow_missing=allow_missing, fmt=fmt)
-    bench = Workbench(
+    ctx = VariantContext(
         train=splits.train, dev=splits.dev, cache_dir=Path(cache_dir) if cache_dir else out / "cache",
         device=device, seed=seed, epochs=epochs,
         checkpoints={"finetuned-pnet": checkpoint} if checkpoint else {},
     )
     results = []
     for variant in get_variants(variants):
-        result = evaluate_variant(variant, bench, splits.test)
+        result = evaluate_variant(variant, ctx, splits.test)
         save_predictions(out / "predictions" / variant.name, result.predictions)
         results.append(result)
     notes = [data_note(splits, seed=seed), *variant_notes(results)]
@@ -131,7 +131,7 @@ def run_comparison(
         if not tuned or splits.train is None:
             raise DataError("task 2 in compare needs a fine-tuned variant and training images to train recognizers on")
         task2 = study_task2(out, tuned[-1].settings["checkpoint"], splits.train, splits.dev, splits.test, kinds=recognizers,
-                            cache_dir=bench.cache_dir, seed=seed, detector_name=tuned[-1].name)
+                            cache_dir=ctx.cache_dir, seed=seed, detector_name=tuned[-1].name)
         print(task2_table(task2, tuned[-1].name))
     return out
 

@@ -477,13 +477,13 @@ def write_robustness_report(
 DEFAULT_VARIANTS = ("pretrained-calibrated", "finetuned-cascade")
 
 
-def prepare_grid_variants(names: Sequence[str], bench) -> list[GridVariant]:
-    """Variants from the registry, ready (trained or loaded) on ``bench``, with their identities."""
+def prepare_grid_variants(names: Sequence[str], ctx) -> list[GridVariant]:
+    """Variants from the registry, ready (trained or loaded) on ``ctx``, with their identities."""
     from facecmp.study.variants import get_variants
 
     ready = []
     for variant in get_variants(names):
-        prepared = variant.prepare(bench)
+        prepared = variant.prepare(ctx)
         ready.append(GridVariant(variant.name, prepared.detector, variant_identity(variant.name, prepared.detector, prepared.settings)))
     return ready
 
@@ -505,17 +505,17 @@ def run_robustness(
 ) -> list[dict]:
     """``facecmp robustness``: choose the test set as ``compare`` does, run the grid, write the report."""
     from facecmp.study.compare import choose_splits
-    from facecmp.study.variants import Workbench
+    from facecmp.study.variants import VariantContext
     from facecmp.training.samples import data_fingerprint
 
     out = Path(out)
     splits = choose_splits(root, test, seed=settings.seed, dev_per_folder=dev_per_folder, allow_missing=allow_missing)
     cache_root = Path(cache_dir) if cache_dir else out / "cache"
-    bench = Workbench(
+    ctx = VariantContext(
         train=splits.train, dev=splits.dev, cache_dir=cache_root, device=device, seed=settings.seed,
         epochs=epochs, progress=progress, checkpoints=dict(checkpoints or {}),
     )
-    ready = prepare_grid_variants(variants, bench)
+    ready = prepare_grid_variants(variants, ctx)
     cache = CellCache(cache_root / "robustness", data_fingerprint(splits.test), settings.seed)
     cells = run_grid(ready, splits.test, settings, cache, progress=progress)
     summaries = [variant_summary(v.name, cells[v.name], {"identity": v.identity}) for v in ready]

@@ -1,6 +1,6 @@
 """The model variants the study compares, as a small registry.
 
-A variant knows how to produce a ready detector for a ``Workbench`` (training data, dev split,
+A variant knows how to produce a ready detector for a ``VariantContext`` (training data, dev split,
 cache folder, device), training it first if it needs to. Adding one is a function and a
 ``register(...)`` call; the CLI's ``compare`` and the pytest plugin both read this registry.
 """
@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 from facecmp.atomic import write_json
 from facecmp.data.records import Dataset
 from facecmp.detection.base import DetectorLike, DetectorSettings
+from facecmp.detection.checkpoint import META_FILE
 from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.reference import FacenetReference
@@ -45,7 +46,7 @@ def code_fingerprint(packages: tuple[str, ...] = CODE_PACKAGES, root: Path | Non
 
 
 @dataclass
-class Workbench:
+class VariantContext:
     """Everything a variant may need to get ready."""
 
     train: Dataset | None
@@ -70,7 +71,7 @@ class Prepared:
 class Variant:
     name: str
     description: str
-    prepare: Callable[[Workbench], Prepared]
+    prepare: Callable[[VariantContext], Prepared]
     needs_training_data: bool = False
 
 
@@ -113,41 +114,41 @@ def _cached_calibration(path: Path, calibrate: Callable[[], tuple[Sequence[float
 
 
 # -- pretrained ---------------------------------------------------------------------------
-def _pretrained(bench: Workbench) -> Prepared:
-    settings = DetectorSettings(device=bench.device)
+def _pretrained(ctx: VariantContext) -> Prepared:
+    settings = DetectorSettings(device=ctx.device)
     return Prepared(Detector(settings=settings), settings={"thresholds": list(settings.thresholds)})
 
 
-def _pretrained_calibrated(bench: Workbench) -> Prepared:
+def _pretrained_calibrated(ctx: VariantContext) -> Prepared:
     """The pretrained cascade at the thresholds that score best on the dev split (cached)."""
     from facecmp.training.calibrate import best_thresholds
 
-    if bench.dev is None:
+    if ctx.dev is None:
         raise FacecmpError("pretrained-calibrated needs a dev split with ground truth to choose thresholds on")
-    path = bench.cache_dir / f"pretrained-thresholds-{_fingerprint(code_fingerprint(), _dataset_fingerprint(bench.dev))}.json"
+    path = ctx.cache_dir / f"pretrained-thresholds-{_fingerprint(code_fingerprint(), _dataset_fingerprint(ctx.dev))}.json"
     stored = _cached_calibration(
         path,
         lambda: best_thresholds(
-            lambda t: Detector(settings=DetectorSettings(thresholds=t, device=bench.device)), bench.dev, progress=bench.progress
+            lambda t: Detector(settings=DetectorSettings(thresholds=t, device=ctx.device)), ctx.dev, progress=ctx.progress
         ),
     )
-    settings = DetectorSettings(thresholds=tuple(stored["thresholds"]), device=bench.device)
+    settings = DetectorSettings(thresholds=tuple(stored["thresholds"]), device=ctx.device)
     return Prepared(Detector(settings=settings), stored["seconds"], {"thresholds": stored["thresholds"]})
 
 
 # -- facenet-pytorch's own MTCNN, the peer we measure against -------------------------------
-def _facenet_reference(bench: Workbench) -> Prepared:
-    settings = DetectorSettings(device=bench.device)
+def _facenet_reference(ctx: VariantContext) -> Prepared:
+    settings = DetectorSettings(device=ctx.device)
     return Prepared(FacenetReference(settings), settings={"thresholds": list(settings.thresholds)})
 
 
 # -- fine-tuned -----------------------------------------------------------------------------
-def _checkpoint_folder(bench: Workbench, stages: tuple[str, ...]) -> Path:
-    key = _fingerprint(code_fingerprint(), stages, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev), bench.seed, bench.epochs)
-    return bench.cache_dir / f"finetuned-{'-'.join(stages)}-{key}"
+def _checkpoint_folder(ctx: VariantContext, stages: tuple[str, ...]) -> Path:
+    key = _fingerprint(code_fingerprint(), stages, _dataset_fingerprint(ctx.train), _dataset_fingerprint(ctx.dev), ctx.seed, ctx.epochs)
+    return ctx.cache_dir / f"finetuned-{'-'.join(stages)}-{key}"
 
 
-def _reuse_finished_stages(bench: Workbench, stages: tuple[str, ...], folder: Path) -> None:
+def _reuse_finished_stages(ctx: VariantContext, stages: tuple[str, ...], folder: Path) -> None:
     """Start ``folder`` from the training states of a cached run over a prefix of ``stages``.
 
     Stage-wise training makes the PNet of the ``pnet`` checkpoint the same as the PNet of the
@@ -157,7 +158,7 @@ def _reuse_finished_stages(bench: Workbench, stages: tuple[str, ...], folder: Pa
     from facecmp.training.loop import state_file
 
     for k in range(len(stages) - 1, 0, -1):
-        prefix = _checkpoint_folder(bench, stages[:k])
+        prefix = _checkpoint_folder(ctx, stages[:k])
         states = [prefix / state_file(stage) for stage in stages[:k]]
         if all(p.is_file() for p in states):
             folder.mkdir(parents=True, exist_ok=True)
@@ -167,36 +168,35 @@ def _reuse_finished_stages(bench: Workbench, stages: tuple[str, ...], folder: Pa
             return
 
 
-def finetuned_checkpoint(bench: Workbench, name: str, stages: tuple[str, ...]) -> Path:
-    """The checkpoint for ``stages`` on this workbench's data: reused when cached, else trained (resumably)."""
-    from facecmp.detection.checkpoint import META_FILE
+def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...]) -> Path:
+    """The checkpoint for ``stages`` on this context's data: reused when cached, else trained (resumably)."""
     from facecmp.training.finetune import finetune
     from facecmp.training.loop import state_file
 
-    if name in bench.checkpoints:
-        return bench.checkpoints[name]
-    if bench.train is None:
+    if name in ctx.checkpoints:
+        return ctx.checkpoints[name]
+    if ctx.train is None:
         raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
-    folder = _checkpoint_folder(bench, stages)
+    folder = _checkpoint_folder(ctx, stages)
     if not (folder / META_FILE).is_file():
-        _reuse_finished_stages(bench, stages, folder)
-        kwargs = {"epochs": bench.epochs} if bench.epochs else {}
+        _reuse_finished_stages(ctx, stages, folder)
+        kwargs = {"epochs": ctx.epochs} if ctx.epochs else {}
         finetune(
-            bench.train, folder, dev=bench.dev, stages=stages, seed=bench.seed, device=bench.device,
-            resume=any((folder / state_file(s)).is_file() for s in stages), cache_dir=bench.cache_dir / f"samples-{code_fingerprint()}",
-            progress=bench.progress, **kwargs,
+            ctx.train, folder, dev=ctx.dev, stages=stages, seed=ctx.seed, device=ctx.device,
+            resume=any((folder / state_file(s)).is_file() for s in stages), cache_dir=ctx.cache_dir / f"samples-{code_fingerprint()}",
+            progress=ctx.progress, **kwargs,
         )
     return folder
 
 
-def _from_checkpoint(name: str, stages: tuple[str, ...]) -> Callable[[Workbench], Prepared]:
-    def prepare(bench: Workbench) -> Prepared:
+def _from_checkpoint(name: str, stages: tuple[str, ...]) -> Callable[[VariantContext], Prepared]:
+    def prepare(ctx: VariantContext) -> Prepared:
         from facecmp.detection.checkpoint import load_checkpoint
 
-        folder = finetuned_checkpoint(bench, name, stages)
+        folder = finetuned_checkpoint(ctx, name, stages)
         meta = load_checkpoint(folder).meta
         timings = meta.get("timings") or {}
-        detector = Detector.from_checkpoint(folder, device=bench.device)
+        detector = Detector.from_checkpoint(folder, device=ctx.device)
         return Prepared(
             detector,
             training_seconds=sum(float(v) for v in timings.values()) if timings else None,
@@ -261,48 +261,48 @@ def _blazeface_at(model: str) -> Callable[[Sequence[float]], DetectorLike]:
 def _calibrated_peer(
     name: str, build: Callable[[Sequence[float]], DetectorLike], grid: Sequence[Sequence[float]],
     calibration: Callable[[], Callable[[Sequence[float]], DetectorLike]] | None = None,
-) -> Callable[[Workbench], Prepared]:
+) -> Callable[[VariantContext], Prepared]:
     """A peer at the grid point best on the dev split (cached), like ``pretrained-calibrated``.
 
     ``calibration()``, if given, makes the detectors scored on the grid (sharing work between
     points); they must find what ``build(point)`` finds.
     """
 
-    def prepare(bench: Workbench) -> Prepared:
+    def prepare(ctx: VariantContext) -> Prepared:
         from facecmp.training.calibrate import best_setting
 
         build(grid[0])  # a missing package says what to install before any work
-        if bench.dev is None:
+        if ctx.dev is None:
             raise FacecmpError(f"{name} needs a dev split with ground truth to calibrate on")
-        path = bench.cache_dir / f"{name}-settings-{_fingerprint(code_fingerprint(), grid, _dataset_fingerprint(bench.dev))}.json"
-        stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), bench.dev, grid, progress=bench.progress))
+        path = ctx.cache_dir / f"{name}-settings-{_fingerprint(code_fingerprint(), grid, _dataset_fingerprint(ctx.dev))}.json"
+        stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), ctx.dev, grid, progress=ctx.progress))
         return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"]})
 
     return prepare
 
 
-def dlib_checkpoint(bench: Workbench) -> Path:
-    """``dlib-hog-trained``'s checkpoint on this workbench's data: reused when cached, else trained."""
+def dlib_checkpoint(ctx: VariantContext) -> Path:
+    """``dlib-hog-trained``'s checkpoint on this context's data: reused when cached, else trained."""
     from facecmp.training.dlib_train import DlibTrainSettings, train_dlib_hog
 
     name = "dlib-hog-trained"
-    if name in bench.checkpoints:
-        return bench.checkpoints[name]
-    if bench.train is None:
+    if name in ctx.checkpoints:
+        return ctx.checkpoints[name]
+    if ctx.train is None:
         raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
-    settings = DlibTrainSettings(seed=bench.seed)
-    folder = bench.cache_dir / f"{name}-{_fingerprint(code_fingerprint(), settings, _dataset_fingerprint(bench.train), _dataset_fingerprint(bench.dev))}"
+    settings = DlibTrainSettings(seed=ctx.seed)
+    folder = ctx.cache_dir / f"{name}-{_fingerprint(code_fingerprint(), settings, _dataset_fingerprint(ctx.train), _dataset_fingerprint(ctx.dev))}"
     if not (folder / META_FILE).is_file():
-        train_dlib_hog(bench.train, folder, dev=bench.dev, settings=settings, progress=bench.progress, resume=True)
+        train_dlib_hog(ctx.train, folder, dev=ctx.dev, settings=settings, progress=ctx.progress, resume=True)
     return folder
 
 
-def _dlib_hog_trained(bench: Workbench) -> Prepared:
+def _dlib_hog_trained(ctx: VariantContext) -> Prepared:
     from facecmp.detection.peers import import_peer
     from facecmp.detection.peers.dlib_hog import load_dlib_checkpoint
 
     import_peer("dlib", "dlib-hog-trained")
-    folder = dlib_checkpoint(bench)
+    folder = dlib_checkpoint(ctx)
     detector = load_dlib_checkpoint(folder)
     meta = json.loads((folder / META_FILE).read_text())
     timings = meta.get("timings") or {}
