@@ -43,7 +43,8 @@ GATES = """
 def test_conditions_gates_and_report(pytester, tiny_data):
     pytester.makeconftest(FAKES)
     pytester.makefile(".toml", gates=GATES)
-    (pytester.path / "test_robustness.py").write_text((BENCHMARKS / "test_robustness.py").read_text())
+    # Not test_robustness.py: tests/ has a module of that name, imported in the same process.
+    (pytester.path / "test_bench_robustness.py").write_text((BENCHMARKS / "test_robustness.py").read_text())
     result = run(
         pytester, tiny_data, "--facecmp-variants", "pretrained,random-pnet", "--facecmp-report", "out",
         "--facecmp-corruptions", "contrast,mirror", "--facecmp-severities", "1", "-v",
