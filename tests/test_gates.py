@@ -247,7 +247,7 @@ def test_audit_passes_gates_set_within_the_margins(tmp_path):
         (("by = 0.30", "by = 0.10"), "sits 0.240 below its measurement 0.340"),
         (("tolerance = 0.002", "tolerance = 0.01"), "tolerance 0.01 is 0.010 over the measured difference 0.000"),
         (("{ at_least = 0.81, measured = 0.85 }", "0.81"), "d.a.ap_cava >= 0.81 has no measured value recorded"),
-        (("at_least = 1.4\n", "at_least = 1.0\n"), "sits 0.45x below its slowest measured run 1.45x, more than the runs' spread 0.07x"),
+        (("at_least = 1.4\n", "at_least = 1.0\n"), "sits 0.45x below its slowest measured run 1.45x, more than the runs' spread or 0.10 of the ratio (0.14x)"),
         (("at_least = 1.4\n", "at_least = 1.47\n"), "is above its slowest measured run"),
         (("measured = [1.50, 1.45, 1.52]", "measured = [1.50, 1.45]"), "needs measured = [>= 3 ratios"),
         (('measured_date = "2026-11-30"\n', ""), "[d] needs measured_date"),
