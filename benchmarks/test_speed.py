@@ -47,7 +47,7 @@ def test_detect_speed(benchmark, variant, variant_prepared, facecmp_session):
 def test_finetune_speed(benchmark, facecmp_splits, facecmp_session, tmp_path):
     """Mining + one epoch on a few images: a bounded stand-in for the full fine-tuning time (in the table)."""
     from facecmp.data import split_dataset
-    from facecmp.training.finetune import finetune
+    from facecmp.training.finetune import FinetuneSettings, finetune
 
     if facecmp_splits.train is None:
         pytest.skip("the dataset has no training images")
@@ -60,7 +60,7 @@ def test_finetune_speed(benchmark, facecmp_splits, facecmp_session, tmp_path):
 
     checkpoint = benchmark.pedantic(
         lambda train, out, cache_dir: finetune(
-            train, out, epochs=FINETUNE_EPOCHS, seed=facecmp_session.options.seed,
+            train, out, FinetuneSettings(epochs=FINETUNE_EPOCHS, seed=facecmp_session.options.seed),
             device=facecmp_session.options.device, cache_dir=cache_dir, progress=False,
         ),
         setup=fresh_folder, rounds=1,

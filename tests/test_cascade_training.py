@@ -16,7 +16,7 @@ from facecmp.detection.detector import Detections, Detector, DetectorSettings
 from facecmp.errors import FacecmpError
 from facecmp.detection.models import pretrained_network
 from facecmp.data.synthetic import generate_dataset
-from facecmp.training import TrainSettings, finetune, train_stage
+from facecmp.training import FinetuneSettings, TrainSettings, finetune, train_stage
 from facecmp.training.calibrate import best_thresholds, score_thresholds
 from facecmp.training.finetune import ordered_stages
 from facecmp.training.hard_mining import (
@@ -169,8 +169,9 @@ def test_onet_resume_continues_exactly(onet_samples, tmp_path):
 @pytest.fixture(scope="module")
 def cascade_checkpoint(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("cascade")
-    finetune(tiny.train, out / "ft", dev=tiny.test, stages=("pnet", "rnet", "onet"), training=FAST,
-             hard_mining={"rnet": recipe("rnet"), "onet": recipe("onet")}, cache_dir=out / "cache", progress=False, grid=GRID)
+    settings = FinetuneSettings(stages=("pnet", "rnet", "onet"), training=FAST, grid=GRID,
+                                hard_mining={"rnet": recipe("rnet"), "onet": recipe("onet")})
+    finetune(tiny.train, out / "ft", settings, dev=tiny.test, cache_dir=out / "cache", progress=False)
     return out
 
 
@@ -197,10 +198,11 @@ def test_three_stage_finetune_writes_weights_facenet_pytorch_loads(cascade_check
 
 def test_resuming_a_later_stage_reuses_the_finished_earlier_ones(tiny, cascade_checkpoint, tmp_path):
     """A run that stopped after PNet, resumed with more stages, ends where the uninterrupted run did."""
-    settings = dict(training=FAST, hard_mining={"rnet": recipe("rnet")}, cache_dir=cascade_checkpoint / "cache", progress=False, grid=GRID[:1])
-    finetune(tiny.train, tmp_path, stages=("pnet",), **settings)
+    recipe_ = FinetuneSettings(stages=("pnet",), training=FAST, hard_mining={"rnet": recipe("rnet")}, grid=GRID[:1])
+    run = dict(cache_dir=cascade_checkpoint / "cache", progress=False)
+    finetune(tiny.train, tmp_path, recipe_, **run)
     (tmp_path / "facecmp.json").unlink()
-    resumed = finetune(tiny.train, tmp_path, stages=("pnet", "rnet"), resume=True, **settings)
+    resumed = finetune(tiny.train, tmp_path, dataclasses.replace(recipe_, stages=("pnet", "rnet")), resume=True, **run)
     whole = load_checkpoint(cascade_checkpoint / "ft")
     for stage in ("pnet", "rnet"):
         assert all(torch.equal(resumed.state_dicts[stage][k], v) for k, v in whole.state_dicts[stage].items()), stage

@@ -69,9 +69,9 @@ def test_cuda_detections_equal_cpu_detections(tiny):
 
 
 def test_finetune_on_cuda_gives_a_checkpoint_the_cpu_loads(tiny, tmp_path):
-    from facecmp.training.finetune import finetune
+    from facecmp.training.finetune import FinetuneSettings, finetune
 
-    ckpt = finetune(tiny.train, tmp_path / "ft", stages=("pnet", "rnet"), epochs=1, seed=0, device="cuda", progress=False)
+    ckpt = finetune(tiny.train, tmp_path / "ft", FinetuneSettings(stages=("pnet", "rnet"), epochs=1), device="cuda", progress=False)
     assert set(ckpt.state_dicts) == {"pnet", "rnet"}
     detector = Detector.from_checkpoint(tmp_path / "ft")
     assert detector.device.type == "cpu"

@@ -12,7 +12,7 @@ from facecmp.data import load_archive
 from facecmp.errors import FacecmpError, ModelError
 from facecmp.detection.models import build_network, pretrained_network
 from facecmp.data.synthetic import generate_dataset
-from facecmp.training import TrainSettings, finetune, train_stage
+from facecmp.training import FinetuneSettings, TrainSettings, finetune, train_stage
 from facecmp.training.losses import box_loss, classification_loss
 from facecmp.training.samples import MiningSettings, mine_samples
 
@@ -141,8 +141,8 @@ def _val_loss(net, samples, settings: TrainSettings) -> float:
 
 def test_finetune_writes_a_calibrated_checkpoint(tiny, tmp_path):
     grid = ((0.6, 0.7, 0.7), (0.4, 0.7, 0.7))
-    ckpt = finetune(tiny.train, tmp_path / "ft", dev=tiny.test, epochs=2, cache_dir=tmp_path / "cache", progress=False,
-                    training=FAST, grid=grid)
+    settings = FinetuneSettings(epochs=2, training=FAST, grid=grid)
+    ckpt = finetune(tiny.train, tmp_path / "ft", settings, dev=tiny.test, cache_dir=tmp_path / "cache", progress=False)
     again = load_checkpoint(tmp_path / "ft")
     assert again.stages == ("pnet",) and ckpt.thresholds == again.thresholds
     assert ckpt.thresholds in grid
@@ -157,7 +157,7 @@ def test_finetune_writes_a_calibrated_checkpoint(tiny, tmp_path):
 
 def test_unknown_stages_are_refused(tiny, tmp_path):
     with pytest.raises(FacecmpError, match="cannot fine-tune 'lnet'"):
-        finetune(tiny.train, tmp_path, stages=("pnet", "lnet"), progress=False)
+        finetune(tiny.train, tmp_path, FinetuneSettings(stages=("pnet", "lnet")), progress=False)
     assert not (tmp_path / "facecmp.json").exists()
 
 

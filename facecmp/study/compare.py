@@ -168,18 +168,15 @@ def finetune_from_archive(
     ``holdout_per_folder`` images per folder are set aside first and never seen (your own test
     split, the same one ``compare --test split:N`` uses with the same seed).
     """
-    from facecmp.training.finetune import finetune
+    from facecmp.training.finetune import FinetuneSettings, finetune
 
     if "dlib-hog" in stages and tuple(stages) != ("dlib-hog",):
         raise DataError(f"--stages {','.join(stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
     train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder, fmt=fmt)
     if "dlib-hog" in stages:
         return _train_dlib(train, out, dev=dev, seed=seed, resume=resume)
-    kwargs = {"epochs": epochs} if epochs else {}
-    return finetune(
-        train, out, dev=dev, stages=tuple(stages), seed=seed, device=device, resume=resume,
-        from_scratch=from_scratch, **kwargs,
-    )
+    settings = FinetuneSettings(stages=tuple(stages), epochs=epochs or None, seed=seed, from_scratch=from_scratch)
+    return finetune(train, out, settings, dev=dev, device=device, resume=resume)
 
 
 def _train_dlib(train: Dataset, out: str | Path, *, dev: Dataset | None, seed: int, resume: bool):

@@ -170,7 +170,7 @@ def _reuse_finished_stages(ctx: VariantContext, stages: tuple[str, ...], folder:
 
 def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...]) -> Path:
     """The checkpoint for ``stages`` on this context's data: reused when cached, else trained (resumably)."""
-    from facecmp.training.finetune import finetune
+    from facecmp.training.finetune import FinetuneSettings, finetune
     from facecmp.training.loop import state_file
 
     if name in ctx.checkpoints:
@@ -180,11 +180,10 @@ def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...]
     folder = _checkpoint_folder(ctx, stages)
     if not (folder / META_FILE).is_file():
         _reuse_finished_stages(ctx, stages, folder)
-        kwargs = {"epochs": ctx.epochs} if ctx.epochs else {}
         finetune(
-            ctx.train, folder, dev=ctx.dev, stages=stages, seed=ctx.seed, device=ctx.device,
-            resume=any((folder / state_file(s)).is_file() for s in stages), cache_dir=ctx.cache_dir / f"samples-{code_fingerprint()}",
-            progress=ctx.progress, **kwargs,
+            ctx.train, folder, FinetuneSettings(stages=stages, epochs=ctx.epochs or None, seed=ctx.seed), dev=ctx.dev,
+            device=ctx.device, resume=any((folder / state_file(s)).is_file() for s in stages),
+            cache_dir=ctx.cache_dir / f"samples-{code_fingerprint()}", progress=ctx.progress,
         )
     return folder
 

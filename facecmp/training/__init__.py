@@ -3,7 +3,7 @@
 Imports from data, detection and evaluation."""
 
 from facecmp.training.calibrate import DEFAULT_GRID, best_thresholds, stage_recall
-from facecmp.training.finetune import DEFAULT_TRAINING, finetune
+from facecmp.training.finetune import DEFAULT_TRAINING, FinetuneSettings, finetune
 from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_hard_samples, mine_stage_samples
 from facecmp.training.loop import TrainResult, TrainSettings, train_stage
 from facecmp.training.losses import LossWeights, mtcnn_loss
@@ -12,6 +12,7 @@ from facecmp.training.samples import MiningSettings, SampleDataset, SampleSet, i
 __all__ = [
     "DEFAULT_GRID",
     "DEFAULT_TRAINING",
+    "FinetuneSettings",
     "HardMiningSettings",
     "LossWeights",
     "MiningSettings",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -23,7 +23,7 @@ from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.models import STAGES, build_network, pretrained_network
-from facecmp.training.calibrate import DEFAULT_GRID, best_thresholds
+from facecmp.training.calibrate import DEFAULT_GRID, Thresholds, best_thresholds
 from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_stage_samples
 from facecmp.training.loop import TrainSettings, train_stage
 from facecmp.training.samples import MiningSettings, SampleSet, data_fingerprint, mine_pnet_samples
@@ -79,34 +79,47 @@ def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, 
     return samples
 
 
-def finetune(
-    train: Dataset,
-    out_dir: str | Path,
-    *,
-    dev: Dataset | None = None,
-    stages: tuple[str, ...] = ("pnet",),
-    epochs: int | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    resume: bool = False,
-    from_scratch: bool = False,
-    cache_dir: str | Path | None = None,
-    progress: bool = True,
-    mining: MiningSettings = MiningSettings(),
-    hard_mining: Mapping[str, HardMiningSettings] | None = None,
-    training: TrainSettings | Mapping[str, TrainSettings] | None = None,
-    grid=DEFAULT_GRID,
-    min_face_size: float = DetectorSettings.min_face_size,
-) -> Checkpoint:
-    """Fine-tune ``stages`` on ``train``; calibrate thresholds on ``dev`` when given; save into ``out_dir``.
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """What a fine-tuning run learns and how (the recipe recorded in the checkpoint); where it runs
+    and whether it resumes are :func:`finetune`'s own arguments.
 
     ``mining`` is PNet's sample recipe, ``hard_mining`` RNet's/ONet's (default
     :func:`default_hard_mining`); ``training`` one TrainSettings for all stages or one per stage
-    (default ``DEFAULT_TRAINING``); ``epochs`` overrides every stage's. ``cache_dir`` (default
-    ``out_dir/cache``) keeps mined samples between runs; ``resume`` continues an interrupted
-    training from ``out_dir/train_state_<stage>.pt`` (finished stages are not re-trained).
+    (default ``DEFAULT_TRAINING``); ``epochs`` overrides every stage's; ``grid`` the thresholds
+    tried on the dev split.
     """
-    stages = ordered_stages(stages)
+
+    stages: tuple[str, ...] = ("pnet",)
+    epochs: int | None = None
+    seed: int = 0
+    from_scratch: bool = False
+    mining: MiningSettings = MiningSettings()
+    hard_mining: Mapping[str, HardMiningSettings] | None = None
+    training: TrainSettings | Mapping[str, TrainSettings] | None = None
+    grid: tuple[Thresholds, ...] = DEFAULT_GRID
+    min_face_size: float = DetectorSettings.min_face_size
+
+
+def finetune(
+    train: Dataset,
+    out_dir: str | Path,
+    settings: FinetuneSettings = FinetuneSettings(),
+    *,
+    dev: Dataset | None = None,
+    device: str = "cpu",
+    resume: bool = False,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Checkpoint:
+    """Fine-tune ``settings.stages`` on ``train``; calibrate thresholds on ``dev`` when given; save
+    into ``out_dir``.
+
+    ``cache_dir`` (default ``out_dir/cache``) keeps mined samples between runs; ``resume``
+    continues an interrupted training from ``out_dir/train_state_<stage>.pt`` (finished stages are
+    not re-trained).
+    """
+    stages = ordered_stages(settings.stages)
     if train.n_faces == 0:
         raise FacecmpError(f"{train.name}: the training set has no annotated faces, so there is nothing to learn from")
     out_dir = Path(out_dir)
@@ -115,57 +128,72 @@ def finetune(
     nets = {stage: pretrained_network(stage) for stage in STAGES}
     per_stage: dict[str, dict] = {}
     for stage in stages:
-        if from_scratch:
+        if settings.from_scratch:
             nets[stage] = build_network(stage)
-        settings = training_settings(stage, training, epochs)
+        recipe = training_settings(stage, settings.training, settings.epochs)
         start = time.perf_counter()
         samples = mine_for_stage(
-            stage, train, nets, mining=mining, hard_mining=hard_mining, seed=seed, cache_dir=cache_dir,
-            device=device, progress=progress, min_face_size=min_face_size,
+            stage, train, nets, mining=settings.mining, hard_mining=settings.hard_mining, seed=settings.seed,
+            cache_dir=cache_dir, device=device, progress=progress, min_face_size=settings.min_face_size,
         )
         mining_s = time.perf_counter() - start
         start = time.perf_counter()
-        result = train_stage(nets, stage, samples, out_dir, settings, seed=seed, device=device, resume=resume, progress=progress)
+        result = train_stage(nets, stage, samples, out_dir, recipe, seed=settings.seed, device=device, resume=resume, progress=progress)
         nets[stage].load_state_dict(result.state_dict)
-        per_stage[stage] = {
-            "training": asdict(settings),
-            "samples": samples.counts(),
-            "epochs": len(result.history),
-            "best_epoch": result.best_epoch,  # 0: no epoch beat the starting weights, which were kept
-            "start_val_loss": result.start_val_loss,
-            "best_val_loss": result.best_val_loss,
-            "stopped_early": result.stopped_early,
-            "history": result.history,
-            "timings": {"mining_s": mining_s, "training_s": time.perf_counter() - start},
-        }
+        per_stage[stage] = stage_record(recipe, samples, result, mining_s=mining_s, training_s=time.perf_counter() - start)
 
     thresholds, table = None, None
     start = time.perf_counter()
     if dev is not None:
         def detector(t):
-            return Detector(nets, DetectorSettings(min_face_size=min_face_size, thresholds=t, device=device))
+            return Detector(nets, DetectorSettings(min_face_size=settings.min_face_size, thresholds=t, device=device))
 
-        thresholds, table = best_thresholds(detector, dev, grid, progress=progress)
-    calibration_s = time.perf_counter() - start
+        thresholds, table = best_thresholds(detector, dev, settings.grid, progress=progress)
+    calibration = {"dataset": dev.name, "n_images": len(dev), "table": table, "seconds": time.perf_counter() - start} if dev is not None else None
+    meta = checkpoint_meta(settings, stages, train, per_stage, thresholds, calibration)
+    save_checkpoint(out_dir, {stage: nets[stage].state_dict() for stage in stages}, meta)
+    return load_checkpoint(out_dir)
 
+
+def stage_record(recipe: TrainSettings, samples: SampleSet, result, *, mining_s: float, training_s: float) -> dict:
+    """What one stage's training leaves in ``facecmp.json["stage_training"][stage]``."""
+    return {
+        "training": asdict(recipe),
+        "samples": samples.counts(),
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,  # 0: no epoch beat the starting weights, which were kept
+        "start_val_loss": result.start_val_loss,
+        "best_val_loss": result.best_val_loss,
+        "stopped_early": result.stopped_early,
+        "history": result.history,
+        "timings": {"mining_s": mining_s, "training_s": training_s},
+    }
+
+
+def checkpoint_meta(settings: FinetuneSettings, stages: tuple[str, ...], train: Dataset, per_stage: dict[str, dict],
+                    thresholds, calibration: dict | None) -> dict:
+    """The checkpoint's ``facecmp.json``: the recipe, the data it saw, each stage's record, the
+    calibrated thresholds and the time each part took."""
     meta = {
         "settings": {
-            "mining": asdict(mining),
-            "hard_mining": {s: asdict(hard_mining_settings(s, hard_mining, min_face_size)) for s in stages if s != "pnet"},
-            "seed": seed,
-            "from_scratch": from_scratch,
+            "mining": asdict(settings.mining),
+            "hard_mining": {
+                s: asdict(hard_mining_settings(s, settings.hard_mining, settings.min_face_size)) for s in stages if s != "pnet"
+            },
+            "seed": settings.seed,
+            "from_scratch": settings.from_scratch,
         },
         "data_fingerprint": data_fingerprint(train),
         "n_train_images": len(train),
         "stage_training": per_stage,
         "thresholds": list(thresholds) if thresholds else None,
-        "calibration": {"dataset": dev.name, "n_images": len(dev), "table": table} if dev is not None else None,
-        "min_face_size": min_face_size,
+        "calibration": {k: v for k, v in calibration.items() if k != "seconds"} if calibration else None,
+        "min_face_size": settings.min_face_size,
         # Totals over the stages (per stage: stage_training[stage]["timings"]).
         "timings": {
             "mining_s": sum(p["timings"]["mining_s"] for p in per_stage.values()),
             "training_s": sum(p["timings"]["training_s"] for p in per_stage.values()),
-            "calibration_s": calibration_s,
+            "calibration_s": calibration["seconds"] if calibration else 0.0,
         },
     }
     if len(stages) == 1:
@@ -175,5 +203,4 @@ def finetune(
         meta["settings"]["training"] = only["training"]
     else:
         meta["epochs"] = {s: p["epochs"] for s, p in per_stage.items()}
-    save_checkpoint(out_dir, {stage: nets[stage].state_dict() for stage in stages}, meta)
-    return load_checkpoint(out_dir)
+    return meta
