@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("detect", help="detect faces in a folder of images; write the course's .npy files")
-    p.add_argument("--images", required=True, type=Path, help="folder of images (or a course test folder)")
+    p.add_argument("--images", required=True, type=Path, help="folder of images, or a labelled dataset (course test folder or archive, COCO, VOC, YOLO, WIDER FACE): its test images")
     p.add_argument("--out", required=True, type=Path, help="folder for detections/scores/file_names_all_faces.npy")
     p.add_argument("--model", default="pretrained", help="'pretrained', a checkpoint folder from `facecmp finetune`, 'facenet-reference' (facenet-pytorch's own MTCNN), "
         "or a peer: 'opencv-haar', 'dlib-hog' (facecmp[peers]), 'blazeface', 'blazeface-full' (make mediapipe-venv)")
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", help="the whole study: fine-tune, detect with both variants, evaluate, report")
     p.add_argument("--data", required=True, type=Path, help="course archive root")
-    p.add_argument("--test", default=None, help="test folder, or 'split' / 'split:N' to hold out N images per training folder (default: the archive's validare/, else split:50)")
+    p.add_argument("--test", default=None, help="test folder (course layout or any labelling format), or 'split' / 'split:N' to hold out N images per training folder (default: the archive's validare/, else split:50)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
     p.add_argument("--checkpoint", type=Path, default=None, help="reuse this fine-tuned checkpoint instead of training")
     p.add_argument("--epochs", type=_positive_int, default=None)

@@ -99,3 +99,16 @@ def test_compare_cascade_on_a_coco_folder_gives_the_same_report(original, as_coc
         reports[name] = [np.load(tmp_path / name / "predictions" / "finetuned-cascade" / f)
                          for f in ("detections_all_faces.npy", "scores_all_faces.npy")]
     assert all(np.array_equal(x, y) for x, y in zip(reports["course"], reports["coco"]))
+
+
+def test_detect_and_compare_take_their_test_images_from_any_format(original, as_coco, tmp_path):
+    """`detect --images` and `compare --test DIR` read a converted copy's test part like the course's."""
+    from facecmp.detection.inference import images_to_detect
+
+    course = load_archive(original).test
+    for chosen in (images_to_detect(as_coco), study_compare.choose_splits(original, str(as_coco), dev_per_folder=1).test):
+        assert [r.key for r in chosen.images] == [r.key for r in course.images]
+        assert all(np.array_equal(chosen.ground_truth()[k], v) for k, v in course.ground_truth().items())
+    code, out, err = run_cli(["detect", "--images", as_coco, "--out", tmp_path / "det"])
+    assert code == 0, err
+    assert len(np.load(tmp_path / "det" / "file_names_all_faces.npy")) == len(np.load(tmp_path / "det" / "scores_all_faces.npy"))

@@ -372,6 +372,17 @@ def load_archive(
     return Archive(root, train, test)
 
 
+def load_test_set(path: str | Path, *, allow_missing: bool = False, fmt: str | None = None) -> Dataset:
+    """The labelled images to test on at ``path``: a course test folder, a course archive's test
+    part, or a dataset in another labelling format (its test part, else its only part)."""
+    archive = load_archive(path, allow_missing=allow_missing, fmt=fmt)
+    chosen = archive.test if archive.test is not None else archive.train
+    if chosen is None:
+        raise DataError(f"{path}: no labelled images found; expected a course test folder (validare/) or a dataset in "
+                        "one of the labelling formats (see `facecmp convert --help`)")
+    return chosen
+
+
 def find_parts(root: Path) -> tuple[Path | None, Path | None]:
     """``(training folder, test folder)`` of an archive root; either may be None."""
     if is_test_dir(root):

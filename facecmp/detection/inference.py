@@ -136,9 +136,10 @@ def detections_to_predictions(per_image: dict[str, Detections]) -> Predictions:
 
 
 def images_to_detect(path: Path) -> Dataset:
-    """A folder of images, or a course test folder / archive whose test images we should run on."""
+    """A folder of images, or a labelled dataset (a course test folder or archive, COCO, VOC,
+    YOLO, WIDER FACE) whose test images we should run on."""
     from facecmp.data import load_archive, load_image_folder
-    from facecmp.data.layout import find_parts
+    from facecmp.data.formats import find_formats
     from facecmp.data.images import IMAGE_SUFFIXES
     from facecmp.errors import DataError
 
@@ -147,10 +148,11 @@ def images_to_detect(path: Path) -> Dataset:
         raise DataError(f"{path}: not a folder; --images expects a folder of images or a course test folder")
     if any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
         return load_image_folder(path)
-    _, test_dir = find_parts(path)
-    if test_dir is None:
+    test = load_archive(path, allow_missing=True).test if find_formats(path) else None
+    if test is None:
         raise DataError(
-            f"{path}: no images found; --images expects a folder of image files ({', '.join(IMAGE_SUFFIXES)}) "
-            "or a course test folder such as validare/ (with task1_gt_validare.txt and validare/ inside)"
+            f"{path}: no test images found; --images expects a folder of image files ({', '.join(IMAGE_SUFFIXES)}), "
+            "a course test folder such as validare/ (with task1_gt_validare.txt and validare/ inside), or a "
+            "COCO / VOC / YOLO / WIDER FACE dataset with a test part (a training part alone: give its image folder)"
         )
-    return load_archive(path, allow_missing=True).test
+    return test

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from facecmp.data import load_archive, load_test, split_dataset
+from facecmp.data import load_archive, split_dataset
+from facecmp.data.layout import load_test_set
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate
@@ -73,7 +74,7 @@ def choose_splits(
     if per_folder is not None and archive.train is None:
         raise DataError(f"{root}: --test {test} needs training images (antrenare/) to split")
     if per_folder is None:
-        test_ds = archive.test if test is None else load_test(Path(test), allow_missing=allow_missing)
+        test_ds = archive.test if test is None else load_test_set(Path(test), allow_missing=allow_missing)
     if archive.train is None:
         return Splits(None, None, test_ds)
     splits = carve_splits(archive.train, holdout_per_folder=per_folder or 0, dev_per_folder=dev_per_folder, seed=seed)
