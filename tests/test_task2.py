@@ -357,6 +357,7 @@ def test_recognition_gates_are_read_checked_and_explain_a_failure(tmp_path):
     bad = {"finetune": {"map_cava": 0.7, "map_voc": 0.7}, "probe-pretrained": {"map_cava": 0.8, "map_voc": 0.8}}
     messages = [g.check(bad) for g in gates]
     assert "measured 0.700 (short by 0.100)" in messages[0] and "0.700 vs 0.800" in messages[1]
+    assert [g.kinds for g in gates] == [{"finetune"}, {"finetune", "probe-pretrained"}]  # a run of one kind checks the first only
     path.write_text('[[recognition]]\nrecognizer = "svm"\nmap_cava = 0.5\n')
     with pytest.raises(GatesFileError, match="recognizer = one of"):
         load_recognition_gates(path, "default")

@@ -37,6 +37,8 @@ def pytest_addoption(parser):
     group.addoption("--facecmp-max-test-images", type=int, default=None, metavar="N", help="evaluate on the first N test images only (time budget)")
     group.addoption("--facecmp-workers", type=int, default=0, metavar="N", help="worker processes for the evaluation pass over the test images (default 0: in process)")
     group.addoption("--facecmp-dev", type=int, default=BENCH_DEV_PER_FOLDER, metavar="N", help=f"dev images per training folder for threshold calibration (default {BENCH_DEV_PER_FOLDER})")
+    group.addoption("--facecmp-recognizers", default=None, metavar="KINDS",
+                    help="task 2: comma-separated recognizer kinds to train and gate (default: all; see facecmp.detection.recognizer.KINDS)")
     group.addoption("--facecmp-gates", default=None, help=f"gates file (default: {GATES_FILE} beside the test module)")
     robustness.add_options(group)
 
@@ -44,6 +46,7 @@ def pytest_addoption(parser):
 def _options(config: pytest.Config) -> BenchOptions:
     opt = config.getoption
     variants = opt("--facecmp-variants")
+    recognizers = opt("--facecmp-recognizers")
     cache = opt("--facecmp-cache")
     return BenchOptions(
         data=Path(opt("--facecmp-data")) if opt("--facecmp-data") else None,
@@ -55,6 +58,7 @@ def _options(config: pytest.Config) -> BenchOptions:
         max_test_images=opt("--facecmp-max-test-images"),
         workers=opt("--facecmp-workers"),
         dev_per_folder=opt("--facecmp-dev"),
+        recognizers=tuple(k.strip() for k in recognizers.split(",") if k.strip()) if recognizers else None,
     )
 
 

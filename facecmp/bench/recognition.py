@@ -30,6 +30,11 @@ class RecognitionGate:
     beats: str | None = None
     by: float = 0.0
 
+    @property
+    def kinds(self) -> set[str]:
+        """The recognizer kinds this gate reads."""
+        return {self.recognizer} | ({self.beats} if self.beats else set())
+
     def check(self, values: dict[str, dict[str, float]]) -> str | None:
         """None when it holds, else the failure message."""
         measured = values[self.recognizer][self.metric]

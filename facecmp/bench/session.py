@@ -48,6 +48,7 @@ class BenchOptions:
     dev_per_folder: int = BENCH_DEV_PER_FOLDER
     seed: int = 0
     epochs: int | None = None
+    recognizers: tuple[str, ...] | None = None  # task 2's recognizer kinds; None: every kind
     # Parameters of the generated dataset (tests use a tiny one).
     synthetic: dict = dataclasses.field(default_factory=dict)
 
