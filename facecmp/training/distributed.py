@@ -122,6 +122,8 @@ def init_from_env(device: str = "cpu", environ=os.environ) -> Dist:
     if not torch_dist.is_initialized():
         timeout = int(environ.get(TIMEOUT_VARIABLE, DEFAULT_TIMEOUT_S))
         address = f"{environ.get('MASTER_ADDR', '?')}:{environ.get('MASTER_PORT', '?')}"
+        if rank != 0 or environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            _wait_for_store(environ.get("MASTER_ADDR", "127.0.0.1"), int(environ.get("MASTER_PORT", 29500)), timeout, rank, world_size)
         try:
             torch_dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout))
         except (RuntimeError, ValueError, TimeoutError) as exc:
@@ -132,6 +134,31 @@ def init_from_env(device: str = "cpu", environ=os.environ) -> Dist:
                 f"and check that the port is reachable (wait longer with {TIMEOUT_VARIABLE}=SECONDS)"
             ) from None
     return Dist(rank=rank, world_size=world_size, local_rank=local_rank, local_world_size=local_world_size, backend=backend)
+
+
+def _wait_for_store(host: str, port: int, timeout: float, rank: int, world_size: int) -> None:
+    """Wait until the rendezvous store accepts connections; one error line if it never does.
+
+    torch's own client retries too, but logs every failed try from C++ straight to stderr;
+    checking first keeps an unreachable rendezvous to the one line below.
+    """
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(5.0, max(timeout, 0.1))):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise DistributedError(
+                    f"rank {rank} of {world_size} could not join the others at the rendezvous {host}:{port} within "
+                    f"{timeout:g} s ({exc.strerror or exc}); start every node with the same torchrun command and "
+                    f"--rdzv-endpoint/--master-addr, and check that the port is reachable (wait longer with "
+                    f"{TIMEOUT_VARIABLE}=SECONDS)"
+                ) from None
+            time.sleep(0.5)
 
 
 def close(dist: Dist) -> None:
