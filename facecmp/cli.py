@@ -391,6 +391,10 @@ def cmd_finetune(args) -> int:
             raise FacecmpError(f"--stages {args.stages}: several processes (--nproc, torchrun) train the MTCNN stages "
                                "pnet, rnet, onet only; run recognizer and dlib-hog training in one process")
     if (args.nproc or 1) > 1 and not under_torchrun:
+        if args.resume:
+            from facecmp.training.ddp import require_world_size
+
+            require_world_size(args.out, args.nproc)
         return distributed.launch_local(args.nproc, _without_nproc(args.argv), args.threads, args.device)
     if "recognizer" in stages:
         return _finetune_with_recognizer(args, tuple(s for s in stages if s != "recognizer"))

@@ -79,9 +79,16 @@ def _rank_work(rank: int, world_size: int, port: int, root: str, out: str) -> No
         best, table = best_thresholds_sharded(factory, data.test, GRID, dist, progress=False)
         nets = _pretrained()
         result = train_stage_ddp(nets, "pnet", pnet_samples, Path(out) / "train", FAST, dist, seed=0, progress=False)
+        # Interrupted after epoch 1 (as when a rank dies), resumed to 2 epochs: as if never stopped.
+        two = dataclasses.replace(FAST, epochs=2)
+        whole = train_stage_ddp(_pretrained(), "pnet", pnet_samples, Path(out) / "whole", two, dist, seed=0, progress=False)
+        resumed = train_stage_ddp(_pretrained(), "pnet", pnet_samples, Path(out) / "train", two, dist, seed=0, resume=True,
+                                  progress=False)
         torch.save({
             "pnet_samples": pnet_samples, "rnet_samples": rnet_samples, "best": best, "table": table,
             "trained": result.state_dict, "history": result.history,
+            "whole": whole.state_dict, "whole_history": whole.history, "resumed": resumed.state_dict,
+            "resumed_history": resumed.history,
         }, Path(out) / f"rank{rank}.pt")
     finally:
         torch_dist.destroy_process_group()
@@ -103,11 +110,20 @@ def test_ranks_agree_on_the_weights_after_training(two_ranks):
     assert first["history"] == second["history"] and len(first["history"]) == 1
 
 
+def test_a_resumed_run_ends_where_the_uninterrupted_one_does(two_ranks):
+    (first, second), _ = two_ranks
+    for rank in (first, second):
+        assert rank["resumed_history"] == rank["whole_history"] and len(rank["whole_history"]) == 2
+        assert all(torch.equal(rank["resumed"][k], v) for k, v in rank["whole"].items())
+    assert rank["whole_history"][0] == first["history"][0]
+
+
 def test_only_rank_zero_writes_the_run_state(two_ranks):
     _, out = two_ranks
     state = torch.load(out / "train" / "train_state_pnet.pt", weights_only=False)
     assert state["run_id"]["world_size"] == 2
     assert sorted(p.name for p in (out / "train").iterdir()) == ["train_state_pnet.pt"]
+    assert len(state["history"]) == 2  # the resumed run's
 
 
 def test_sharded_mining_gives_the_single_process_samples(two_ranks, tiny):
@@ -193,6 +209,9 @@ def test_resume_continues_with_the_same_world_size_and_refuses_another(cli_runs,
     lines = single.stderr.strip().splitlines()
     assert lines[-1].startswith("facecmp: error:") and "2 processes" in lines[-1] and "Traceback" not in single.stderr
     assert json.loads((out / "two" / "facecmp.json").read_text())["distributed"]["world_size"] == 2, "nothing rewritten"
+    more = _facecmp(*FINETUNE, "--data", tiny_root, "--out", out / "one", "--nproc", "2", "--resume")
+    assert more.returncode == 2 and more.stderr.strip().splitlines() == [more.stderr.strip()]
+    assert "1 process(es)" in more.stderr and "--nproc 1" in more.stderr
 
 
 def test_nproc_beyond_the_cores_is_one_line(tiny_root, tmp_path):
@@ -217,3 +236,31 @@ def test_a_rank_that_cannot_reach_the_rendezvous_is_one_line(tiny_root, tmp_path
 def test_outside_torchrun_a_process_is_alone():
     assert init_from_env(environ={}) == Dist()
     assert init_from_env(environ={"WORLD_SIZE": "1", "RANK": "0"}) == Dist()
+
+
+# --- NCCL on GPUs (skipped without CUDA) -----------------------------------------------------
+
+
+def _nccl_rank(rank: int, world_size: int, port: int, root: str, out: str) -> None:
+    torch.cuda.set_device(rank)
+    torch_dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    dist = Dist(rank=rank, world_size=world_size, local_rank=rank, local_world_size=world_size, backend="nccl")
+    try:
+        data = load_archive(root)
+        samples = mine_samples_sharded(data.train, MiningSettings(), 0, dist, progress=False)
+        result = train_stage_ddp(_pretrained(), "pnet", samples, Path(out) / "train", FAST, dist, seed=0,
+                                 device=f"cuda:{rank}", progress=False)
+        torch.save({k: v.cpu() for k, v in result.state_dict.items()}, Path(out) / f"nccl{rank}.pt")
+    finally:
+        torch_dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nccl_ranks_train_on_their_gpus_and_agree(tiny_root, tmp_path):
+    """One process per GPU (two where there are two; one GPU still runs DDP over NCCL)."""
+    world_size = min(2, torch.cuda.device_count())
+    mp.spawn(_nccl_rank, args=(world_size, _free_port(), str(tiny_root), str(tmp_path)), nprocs=world_size, join=True)
+    trained = [torch.load(tmp_path / f"nccl{r}.pt") for r in range(world_size)]
+    pretrained = pretrained_network("pnet").state_dict()
+    assert all(torch.equal(trained[0][k], t[k]) for t in trained for k in pretrained)
+    assert not all(torch.equal(trained[0][k], v) for k, v in pretrained.items())

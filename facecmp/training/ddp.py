@@ -189,3 +189,16 @@ def distributed_record(dist: Dist, per_stage: dict[str, dict]) -> dict:
         "rule": "same global batch and learning rate as one process; each rank takes batch_size // world_size",
         "per_rank_batch": {s: per_rank_batch(p["training"]["batch_size"], dist.world_size) for s, p in per_stage.items()},
     }
+
+
+def require_world_size(out_dir: str | Path, world_size: int) -> None:
+    """Before starting N processes with ``--resume``: every ``train_state_<stage>.pt`` in ``out_dir``
+    was written by a run with N processes (one line naming the file otherwise, nothing started)."""
+    for path in sorted(Path(out_dir).glob(state_file("*"))):
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        written = (state.get("run_id") or {}).get("world_size", 1)
+        if written != world_size:
+            raise DistributedError(
+                f"{path}: was written by a run with {written} process(es), this one would have {world_size}; resume with "
+                f"the same number (--nproc {written}), or drop --resume to start over"
+            )
