@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recognizer", default="finetune", help="recognizer kind: finetune (ONet + character head, end to end), "
                    "probe-finetuned or probe-pretrained (linear probe on frozen ONet features) (default finetune)")
     _add_format_option(p)
+    p.add_argument("--nproc", type=_positive_int, default=None, help="train with N processes here (torchrun + "
+                   "DistributedDataParallel; one CPU core or GPU each, --threads shared among them); same as "
+                   "`torchrun --nproc_per_node N -m facecmp finetune ...` (default 1: this process)")
 
     p = sub.add_parser("compare", help="the whole study: fine-tune, detect with both variants, evaluate, report")
     p.add_argument("--data", required=True, type=Path, help="course archive root")
@@ -379,19 +382,56 @@ def cmd_check(args) -> int:
 
 def cmd_finetune(args) -> int:
     from facecmp.study.compare import finetune_from_archive
+    from facecmp.training import distributed
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    under_torchrun = distributed.launched_by_torchrun()
+    if (args.nproc or 1) > 1 or under_torchrun:
+        if "recognizer" in stages or "dlib-hog" in stages:
+            raise FacecmpError(f"--stages {args.stages}: several processes (--nproc, torchrun) train the MTCNN stages "
+                               "pnet, rnet, onet only; run recognizer and dlib-hog training in one process")
+    if (args.nproc or 1) > 1 and not under_torchrun:
+        if args.resume:
+            from facecmp.training.ddp import require_world_size
+
+            require_world_size(args.out, args.nproc)
+        return distributed.launch_local(args.nproc, _without_nproc(args.argv), args.threads, args.device)
     if "recognizer" in stages:
         return _finetune_with_recognizer(args, tuple(s for s in stages if s != "recognizer"))
-    ckpt = finetune_from_archive(
-        args.data, args.out, stages=stages, epochs=args.epochs, seed=args.seed, device=args.device,
-        resume=args.resume, from_scratch=args.from_scratch,
-        dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, fmt=args.format,
-    )
+    dist = distributed.init_from_env(args.device) if under_torchrun else None
+    try:
+        if dist is not None:
+            import torch
+
+            torch.set_num_threads(distributed.threads_per_process(args.threads, dist))
+        ckpt = finetune_from_archive(
+            args.data, args.out, stages=stages, epochs=args.epochs, seed=args.seed,
+            device=distributed.device_for(dist, args.device) if dist is not None else args.device,
+            resume=args.resume, from_scratch=args.from_scratch,
+            dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, fmt=args.format, dist=dist,
+        )
+    finally:
+        if dist is not None:
+            distributed.close(dist)
+    if dist is not None and not dist.is_main:
+        return 0
     print(f"checkpoint: {ckpt.path}")
     shown = ("stages", "epochs", "thresholds", "timings") if "stages" in ckpt.meta else ("kind", "groups", "settings", "timings")
     print(json.dumps({k: ckpt.meta.get(k) for k in shown}, indent=2))
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc N`` / ``--nproc=N``: what each of the N processes runs."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def _finetune_with_recognizer(args, stages: tuple[str, ...]) -> int:
@@ -476,6 +516,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     from facecmp.process import exact_float32_on_cuda, import_torch_frozen, retain_freed_memory
 
     torch = import_torch_frozen()

@@ -163,6 +163,7 @@ def finetune_from_archive(
     dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
     holdout_per_folder: int = 0,
     fmt: str | None = None,
+    dist=None,
 ):
     """``facecmp finetune``: train on the archive's training images, calibrate on a dev split of them.
 
@@ -177,6 +178,8 @@ def finetune_from_archive(
     if "dlib-hog" in stages:
         return _train_dlib(train, out, dev=dev, seed=seed, resume=resume)
     settings = FinetuneSettings(stages=tuple(stages), epochs=epochs or None, seed=seed, from_scratch=from_scratch)
+    if dist is not None:  # one process of a distributed run (training.distributed)
+        return finetune(train, out, settings, dev=dev, device=device, resume=resume, progress=dist.is_main, dist=dist)
     return finetune(train, out, settings, dev=dev, device=device, resume=resume)
 
 

@@ -27,6 +27,8 @@ from facecmp.training.calibrate import DEFAULT_GRID, Thresholds, best_thresholds
 from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_stage_samples
 from facecmp.training.loop import TrainSettings, train_stage
 from facecmp.training.samples import MiningSettings, SampleSet, data_fingerprint, mine_pnet_samples
+from facecmp.training import ddp, sharded
+from facecmp.training.distributed import SINGLE, Dist
 
 # Per-stage training recipes (``epochs`` overrides them all when given).
 DEFAULT_TRAINING: dict[str, TrainSettings] = {
@@ -63,13 +65,20 @@ def hard_mining_settings(stage: str, hard_mining, min_face_size: float) -> HardM
     return dataclasses.replace(chosen, min_face_size=min_face_size)
 
 
-def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, device, progress, min_face_size) -> SampleSet:
+def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, device, progress, min_face_size,
+                   dist: Dist = SINGLE) -> SampleSet:
     if stage == "pnet":
-        samples = mine_pnet_samples(train, mining, seed=seed, cache_dir=cache_dir, progress=progress)
+        if dist.active:
+            samples = sharded.mine_pnet_samples_sharded(train, mining, seed, dist, cache_dir=cache_dir, progress=progress)
+        else:
+            samples = mine_pnet_samples(train, mining, seed=seed, cache_dir=cache_dir, progress=progress)
         smallest = mining.min_face_size
     else:
         settings = hard_mining_settings(stage, hard_mining, min_face_size)
-        samples = mine_stage_samples(train, nets, stage, settings, seed=seed, cache_dir=cache_dir, device=device, progress=progress)
+        if dist.active:
+            samples = sharded.mine_stage_samples_sharded(train, nets, stage, settings, seed, dist, cache_dir, device, progress)
+        else:
+            samples = mine_stage_samples(train, nets, stage, settings, seed=seed, cache_dir=cache_dir, device=device, progress=progress)
         smallest = settings.crops.min_face_size
     if len(samples) < 2 or samples.counts()["positive"] == 0:
         raise FacecmpError(
@@ -111,6 +120,7 @@ def finetune(
     resume: bool = False,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    dist: Dist = SINGLE,
 ) -> Checkpoint:
     """Fine-tune ``settings.stages`` on ``train``; calibrate thresholds on ``dev`` when given; save
     into ``out_dir``.
@@ -118,6 +128,9 @@ def finetune(
     ``cache_dir`` (default ``out_dir/cache``) keeps mined samples between runs; ``resume``
     continues an interrupted training from ``out_dir/train_state_<stage>.pt`` (finished stages are
     not re-trained).
+
+    ``dist``: this process's place in a distributed run (``distributed.init_from_env`` under
+    torchrun): mining, training and calibration are then shared by the ranks, rank 0 writes.
     """
     stages = ordered_stages(settings.stages)
     if train.n_faces == 0:
@@ -134,11 +147,14 @@ def finetune(
         start = time.perf_counter()
         samples = mine_for_stage(
             stage, train, nets, mining=settings.mining, hard_mining=settings.hard_mining, seed=settings.seed,
-            cache_dir=cache_dir, device=device, progress=progress, min_face_size=settings.min_face_size,
+            cache_dir=cache_dir, device=device, progress=progress, min_face_size=settings.min_face_size, dist=dist,
         )
         mining_s = time.perf_counter() - start
         start = time.perf_counter()
-        result = train_stage(nets, stage, samples, out_dir, recipe, seed=settings.seed, device=device, resume=resume, progress=progress)
+        if dist.active:
+            result = ddp.train_stage_ddp(nets, stage, samples, out_dir, recipe, dist, settings.seed, device, resume, progress)
+        else:
+            result = train_stage(nets, stage, samples, out_dir, recipe, seed=settings.seed, device=device, resume=resume, progress=progress)
         nets[stage].load_state_dict(result.state_dict)
         per_stage[stage] = stage_record(recipe, samples, result, mining_s=mining_s, training_s=time.perf_counter() - start)
 
@@ -148,10 +164,17 @@ def finetune(
         def detector(t):
             return Detector(nets, DetectorSettings(min_face_size=settings.min_face_size, thresholds=t, device=device))
 
-        thresholds, table = best_thresholds(detector, dev, settings.grid, progress=progress)
+        if dist.active:
+            thresholds, table = sharded.best_thresholds_sharded(detector, dev, settings.grid, dist, progress=progress)
+        else:
+            thresholds, table = best_thresholds(detector, dev, settings.grid, progress=progress)
     calibration = {"dataset": dev.name, "n_images": len(dev), "table": table, "seconds": time.perf_counter() - start} if dev is not None else None
     meta = checkpoint_meta(settings, stages, train, per_stage, thresholds, calibration)
-    save_checkpoint(out_dir, {stage: nets[stage].state_dict() for stage in stages}, meta)
+    if dist.active:
+        meta["distributed"] = ddp.distributed_record(dist, per_stage)
+    if dist.is_main:
+        save_checkpoint(out_dir, {stage: nets[stage].state_dict() for stage in stages}, meta)
+    dist.barrier()  # the other ranks read the checkpoint only once rank 0 has written it
     return load_checkpoint(out_dir)
 
 

@@ -113,6 +113,7 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
                 progress.set_postfix(loss=f"{totals['loss'] / seen:.4f}", refresh=False)
     out = {k: totals[k] / max(seen, 1) for k in ("loss", "cls", "box")}
     out["accuracy"] = totals["correct"] / max(totals["classified"], 1)
+    out["samples"], out["classified"] = seen, totals["classified"]  # the weights of the means, for reducing over processes
     return out
 
 
@@ -132,6 +133,12 @@ def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generato
     """Restore what :func:`save_run_state` wrote into the given objects; ``(history, best, bad_epochs, stopped, extra)``.
     A state written by a run with another ``run_id`` (other data or settings) is refused."""
     state = torch.load(path, map_location="cpu", weights_only=False)
+    written = (state.get("run_id") or {}).get("world_size", 1)
+    if written != 1:  # a distributed run's state (ddp.py): say so rather than "different settings"
+        raise ModelError(
+            f"{path}: was written by a run with {written} processes, this one has 1; resume with the same number "
+            "(--nproc / torchrun --nproc_per_node x --nnodes), or drop --resume to start over"
+        )
     if state.get("run_id") != run_id:
         raise ModelError(
             f"{path}: was written by a run with different data or settings, so it cannot be resumed. "
