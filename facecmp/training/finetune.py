@@ -23,6 +23,7 @@ from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.models import STAGES, build_network, pretrained_network
+from facecmp.training.augment import AugmentSettings
 from facecmp.training.calibrate import DEFAULT_GRID, Thresholds, best_thresholds
 from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_stage_samples
 from facecmp.training.loop import TrainSettings, train_stage
@@ -63,13 +64,15 @@ def hard_mining_settings(stage: str, hard_mining, min_face_size: float) -> HardM
     return dataclasses.replace(chosen, min_face_size=min_face_size)
 
 
-def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, device, progress, min_face_size) -> SampleSet:
+def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, device, progress, min_face_size, augment=None) -> SampleSet:
     if stage == "pnet":
-        samples = mine_pnet_samples(train, mining, seed=seed, cache_dir=cache_dir, progress=progress)
+        samples = mine_pnet_samples(train, mining, seed=seed, cache_dir=cache_dir, progress=progress, augment=augment)
         smallest = mining.min_face_size
     else:
         settings = hard_mining_settings(stage, hard_mining, min_face_size)
-        samples = mine_stage_samples(train, nets, stage, settings, seed=seed, cache_dir=cache_dir, device=device, progress=progress)
+        samples = mine_stage_samples(
+            train, nets, stage, settings, seed=seed, cache_dir=cache_dir, device=device, progress=progress, augment=augment
+        )
         smallest = settings.crops.min_face_size
     if len(samples) < 2 or samples.counts()["positive"] == 0:
         raise FacecmpError(
@@ -87,7 +90,8 @@ class FinetuneSettings:
     ``mining`` is PNet's sample recipe, ``hard_mining`` RNet's/ONet's (default
     :func:`default_hard_mining`); ``training`` one TrainSettings for all stages or one per stage
     (default ``DEFAULT_TRAINING``); ``epochs`` overrides every stage's; ``grid`` the thresholds
-    tried on the dev split.
+    tried on the dev split; ``augment`` mines augmented copies of every training frame too
+    (:mod:`facecmp.training.augment`, ``facecmp finetune --augment``; None: the frames as they are).
     """
 
     stages: tuple[str, ...] = ("pnet",)
@@ -99,6 +103,7 @@ class FinetuneSettings:
     training: TrainSettings | Mapping[str, TrainSettings] | None = None
     grid: tuple[Thresholds, ...] = DEFAULT_GRID
     min_face_size: float = DetectorSettings.min_face_size
+    augment: AugmentSettings | None = None
 
 
 def finetune(
@@ -135,6 +140,7 @@ def finetune(
         samples = mine_for_stage(
             stage, train, nets, mining=settings.mining, hard_mining=settings.hard_mining, seed=settings.seed,
             cache_dir=cache_dir, device=device, progress=progress, min_face_size=settings.min_face_size,
+            augment=settings.augment,
         )
         mining_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -182,6 +188,7 @@ def checkpoint_meta(settings: FinetuneSettings, stages: tuple[str, ...], train: 
             },
             "seed": settings.seed,
             "from_scratch": settings.from_scratch,
+            "augment": asdict(settings.augment) if settings.augment is not None else None,
         },
         "data_fingerprint": data_fingerprint(train),
         "n_train_images": len(train),
