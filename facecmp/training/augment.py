@@ -130,7 +130,8 @@ def augmentation(settings: AugmentSettings) -> v2.Transform:
         v2.RandomApply([v2.GaussianBlur(s.blur_kernel, sigma=s.blur_sigma)], p=s.p_blur),
         v2.RandomApply([RandomSigmaGaussianNoise(s.noise_sigma)], p=s.p_noise),
         v2.ToDtype(torch.uint8, scale=True),
-        v2.RandomApply([v2.JPEG(quality=s.jpeg_quality)], p=s.p_jpeg),
+        # JPEG through Pillow's encoder: torchvision's own (torchvision.io) is deprecated since 0.29.
+        v2.RandomApply([v2.ToPILImage(), v2.JPEG(quality=s.jpeg_quality), v2.ToImage()], p=s.p_jpeg),
     ])
 
 
