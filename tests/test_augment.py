@@ -245,3 +245,20 @@ def test_training_never_imports_the_benchmark_corruptions():
     )
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=PACKAGE.parent)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_robustness_report_says_what_augmentation_costs_and_buys():
+    from facecmp.study.robustness import augmentation_notes
+
+    def summary(name, clean, cells):
+        mpc = sum(cells.values()) / len(cells)
+        return {"name": name, "clean_ap": clean, "mpc": mpc, "rpc": mpc / clean, "mpc_corruptions": list(cells),
+                "per_corruption": {c: {"3": ap} for c, ap in cells.items()}}
+
+    plain = summary("finetuned-cascade", 0.96, {"contrast": 0.02, "fog": 0.10})
+    augmented = summary("finetuned-cascade-augmented", 0.94, {"contrast": 0.70, "fog": 0.50})
+    other = summary("pretrained", 0.5, {"contrast": 0.1, "fog": 0.1})
+    [note] = augmentation_notes([other, plain, augmented])
+    assert "clean AP -0.020 (0.960 -> 0.940)" in note and "mPC +0.540 (0.060 -> 0.600)" in note
+    assert "worst cell contrast s3 0.020 -> fog s3 0.500" in note
+    assert augmentation_notes([plain, other]) == []
