@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--from-scratch", action="store_true", help="random initialisation instead of the pretrained weights")
+    p.add_argument("--augment", action="store_true", help="also mine an augmented copy of every training frame (photometric, blur, "
+                   "noise, JPEG, downscaling; torchvision, not the robustness benchmark's corruptions)")
     p.add_argument("--dev-per-folder", type=int, default=25, help="images per training folder kept out of training to calibrate thresholds (default 25)")
     p.add_argument("--holdout-per-folder", type=int, default=0, help="images per folder held out entirely, e.g. as your own test split (default 0)")
     p.add_argument("--from", dest="from_checkpoint", type=Path, default=None, help="--stages recognizer: the detector checkpoint "
@@ -390,6 +392,8 @@ def cmd_finetune(args) -> int:
         if "recognizer" in stages or "dlib-hog" in stages:
             raise FacecmpError(f"--stages {args.stages}: several processes (--nproc, torchrun) train the MTCNN stages "
                                "pnet, rnet, onet only; run recognizer and dlib-hog training in one process")
+        if args.augment:
+            raise FacecmpError("--augment trains in one process for now: drop --nproc / torchrun, or drop --augment")
     if (args.nproc or 1) > 1 and not under_torchrun:
         if args.resume:
             from facecmp.training.ddp import require_world_size
@@ -409,6 +413,7 @@ def cmd_finetune(args) -> int:
             device=distributed.device_for(dist, args.device) if dist is not None else args.device,
             resume=args.resume, from_scratch=args.from_scratch,
             dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, fmt=args.format, dist=dist,
+            augment=args.augment,
         )
     finally:
         if dist is not None:
@@ -445,7 +450,7 @@ def _finetune_with_recognizer(args, stages: tuple[str, ...]) -> int:
         finetune_from_archive(
             args.data, args.out, stages=stages, epochs=args.epochs, seed=args.seed, device=args.device,
             resume=args.resume, from_scratch=args.from_scratch,
-            dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder,
+            dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, augment=args.augment,
         )
         source = args.out
     elif source is None and not args.resume:

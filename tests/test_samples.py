@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from facecmp.data import load_training
 from facecmp.data.synthetic import generate_dataset
+from facecmp.training import augment as training_frames_module
 from facecmp.training import samples as S
 from facecmp.training.samples import DISCARD, NEGATIVE, PART, POSITIVE, MiningSettings
 
@@ -162,7 +163,7 @@ def test_second_mining_call_reads_the_cache(tiny_train, tmp_path, monkeypatch):
     def no_decoding(path):
         raise AssertionError("images were decoded although the samples were cached")
 
-    monkeypatch.setattr(S, "read_image", no_decoding)
+    monkeypatch.setattr(training_frames_module, "read_image", no_decoding)  # mining reads its frames there
     second = S.mine_pnet_samples(tiny_train, SETTINGS, seed=0, cache_dir=tmp_path, progress=False)
     assert second.from_cache and second.cache_path == first.cache_path
     np.testing.assert_array_equal(second.images, first.images)

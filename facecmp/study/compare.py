@@ -164,20 +164,28 @@ def finetune_from_archive(
     holdout_per_folder: int = 0,
     fmt: str | None = None,
     dist=None,
+    augment: bool = False,
 ):
     """``facecmp finetune``: train on the archive's training images, calibrate on a dev split of them.
 
     ``holdout_per_folder`` images per folder are set aside first and never seen (your own test
-    split, the same one ``compare --test split:N`` uses with the same seed).
+    split, the same one ``compare --test split:N`` uses with the same seed). ``augment`` mines
+    augmented copies of the training frames too (the default :class:`AugmentSettings`).
     """
+    from facecmp.training.augment import AugmentSettings
     from facecmp.training.finetune import FinetuneSettings, finetune
 
     if "dlib-hog" in stages and tuple(stages) != ("dlib-hog",):
         raise DataError(f"--stages {','.join(stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
+    if "dlib-hog" in stages and augment:
+        raise DataError("--augment mines augmented frames for the MTCNN stages; dlib-hog trains without it (drop --augment)")
     train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder, fmt=fmt)
     if "dlib-hog" in stages:
         return _train_dlib(train, out, dev=dev, seed=seed, resume=resume)
-    settings = FinetuneSettings(stages=tuple(stages), epochs=epochs or None, seed=seed, from_scratch=from_scratch)
+    settings = FinetuneSettings(
+        stages=tuple(stages), epochs=epochs or None, seed=seed, from_scratch=from_scratch,
+        augment=AugmentSettings() if augment else None,
+    )
     if dist is not None:  # one process of a distributed run (training.distributed)
         return finetune(train, out, settings, dev=dev, device=device, resume=resume, progress=dist.is_main, dist=dist)
     return finetune(train, out, settings, dev=dev, device=device, resume=resume)

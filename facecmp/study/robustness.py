@@ -329,6 +329,32 @@ def corruption_table(summaries: Sequence[dict]) -> str:
     return tabulate(rows, headers=["corruption", *(f"{s['name']}: mean (per severity)" for s in summaries)], tablefmt="github", disable_numparse=True)
 
 
+def _worst(summary: dict) -> tuple[str, float] | None:
+    """The lowest benchmark cell: ``(corruption s<severity>, AP)``."""
+    cells = [(f"{name} s{sev}", ap) for name in summary.get("mpc_corruptions", [])
+             for sev, ap in summary["per_corruption"][name].items() if ap is not None]
+    return min(cells, key=lambda c: c[1]) if cells else None
+
+
+def augmentation_notes(summaries: Sequence[dict], suffix: str = "-augmented") -> list[str]:
+    """What augmentation costs on clean frames and buys under corruption, for every variant run
+    beside its ``<name>-augmented`` twin (e.g. finetuned-cascade and finetuned-cascade-augmented)."""
+    by_name = {s["name"]: s for s in summaries}
+    notes = []
+    for name, augmented in by_name.items():
+        plain = by_name.get(name[: -len(suffix)]) if name.endswith(suffix) else None
+        if plain is None or None in (plain["clean_ap"], augmented["clean_ap"], plain["mpc"], augmented["mpc"]):
+            continue
+        worst = [_worst(s) for s in (plain, augmented)]
+        notes.append(
+            f"Augmentation ({name} vs {plain['name']}): clean AP {augmented['clean_ap'] - plain['clean_ap']:+.3f} "
+            f"({_fmt(plain['clean_ap'])} -> {_fmt(augmented['clean_ap'])}), mPC {augmented['mpc'] - plain['mpc']:+.3f} "
+            f"({_fmt(plain['mpc'])} -> {_fmt(augmented['mpc'])}), rPC {_fmt(plain['rpc'])} -> {_fmt(augmented['rpc'])}"
+            + (f"; worst cell {worst[0][0]} {worst[0][1]:.3f} -> {worst[1][0]} {worst[1][1]:.3f}" if all(worst) else "")
+        )
+    return notes
+
+
 def plot_heatmap(summaries: Sequence[dict], path: Path) -> Path:
     """Variant x corruption, colour = AP (course) averaged over the severities run."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -461,7 +487,7 @@ def write_robustness_report(
         "",
         corruption_table(summaries),
         "",
-        *[f"- {n}" for n in notes],
+        *[f"- {n}" for n in [*augmentation_notes(summaries), *notes]],
         "",
         "![heatmap](heatmap.png)",
         "",

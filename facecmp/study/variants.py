@@ -7,6 +7,7 @@ cache folder, device), training it first if it needs to. Adding one is a functio
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -143,12 +144,15 @@ def _facenet_reference(ctx: VariantContext) -> Prepared:
 
 
 # -- fine-tuned -----------------------------------------------------------------------------
-def _checkpoint_folder(ctx: VariantContext, stages: tuple[str, ...]) -> Path:
-    key = _fingerprint(code_fingerprint(), stages, _dataset_fingerprint(ctx.train), _dataset_fingerprint(ctx.dev), ctx.seed, ctx.epochs)
-    return ctx.cache_dir / f"finetuned-{'-'.join(stages)}-{key}"
+def _checkpoint_folder(ctx: VariantContext, stages: tuple[str, ...], augment=None) -> Path:
+    parts = (code_fingerprint(), stages, _dataset_fingerprint(ctx.train), _dataset_fingerprint(ctx.dev), ctx.seed, ctx.epochs)
+    if augment is not None:  # only then, so the folders of the unaugmented variants keep their keys
+        key = _fingerprint(*parts, dataclasses.asdict(augment))
+        return ctx.cache_dir / f"finetuned-{'-'.join(stages)}-augmented-{key}"
+    return ctx.cache_dir / f"finetuned-{'-'.join(stages)}-{_fingerprint(*parts)}"
 
 
-def _reuse_finished_stages(ctx: VariantContext, stages: tuple[str, ...], folder: Path) -> None:
+def _reuse_finished_stages(ctx: VariantContext, stages: tuple[str, ...], folder: Path, augment=None) -> None:
     """Start ``folder`` from the training states of a cached run over a prefix of ``stages``.
 
     Stage-wise training makes the PNet of the ``pnet`` checkpoint the same as the PNet of the
@@ -158,7 +162,7 @@ def _reuse_finished_stages(ctx: VariantContext, stages: tuple[str, ...], folder:
     from facecmp.training.loop import state_file
 
     for k in range(len(stages) - 1, 0, -1):
-        prefix = _checkpoint_folder(ctx, stages[:k])
+        prefix = _checkpoint_folder(ctx, stages[:k], augment)
         states = [prefix / state_file(stage) for stage in stages[:k]]
         if all(p.is_file() for p in states):
             folder.mkdir(parents=True, exist_ok=True)
@@ -168,8 +172,9 @@ def _reuse_finished_stages(ctx: VariantContext, stages: tuple[str, ...], folder:
             return
 
 
-def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...]) -> Path:
-    """The checkpoint for ``stages`` on this context's data: reused when cached, else trained (resumably)."""
+def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...], augment=None) -> Path:
+    """The checkpoint for ``stages`` on this context's data: reused when cached, else trained (resumably).
+    ``augment`` (an AugmentSettings): mined with augmented copies of the training frames too."""
     from facecmp.training.finetune import FinetuneSettings, finetune
     from facecmp.training.loop import state_file
 
@@ -177,22 +182,23 @@ def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...]
         return ctx.checkpoints[name]
     if ctx.train is None:
         raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
-    folder = _checkpoint_folder(ctx, stages)
+    folder = _checkpoint_folder(ctx, stages, augment)
     if not (folder / META_FILE).is_file():
-        _reuse_finished_stages(ctx, stages, folder)
+        _reuse_finished_stages(ctx, stages, folder, augment)
         finetune(
-            ctx.train, folder, FinetuneSettings(stages=stages, epochs=ctx.epochs or None, seed=ctx.seed), dev=ctx.dev,
+            ctx.train, folder, FinetuneSettings(stages=stages, epochs=ctx.epochs or None, seed=ctx.seed, augment=augment), dev=ctx.dev,
             device=ctx.device, resume=any((folder / state_file(s)).is_file() for s in stages),
             cache_dir=ctx.cache_dir / f"samples-{code_fingerprint()}", progress=ctx.progress,
         )
     return folder
 
 
-def _from_checkpoint(name: str, stages: tuple[str, ...]) -> Callable[[VariantContext], Prepared]:
+def _from_checkpoint(name: str, stages: tuple[str, ...], augmented: bool = False) -> Callable[[VariantContext], Prepared]:
     def prepare(ctx: VariantContext) -> Prepared:
         from facecmp.detection.checkpoint import load_checkpoint
+        from facecmp.training.augment import AugmentSettings
 
-        folder = finetuned_checkpoint(ctx, name, stages)
+        folder = finetuned_checkpoint(ctx, name, stages, AugmentSettings() if augmented else None)
         meta = load_checkpoint(folder).meta
         timings = meta.get("timings") or {}
         detector = Detector.from_checkpoint(folder, device=ctx.device)
@@ -229,6 +235,13 @@ register(
     Variant(
         "finetuned-cascade", "the whole cascade fine-tuned stage by stage (RNet/ONet on the earlier stages' candidates)",
         _from_checkpoint("finetuned-cascade", ("pnet", "rnet", "onet")), needs_training_data=True,
+    )
+)
+register(
+    Variant(
+        "finetuned-cascade-augmented", "finetuned-cascade mined on augmented copies of the training frames too (photometric, "
+        "blur, noise, JPEG, downscaling: facecmp finetune --augment)",
+        _from_checkpoint("finetuned-cascade-augmented", ("pnet", "rnet", "onet"), augmented=True), needs_training_data=True,
     )
 )
 

@@ -2,6 +2,7 @@
 
 Imports from data, detection and evaluation."""
 
+from facecmp.training.augment import AugmentSettings
 from facecmp.training.calibrate import DEFAULT_GRID, best_thresholds, stage_recall
 from facecmp.training.finetune import DEFAULT_TRAINING, FinetuneSettings, finetune
 from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_hard_samples, mine_stage_samples
@@ -10,6 +11,7 @@ from facecmp.training.losses import LossWeights, mtcnn_loss
 from facecmp.training.samples import MiningSettings, SampleDataset, SampleSet, iou_labels, mine_pnet_samples, mine_samples
 
 __all__ = [
+    "AugmentSettings",
     "DEFAULT_GRID",
     "DEFAULT_TRAINING",
     "FinetuneSettings",

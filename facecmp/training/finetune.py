@@ -23,6 +23,7 @@ from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.models import STAGES, build_network, pretrained_network
+from facecmp.training.augment import AugmentSettings
 from facecmp.training.calibrate import DEFAULT_GRID, Thresholds, best_thresholds
 from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_stage_samples
 from facecmp.training.loop import TrainSettings, train_stage
@@ -66,19 +67,23 @@ def hard_mining_settings(stage: str, hard_mining, min_face_size: float) -> HardM
 
 
 def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, device, progress, min_face_size,
-                   dist: Dist = SINGLE) -> SampleSet:
+                   dist: Dist = SINGLE, augment=None) -> SampleSet:
+    if dist.active and augment is not None:
+        raise FacecmpError("--augment trains in one process for now: drop --nproc / torchrun, or drop --augment")
     if stage == "pnet":
         if dist.active:
             samples = sharded.mine_pnet_samples_sharded(train, mining, seed, dist, cache_dir=cache_dir, progress=progress)
         else:
-            samples = mine_pnet_samples(train, mining, seed=seed, cache_dir=cache_dir, progress=progress)
+            samples = mine_pnet_samples(train, mining, seed=seed, cache_dir=cache_dir, progress=progress, augment=augment)
         smallest = mining.min_face_size
     else:
         settings = hard_mining_settings(stage, hard_mining, min_face_size)
         if dist.active:
             samples = sharded.mine_stage_samples_sharded(train, nets, stage, settings, seed, dist, cache_dir, device, progress)
         else:
-            samples = mine_stage_samples(train, nets, stage, settings, seed=seed, cache_dir=cache_dir, device=device, progress=progress)
+            samples = mine_stage_samples(
+                train, nets, stage, settings, seed=seed, cache_dir=cache_dir, device=device, progress=progress, augment=augment
+            )
         smallest = settings.crops.min_face_size
     if len(samples) < 2 or samples.counts()["positive"] == 0:
         raise FacecmpError(
@@ -96,7 +101,8 @@ class FinetuneSettings:
     ``mining`` is PNet's sample recipe, ``hard_mining`` RNet's/ONet's (default
     :func:`default_hard_mining`); ``training`` one TrainSettings for all stages or one per stage
     (default ``DEFAULT_TRAINING``); ``epochs`` overrides every stage's; ``grid`` the thresholds
-    tried on the dev split.
+    tried on the dev split; ``augment`` mines augmented copies of every training frame too
+    (:mod:`facecmp.training.augment`, ``facecmp finetune --augment``; None: the frames as they are).
     """
 
     stages: tuple[str, ...] = ("pnet",)
@@ -108,6 +114,7 @@ class FinetuneSettings:
     training: TrainSettings | Mapping[str, TrainSettings] | None = None
     grid: tuple[Thresholds, ...] = DEFAULT_GRID
     min_face_size: float = DetectorSettings.min_face_size
+    augment: AugmentSettings | None = None
 
 
 def finetune(
@@ -148,6 +155,7 @@ def finetune(
         samples = mine_for_stage(
             stage, train, nets, mining=settings.mining, hard_mining=settings.hard_mining, seed=settings.seed,
             cache_dir=cache_dir, device=device, progress=progress, min_face_size=settings.min_face_size, dist=dist,
+            augment=settings.augment,
         )
         mining_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -205,6 +213,7 @@ def checkpoint_meta(settings: FinetuneSettings, stages: tuple[str, ...], train: 
             },
             "seed": settings.seed,
             "from_scratch": settings.from_scratch,
+            "augment": asdict(settings.augment) if settings.augment is not None else None,
         },
         "data_fingerprint": data_fingerprint(train),
         "n_train_images": len(train),

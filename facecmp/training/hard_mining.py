@@ -24,6 +24,7 @@ annotation, the 1-based convention the pretrained nets were trained in.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,12 +36,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from facecmp.detection import cascade as C
-from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.detection.models import INPUT_SIZE
 from facecmp.errors import FacecmpError
+from facecmp.training.augment import AugmentSettings, frames_per_record, training_frames
 from facecmp.training.samples import (
     NEGATIVE,
     PART,
@@ -100,11 +101,14 @@ def weights_fingerprint(nets: Mapping[str, nn.Module], stages) -> str:
     return h.hexdigest()
 
 
-def hard_mining_fingerprint(dataset: Dataset, nets, stage: str, settings: HardMiningSettings, seed: int) -> str:
+def hard_mining_fingerprint(
+    dataset: Dataset, nets, stage: str, settings: HardMiningSettings, seed: int, augment: AugmentSettings | None = None
+) -> str:
     earlier = ("pnet",) if stage == "rnet" else ("pnet", "rnet")
-    spec = json.dumps(
-        {"version": HARD_MINING_VERSION, "stage": stage, "settings": asdict(settings), "seed": seed}, sort_keys=True
-    )
+    spec = {"version": HARD_MINING_VERSION, "stage": stage, "settings": asdict(settings), "seed": seed}
+    if augment is not None:  # absent when off, so the keys of unaugmented caches stay what they were
+        spec["augment"] = asdict(augment)
+    spec = json.dumps(spec, sort_keys=True)
     return hashlib.sha256((data_fingerprint(dataset) + weights_fingerprint(nets, earlier) + spec).encode()).hexdigest()
 
 
@@ -184,8 +188,10 @@ def mine_hard_samples(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    augment: AugmentSettings | None = None,
 ) -> SampleSet:
-    """Mine ``stage``'s (rnet or onet) samples with the earlier stages of ``nets`` (no cache)."""
+    """Mine ``stage``'s (rnet or onet) samples with the earlier stages of ``nets`` (no cache), on
+    every mined image and, with ``augment``, its augmented copies (the cascade runs on those too)."""
     if stage not in PREVIOUS_STAGE:
         raise ValueError(f"hard mining is for rnet and onet, not {stage!r}")
     if settings.crops.crop_size != INPUT_SIZE[stage]:
@@ -193,14 +199,13 @@ def mine_hard_samples(
     detector = Detector(nets, DetectorSettings(min_face_size=settings.min_face_size, thresholds=settings.thresholds, device=device))
     records = mining_images(dataset, settings, seed)
     images, labels, offsets = [], [], []
-    bar = tqdm(total=len(records), desc=f"mining {stage} samples", disable=not progress, unit="img")
-    for start in range(0, len(records), settings.batch_images):
-        batch = records[start : start + settings.batch_images]
-        pixels = [read_image(r.path) for r in batch]
-        found = detector.detect_batch(pixels, upto=PREVIOUS_STAGE[stage])
-        for j, (record, image, candidates) in enumerate(zip(batch, pixels, found)):
-            rng = np.random.default_rng([seed, start + j])
-            im, lab, off, _boxes = mine_candidate_image(image, record.boxes, candidates, stage, settings, rng)
+    bar = tqdm(total=len(records) * frames_per_record(augment), desc=f"mining {stage} samples", disable=not progress, unit="img")
+    frames = training_frames(records, augment, seed)
+    while batch := list(itertools.islice(frames, settings.batch_images)):
+        found = detector.detect_batch([f.image for f in batch], upto=PREVIOUS_STAGE[stage])
+        for frame, candidates in zip(batch, found):
+            rng = np.random.default_rng([seed, *frame.key])
+            im, lab, off, _boxes = mine_candidate_image(frame.image, frame.boxes, candidates, stage, settings, rng)
             images.append(im)
             labels.append(lab)
             offsets.append(off)
@@ -218,15 +223,17 @@ def mine_stage_samples(
     cache_dir: str | Path | None = None,
     device: str = "cpu",
     progress: bool = True,
+    augment: AugmentSettings | None = None,
 ) -> SampleSet:
-    """:func:`mine_hard_samples`, read from ``cache_dir`` when the data, settings and earlier weights are unchanged."""
+    """:func:`mine_hard_samples`, read from ``cache_dir`` when the data, settings, augmentation and
+    earlier weights are unchanged."""
     if cache_dir is None:
-        return mine_hard_samples(dataset, nets, stage, settings, seed, device, progress)
-    key = hard_mining_fingerprint(dataset, nets, stage, settings, seed)[:20]
+        return mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment)
+    key = hard_mining_fingerprint(dataset, nets, stage, settings, seed, augment)[:20]
     path = Path(cache_dir) / f"samples{settings.crops.crop_size}_{stage}_{key}.npz"
 
     def mine() -> SampleSet:
-        samples = mine_hard_samples(dataset, nets, stage, settings, seed, device, progress)
+        samples = mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment)
         if len(samples) == 0:
             raise FacecmpError(f"{dataset.name}: mining {stage} samples found nothing; are there faces in the training images?")
         return samples

@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 
 from facecmp import atomic
 from facecmp.detection.cascade import normalize
-from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
+from facecmp.training.augment import AugmentSettings, frames_per_record, training_frames
 
 POSITIVE, NEGATIVE, PART, DISCARD = 1, 0, -1, -2
 # Bump when the mining code changes what it produces: old caches are then ignored.
@@ -270,17 +270,25 @@ def data_fingerprint(dataset: Dataset) -> str:
     return h.hexdigest()
 
 
-def mining_fingerprint(dataset: Dataset, settings: MiningSettings, seed: int) -> str:
-    spec = json.dumps({"version": MINING_VERSION, "settings": asdict(settings), "seed": seed}, sort_keys=True)
-    return hashlib.sha256((data_fingerprint(dataset) + spec).encode()).hexdigest()
+def mining_fingerprint(dataset: Dataset, settings: MiningSettings, seed: int, augment: AugmentSettings | None = None) -> str:
+    spec = {"version": MINING_VERSION, "settings": asdict(settings), "seed": seed}
+    if augment is not None:  # absent when off, so the keys of unaugmented caches stay what they were
+        spec["augment"] = asdict(augment)
+    return hashlib.sha256((data_fingerprint(dataset) + json.dumps(spec, sort_keys=True)).encode()).hexdigest()
 
 
-def mine_samples(dataset: Dataset, settings: MiningSettings = MiningSettings(), seed: int = 0, progress: bool = True) -> SampleSet:
-    """Mine every image of ``dataset`` (no cache). Each image gets its own seeded generator."""
+def mine_samples(
+    dataset: Dataset, settings: MiningSettings = MiningSettings(), seed: int = 0, progress: bool = True,
+    augment: AugmentSettings | None = None,
+) -> SampleSet:
+    """Mine every image of ``dataset`` (no cache), and its augmented copies with ``augment``.
+    Each frame gets its own seeded generator."""
     images, labels, offsets = [], [], []
-    for i, record in enumerate(tqdm(dataset.images, desc=f"mining {settings.crop_size}px samples", disable=not progress, unit="img")):
-        rng = np.random.default_rng([seed, i])
-        im, lab, off = mine_image_samples(read_image(record.path), record.boxes, settings, rng)
+    total = len(dataset.images) * frames_per_record(augment)
+    for frame in tqdm(training_frames(dataset.images, augment, seed), total=total, desc=f"mining {settings.crop_size}px samples",
+                      disable=not progress, unit="img"):
+        rng = np.random.default_rng([seed, *frame.key])
+        im, lab, off = mine_image_samples(frame.image, frame.boxes, settings, rng)
         images.append(im)
         labels.append(lab)
         offsets.append(off)
@@ -319,12 +327,13 @@ def mine_pnet_samples(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    augment: AugmentSettings | None = None,
 ) -> SampleSet:
     """Samples for ``settings.crop_size`` (12 for PNet), read from ``cache_dir`` when already mined."""
     if cache_dir is None:
-        return mine_samples(dataset, settings, seed, progress)
-    path = Path(cache_dir) / f"samples{settings.crop_size}_{mining_fingerprint(dataset, settings, seed)[:20]}.npz"
-    return cached_samples(path, lambda: mine_samples(dataset, settings, seed, progress))
+        return mine_samples(dataset, settings, seed, progress, augment)
+    path = Path(cache_dir) / f"samples{settings.crop_size}_{mining_fingerprint(dataset, settings, seed, augment)[:20]}.npz"
+    return cached_samples(path, lambda: mine_samples(dataset, settings, seed, progress, augment))
 
 
 def cached_samples(path: Path, mine: Callable[[], SampleSet]) -> SampleSet:
