@@ -172,6 +172,16 @@ def mine_candidate_image(
 # --- a dataset -------------------------------------------------------------------------------
 
 
+def mining_detector(nets: Mapping[str, nn.Module], stage: str, settings: HardMiningSettings, device: str) -> Detector:
+    """The cascade that proposes ``stage``'s (rnet or onet) candidates, after checking the recipe fits the stage."""
+    if stage not in PREVIOUS_STAGE:
+        raise ValueError(f"hard mining is for rnet and onet, not {stage!r}")
+    if settings.crops.crop_size != INPUT_SIZE[stage]:
+        raise ValueError(f"{stage} takes {INPUT_SIZE[stage]} px crops; the mining settings say {settings.crops.crop_size}")
+    detector = Detector(nets, DetectorSettings(min_face_size=settings.min_face_size, thresholds=settings.thresholds, device=device))
+    return detector
+
+
 def mining_images(dataset: Dataset, settings: HardMiningSettings, seed: int) -> list:
     records = dataset.images
     if settings.max_images is not None and len(records) > settings.max_images:
@@ -192,11 +202,7 @@ def mine_hard_samples(
 ) -> SampleSet:
     """Mine ``stage``'s (rnet or onet) samples with the earlier stages of ``nets`` (no cache), on
     every mined image and, with ``augment``, its augmented copies (the cascade runs on those too)."""
-    if stage not in PREVIOUS_STAGE:
-        raise ValueError(f"hard mining is for rnet and onet, not {stage!r}")
-    if settings.crops.crop_size != INPUT_SIZE[stage]:
-        raise ValueError(f"{stage} takes {INPUT_SIZE[stage]} px crops; the mining settings say {settings.crops.crop_size}")
-    detector = Detector(nets, DetectorSettings(min_face_size=settings.min_face_size, thresholds=settings.thresholds, device=device))
+    detector = mining_detector(nets, stage, settings, device)
     records = mining_images(dataset, settings, seed)
     images, labels, offsets = [], [], []
     bar = tqdm(total=len(records) * frames_per_record(augment), desc=f"mining {stage} samples", disable=not progress, unit="img")

@@ -30,9 +30,7 @@ from tqdm.auto import tqdm
 
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
-from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
-from facecmp.detection.models import INPUT_SIZE
 from facecmp.errors import FacecmpError
 from facecmp.training.calibrate import (
     BATCH_IMAGES,
@@ -49,6 +47,7 @@ from facecmp.training.hard_mining import (
     HardMiningSettings,
     hard_mining_fingerprint,
     mine_candidate_image,
+    mining_detector,
     mining_images,
 )
 from facecmp.training.samples import (
@@ -119,11 +118,7 @@ def mine_pnet_samples_sharded(dataset: Dataset, settings: MiningSettings, seed: 
 def mine_hard_samples_sharded(dataset: Dataset, nets: Mapping[str, nn.Module], stage: str, settings: HardMiningSettings,
                               seed: int, dist: Dist, device: str = "cpu", progress: bool = True) -> SampleSet:
     """``hard_mining.mine_hard_samples``, each rank running the detector on its batches of images."""
-    if stage not in PREVIOUS_STAGE:
-        raise ValueError(f"hard mining is for rnet and onet, not {stage!r}")
-    if settings.crops.crop_size != INPUT_SIZE[stage]:
-        raise ValueError(f"{stage} takes {INPUT_SIZE[stage]} px crops; the mining settings say {settings.crops.crop_size}")
-    detector = Detector(nets, DetectorSettings(min_face_size=settings.min_face_size, thresholds=settings.thresholds, device=device))
+    detector = mining_detector(nets, stage, settings, device)
     records = mining_images(dataset, settings, seed)
     mine: list[tuple[int, tuple]] = []
     share = batches_of(len(records), settings.batch_images, dist)
