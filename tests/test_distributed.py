@@ -207,7 +207,7 @@ def test_resume_continues_with_the_same_world_size_and_refuses_another(cli_runs,
     single = _facecmp(*FINETUNE, "--data", tiny_root, "--out", out / "two", "--resume")
     assert single.returncode == 2
     lines = single.stderr.strip().splitlines()
-    assert lines[-1].startswith("facecmp: error:") and "2 processes" in lines[-1] and "Traceback" not in single.stderr
+    assert lines[-1].startswith("facecmp: error:") and "2 process(es)" in lines[-1] and "Traceback" not in single.stderr
     assert json.loads((out / "two" / "facecmp.json").read_text())["distributed"]["world_size"] == 2, "nothing rewritten"
     more = _facecmp(*FINETUNE, "--data", tiny_root, "--out", out / "one", "--nproc", "2", "--resume")
     assert more.returncode == 2 and more.stderr.strip().splitlines() == [more.stderr.strip()]

@@ -38,6 +38,9 @@ from facecmp.training.distributed import Dist, DistributedError
 from facecmp.training.loop import (
     TrainResult,
     TrainSettings,
+    apply_run_state,
+    early_stopping,
+    epoch_record,
     freeze_all_but,
     run_epoch,
     save_run_state,
@@ -70,26 +73,6 @@ def reduced(dist: Dist, local: dict) -> dict[str, float]:
 def run_id_for(stage: str, seed: int, samples: SampleSet, settings: TrainSettings, dist: Dist) -> dict:
     return {"stage": stage, "seed": seed, "n_samples": len(samples), "world_size": dist.world_size,
             "settings": {k: v for k, v in asdict(settings).items() if k not in ("epochs", "threads")}}
-
-
-def restore(state: dict, path: Path, run_id: dict, net, optimizer, scheduler) -> tuple[list, dict, int, bool, dict]:
-    """Rank 0's saved run state applied on this rank; ``(history, best, bad_epochs, stopped, extra)``."""
-    written = state.get("run_id") or {}
-    if written.get("world_size", 1) != run_id["world_size"]:
-        raise DistributedError(
-            f"{path}: was written by a run with {written.get('world_size', 1)} process(es), this one has "
-            f"{run_id['world_size']}; resume with the same number (--nproc / torchrun --nproc_per_node x --nnodes), "
-            "or drop --resume to start over"
-        )
-    if written != run_id:
-        raise ModelError(
-            f"{path}: was written by a run with different data or settings, so it cannot be resumed. "
-            "Drop --resume to start over, or use another output folder."
-        )
-    net.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return state["history"], state["best"], state["bad_epochs"], state["stopped"], state.get("extra", {})
 
 
 def train_stage_ddp(
@@ -135,7 +118,7 @@ def train_stage_ddp(
     saved = dist.broadcast(torch.load(state_path, map_location="cpu", weights_only=False)
                            if dist.is_main and resume and state_path.is_file() else None)
     if saved is not None:
-        history, best, bad_epochs, stopped, extra = restore(saved, state_path, run_id, net, optimizer, scheduler)
+        history, best, bad_epochs, stopped, extra = apply_run_state(saved, state_path, run_id, net, optimizer, scheduler, DistributedError)
         start_val_loss = extra.get("start_val_loss", math.nan)
     else:
         # Epoch 0: the starting weights are a candidate too (as in loop.train_stage).
@@ -153,19 +136,9 @@ def train_stage_ddp(
         train = reduced(dist, run_epoch(model, train_loader, settings.loss, device, optimizer, flips))
         val = reduced(dist, run_epoch(net, val_loader, val_weights, device))
         scheduler.step()
-        history.append({
-            "epoch": epoch + 1, "lr": lr,
-            "train_loss": train["loss"], "train_cls": train["cls"], "train_box": train["box"],
-            "val_loss": val["loss"], "val_cls": val["cls"], "val_box": val["box"], "val_accuracy": val["accuracy"],
-        })
+        history.append(epoch_record(epoch + 1, lr, train, val))
         epochs.set_postfix(train=f"{train['loss']:.4f}", val=f"{val['loss']:.4f}", acc=f"{val['accuracy']:.3f}")
-
-        if val["loss"] < best["val_loss"]:
-            best = {"val_loss": val["loss"], "epoch": epoch + 1, "state_dict": copy.deepcopy(net.state_dict())}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-            stopped = bad_epochs >= settings.patience
+        best, bad_epochs, stopped = early_stopping(best, bad_epochs, val["loss"], epoch + 1, net, settings.patience)
 
         if dist.is_main:
             save_run_state(state_path, run_id, net, optimizer, scheduler, torch.Generator(), history, best, bad_epochs, stopped,

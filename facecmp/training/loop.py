@@ -129,17 +129,38 @@ def save_run_state(
     })
 
 
-def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generator) -> tuple[list, dict, int, bool, dict]:
-    """Restore what :func:`save_run_state` wrote into the given objects; ``(history, best, bad_epochs, stopped, extra)``.
-    A state written by a run with another ``run_id`` (other data or settings) is refused."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    written = (state.get("run_id") or {}).get("world_size", 1)
-    if written != 1:  # a distributed run's state (ddp.py): say so rather than "different settings"
-        raise ModelError(
-            f"{path}: was written by a run with {written} processes, this one has 1; resume with the same number "
-            "(--nproc / torchrun --nproc_per_node x --nnodes), or drop --resume to start over"
+def epoch_record(epoch: int, lr: float, train: dict, val: dict) -> dict:
+    """One epoch's line in the run's history."""
+    return {
+        "epoch": epoch, "lr": lr,
+        "train_loss": train["loss"], "train_cls": train["cls"], "train_box": train["box"],
+        "val_loss": val["loss"], "val_cls": val["cls"], "val_box": val["box"], "val_accuracy": val["accuracy"],
+    }
+
+
+def early_stopping(best: dict, bad_epochs: int, val_loss: float, epoch: int, net, patience: int) -> tuple[dict, int, bool]:
+    """Early stopping on the validation loss: ``(best, bad_epochs, stop)`` after this epoch.
+    ``best`` keeps the best epoch's weights, which are what the stage returns."""
+    if val_loss < best["val_loss"]:
+        return {"val_loss": val_loss, "epoch": epoch, "state_dict": copy.deepcopy(net.state_dict())}, 0, False
+    return best, bad_epochs + 1, bad_epochs + 1 >= patience
+
+
+def apply_run_state(state: dict, path: Path, run_id: dict, net, optimizer, scheduler,
+                    world_size_error: type[Exception] = ModelError) -> tuple[list, dict, int, bool, dict]:
+    """Load a saved run state into the net, optimizer and scheduler; ``(history, best, bad_epochs, stopped, extra)``.
+
+    A state written with another number of processes (raised as ``world_size_error``) or another
+    ``run_id`` (other data or settings) is refused. Serves the single-process and the DDP loop.
+    """
+    written = state.get("run_id") or {}
+    expected = run_id.get("world_size", 1)
+    if written.get("world_size", 1) != expected:  # say so rather than "different settings"
+        raise world_size_error(
+            f"{path}: was written by a run with {written.get('world_size', 1)} process(es), this one has {expected}; "
+            "resume with the same number (--nproc / torchrun --nproc_per_node x --nnodes), or drop --resume to start over"
         )
-    if state.get("run_id") != run_id:
+    if written != run_id:
         raise ModelError(
             f"{path}: was written by a run with different data or settings, so it cannot be resumed. "
             "Drop --resume to start over, or use another output folder."
@@ -147,9 +168,16 @@ def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generato
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    return state["history"], state["best"], state["bad_epochs"], state["stopped"], state.get("extra", {})
+
+
+def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generator) -> tuple[list, dict, int, bool, dict]:
+    """Restore what :func:`save_run_state` wrote into the given objects, random states included."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    restored = apply_run_state(state, path, run_id, net, optimizer, scheduler)
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
-    return state["history"], state["best"], state["bad_epochs"], state["stopped"], state.get("extra", {})
+    return restored
 
 
 def train_stage(
@@ -213,20 +241,9 @@ def train_stage(
                           epochs if progress else None)
         val = run_epoch(net, val_loader, val_weights, device)
         scheduler.step()
-        history.append({
-            "epoch": epoch + 1, "lr": lr,
-            "train_loss": train["loss"], "train_cls": train["cls"], "train_box": train["box"],
-            "val_loss": val["loss"], "val_cls": val["cls"], "val_box": val["box"], "val_accuracy": val["accuracy"],
-        })
+        history.append(epoch_record(epoch + 1, lr, train, val))
         epochs.set_postfix(train=f"{train['loss']:.4f}", val=f"{val['loss']:.4f}", acc=f"{val['accuracy']:.3f}")
-
-        # Early stopping on the validation loss.
-        if val["loss"] < best["val_loss"]:
-            best = {"val_loss": val["loss"], "epoch": epoch + 1, "state_dict": copy.deepcopy(net.state_dict())}
-            bad_epochs = 0
-        else:
-            bad_epochs += 1
-            stopped = bad_epochs >= settings.patience
+        best, bad_epochs, stopped = early_stopping(best, bad_epochs, val["loss"], epoch + 1, net, settings.patience)
 
         # Checkpoint the whole run state after every epoch.
         save_run_state(state_path, run_id, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped,
