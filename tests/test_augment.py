@@ -28,7 +28,7 @@ from facecmp.training.samples import MiningSettings, mine_samples, mining_finger
 
 PACKAGE = Path(__file__).resolve().parent.parent / "facecmp"
 FAST = TrainSettings(epochs=1, batch_size=64, patience=10, threads=2)
-OFF = dict(p_color=0.0, p_washout=0.0, p_grayscale=0.0, p_blur=0.0, p_noise=0.0, p_jpeg=0.0, p_scale=0.0)
+OFF = dict(p_color=0.0, p_washout=0.0, p_grayscale=0.0, p_blur=0.0, p_zoom=0.0, p_noise=0.0, p_jpeg=0.0, p_scale=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +143,22 @@ def test_washout_cuts_the_contrast():
     assert out.std() < 0.2 * image.std()
 
 
-@pytest.mark.parametrize("bad", [{"copies": 0}, {"p_blur": 1.5}, {"scale": (0.0, 1.0)}, {"scale": (0.5, 1.2)}])
+def test_zoom_blur_smears_the_edges_more_than_the_centre_and_keeps_the_boxes():
+    """A radial blur: pixels far from the centre move most under the zoom, so they blur most."""
+    image = np.kron(a_frame(12, 16), np.ones((10, 10, 1), dtype=np.uint8))  # 10-px blocks: smooth at the centre
+    settings = AugmentSettings(**{**OFF, "p_zoom": 1.0, "zoom": (1.3, 1.3)})
+    out, boxes = augment_frame(image, BOXES, settings, 0)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    np.testing.assert_allclose(boxes, BOXES)
+    change = np.abs(out.astype(int) - image.astype(int)).mean(axis=2)
+    centre, edge = change[56:64, 76:84].mean(), np.concatenate([change[:15].ravel(), change[-15:].ravel()]).mean()
+    assert edge > 20 and centre < 0.25 * edge
+    assert np.diff(out.astype(int), axis=1)[:15].std() < 0.6 * np.diff(image.astype(int), axis=1)[:15].std()
+
+
+@pytest.mark.parametrize("bad", [
+    {"copies": 0}, {"p_blur": 1.5}, {"scale": (0.0, 1.0)}, {"scale": (0.5, 1.2)}, {"zoom": (0.9, 1.2)}, {"zoom_steps": 0},
+])
 def test_impossible_settings_are_refused(bad):
     with pytest.raises(ValueError):
         AugmentSettings(**bad)

@@ -3,7 +3,7 @@
 ``facecmp finetune --augment`` mines every training frame as it is *and* ``copies`` augmented
 copies of it: photometric changes (brightness, contrast, saturation, grayscale, and a strong
 contrast reduction for washed-out or hazy frames), Gaussian blur, Gaussian noise, JPEG
-compression and downscaling (the boxes scaled with the frame). PNet's jittered crops, RNet's and
+compression, a radial (zoom) blur and downscaling (the boxes scaled with the frame). PNet's jittered crops, RNet's and
 ONet's detector-mined crops then come from those frames like from the clean ones.
 
 The transforms are torchvision's (``torchvision.transforms.v2``), never the robustness
@@ -47,13 +47,18 @@ class AugmentSettings:
     contrast: tuple[float, float] = (0.6, 1.4)
     saturation: tuple[float, float] = (0.5, 1.5)
     # Washed-out / hazy frames: contrast cut to this share (blended towards the mean grey).
-    p_washout: float = 0.3
-    washout_contrast: tuple[float, float] = (0.05, 0.5)
+    p_washout: float = 0.5
+    washout_contrast: tuple[float, float] = (0.05, 0.4)
     p_grayscale: float = 0.1
     # Gaussian blur (sigma in pixels, odd kernel side).
     p_blur: float = 0.3
     blur_sigma: tuple[float, float] = (0.5, 4.0)
     blur_kernel: int = 13
+    # Radial ("zoom") blur: the frame averaged with centre crops of it zoomed by up to this factor,
+    # as footage looks during a fast zoom or a dolly move (the boxes stay where they are).
+    p_zoom: float = 0.2
+    zoom: tuple[float, float] = (1.05, 1.3)
+    zoom_steps: int = 8
     # Additive Gaussian noise, sigma in [0, 1] intensity units.
     p_noise: float = 0.3
     noise_sigma: tuple[float, float] = (0.03, 0.25)
@@ -67,11 +72,13 @@ class AugmentSettings:
     def __post_init__(self) -> None:
         if self.copies < 1:
             raise ValueError(f"AugmentSettings.copies must be at least 1 (got {self.copies}); use augment=None for none")
-        for name in ("p_color", "p_washout", "p_grayscale", "p_blur", "p_noise", "p_jpeg", "p_scale"):
+        for name in ("p_color", "p_washout", "p_grayscale", "p_blur", "p_zoom", "p_noise", "p_jpeg", "p_scale"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"AugmentSettings.{name} is a probability in [0, 1] (got {getattr(self, name)})")
         if not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
             raise ValueError(f"AugmentSettings.scale must satisfy 0 < low <= high <= 1 (got {self.scale})")
+        if not 1.0 <= self.zoom[0] <= self.zoom[1] or self.zoom_steps < 1:
+            raise ValueError(f"AugmentSettings.zoom must satisfy 1 <= low <= high and zoom_steps >= 1 (got {self.zoom}, {self.zoom_steps})")
 
 
 def frame_seed(settings: AugmentSettings, seed: int, key: str, copy: int) -> int:
@@ -115,8 +122,35 @@ class RandomDownscale(v2.Transform):
         return v2.functional.resize(inpt, size=params["size"], antialias=True)
 
 
+class RandomZoomBlur(v2.Transform):
+    """Radial blur: the mean of the frame and ``steps`` centre crops of it zoomed back to full size,
+    by factors spread evenly up to one drawn per call from ``zoom``. Boxes are left as they are.
+
+    Written with torchvision's ``resized_crop`` (bilinear), not the benchmark's zoom_blur.
+    """
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, zoom: tuple[float, float], steps: int) -> None:
+        super().__init__()
+        self.zoom = zoom
+        self.steps = steps
+
+    def make_params(self, flat_inputs):
+        return {"zoom": float(torch.empty(1).uniform_(*self.zoom))}
+
+    def transform(self, inpt, params):
+        height, width = inpt.shape[-2:]
+        total = inpt.clone()
+        for factor in torch.linspace(1.0, params["zoom"], self.steps + 1)[1:].tolist():
+            crop_h, crop_w = max(1, round(height / factor)), max(1, round(width / factor))
+            top, left = (height - crop_h) // 2, (width - crop_w) // 2
+            total += v2.functional.resized_crop(inpt, top, left, crop_h, crop_w, [height, width], antialias=False)
+        return tv_tensors.wrap(total / (self.steps + 1), like=inpt)
+
+
 def augmentation(settings: AugmentSettings) -> v2.Transform:
-    """The pipeline: scale, photometric, blur, noise, JPEG.
+    """The pipeline: scale, photometric, blur, zoom blur, noise, JPEG.
 
     Takes and returns a uint8 ``tv_tensors.Image`` with its ``tv_tensors.BoundingBoxes``.
     """
@@ -128,6 +162,7 @@ def augmentation(settings: AugmentSettings) -> v2.Transform:
         v2.RandomApply([v2.ColorJitter(contrast=s.washout_contrast)], p=s.p_washout),
         v2.RandomGrayscale(p=s.p_grayscale),
         v2.RandomApply([v2.GaussianBlur(s.blur_kernel, sigma=s.blur_sigma)], p=s.p_blur),
+        v2.RandomApply([RandomZoomBlur(s.zoom, s.zoom_steps)], p=s.p_zoom),
         v2.RandomApply([RandomSigmaGaussianNoise(s.noise_sigma)], p=s.p_noise),
         v2.ToDtype(torch.uint8, scale=True),
         # JPEG through Pillow's encoder: torchvision's own (torchvision.io) is deprecated since 0.29.
