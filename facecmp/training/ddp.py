@@ -39,6 +39,7 @@ from facecmp.training.loop import (
     TrainResult,
     TrainSettings,
     apply_run_state,
+    best_result,
     early_stopping,
     epoch_record,
     freeze_all_but,
@@ -145,12 +146,7 @@ def train_stage_ddp(
                            extra={"start_val_loss": start_val_loss})
     epochs.close()
 
-    net.load_state_dict(best["state_dict"])
-    net.eval()
-    return TrainResult(
-        state_dict=copy.deepcopy(net.state_dict()), history=history, best_epoch=best["epoch"], stopped_early=stopped,
-        start_val_loss=start_val_loss, best_val_loss=best["val_loss"],
-    )
+    return best_result(net, best, history, stopped, start_val_loss)
 
 
 def distributed_record(dist: Dist, per_stage: dict[str, dict]) -> dict:

@@ -146,6 +146,16 @@ def early_stopping(best: dict, bad_epochs: int, val_loss: float, epoch: int, net
     return best, bad_epochs + 1, bad_epochs + 1 >= patience
 
 
+def best_result(net, best: dict, history: list, stopped: bool, start_val_loss: float) -> TrainResult:
+    """Put the best epoch's weights back into ``net`` (eval mode) and report the run."""
+    net.load_state_dict(best["state_dict"])
+    net.eval()
+    return TrainResult(
+        state_dict=copy.deepcopy(net.state_dict()), history=history, best_epoch=best["epoch"], stopped_early=stopped,
+        start_val_loss=start_val_loss, best_val_loss=best["val_loss"],
+    )
+
+
 def apply_run_state(state: dict, path: Path, run_id: dict, net, optimizer, scheduler,
                     world_size_error: type[Exception] = ModelError) -> tuple[list, dict, int, bool, dict]:
     """Load a saved run state into the net, optimizer and scheduler; ``(history, best, bad_epochs, stopped, extra)``.
@@ -250,9 +260,4 @@ def train_stage(
                        extra={"start_val_loss": start_val_loss})
     epochs.close()
 
-    net.load_state_dict(best["state_dict"])
-    net.eval()
-    return TrainResult(
-        state_dict=copy.deepcopy(net.state_dict()), history=history, best_epoch=best["epoch"], stopped_early=stopped,
-        start_val_loss=start_val_loss, best_val_loss=best["val_loss"],
-    )
+    return best_result(net, best, history, stopped, start_val_loss)
