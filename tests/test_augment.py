@@ -143,6 +143,21 @@ def test_washout_cuts_the_contrast():
     assert out.std() < 0.2 * image.std()
 
 
+def test_colour_washout_keeps_each_channels_mean_and_grey_washout_drains_the_colour():
+    """The default washout blends each channel towards its own mean (the frame keeps its colour cast);
+    ``washout_towards="grey"`` blends towards the mean grey, as ColorJitter's contrast does."""
+    image = a_frame()
+    image[..., 0] = np.clip(image[..., 0].astype(int) + 80, 0, 255)  # a red cast
+    cut = {**OFF, "p_washout": 1.0, "washout_contrast": (0.2, 0.2)}
+    colour, _ = augment_frame(image, BOXES, AugmentSettings(**cut), 0)
+    grey, _ = augment_frame(image, BOXES, AugmentSettings(**cut, washout_towards="grey"), 0)
+    means = image.reshape(-1, 3).mean(axis=0)
+    np.testing.assert_allclose(colour.reshape(-1, 3).mean(axis=0), means, atol=1.0)
+    np.testing.assert_allclose(colour.reshape(-1, 3).std(axis=0), 0.2 * image.reshape(-1, 3).std(axis=0), rtol=0.1, atol=0.5)
+    grey_means = grey.reshape(-1, 3).mean(axis=0)
+    assert np.ptp(grey_means) < 0.5 * np.ptp(means)  # channels pulled towards one grey: less cast
+
+
 def test_zoom_blur_smears_the_edges_more_than_the_centre_and_keeps_the_boxes():
     """A radial blur: pixels far from the centre move most under the zoom, so they blur most."""
     image = np.kron(a_frame(12, 16), np.ones((10, 10, 1), dtype=np.uint8))  # 10-px blocks: smooth at the centre
@@ -158,6 +173,7 @@ def test_zoom_blur_smears_the_edges_more_than_the_centre_and_keeps_the_boxes():
 
 @pytest.mark.parametrize("bad", [
     {"copies": 0}, {"p_blur": 1.5}, {"scale": (0.0, 1.0)}, {"scale": (0.5, 1.2)}, {"zoom": (0.9, 1.2)}, {"zoom_steps": 0},
+    {"washout_towards": "blue"},
 ])
 def test_impossible_settings_are_refused(bad):
     with pytest.raises(ValueError):

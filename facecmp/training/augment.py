@@ -32,6 +32,9 @@ from facecmp.data.images import read_image
 from facecmp.data.records import ImageRecord
 
 
+WASHOUT_TOWARDS = ("colour", "grey")
+
+
 @dataclass(frozen=True)
 class AugmentSettings:
     """Augmented copies per training frame and the probability and strength of each transform.
@@ -46,9 +49,12 @@ class AugmentSettings:
     brightness: tuple[float, float] = (0.6, 1.4)
     contrast: tuple[float, float] = (0.6, 1.4)
     saturation: tuple[float, float] = (0.5, 1.5)
-    # Washed-out / hazy frames: contrast cut to this share (blended towards the mean grey).
+    # Washed-out / hazy frames: contrast cut to this share, each channel blended towards the frame's
+    # mean colour ("colour": the frame keeps its colour cast) or towards its mean grey ("grey":
+    # ColorJitter's contrast, which also desaturates; the first recipes' choice).
     p_washout: float = 0.5
     washout_contrast: tuple[float, float] = (0.05, 0.4)
+    washout_towards: str = "colour"
     p_grayscale: float = 0.1
     # Gaussian blur (sigma in pixels, odd kernel side).
     p_blur: float = 0.3
@@ -77,6 +83,8 @@ class AugmentSettings:
                 raise ValueError(f"AugmentSettings.{name} is a probability in [0, 1] (got {getattr(self, name)})")
         if not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
             raise ValueError(f"AugmentSettings.scale must satisfy 0 < low <= high <= 1 (got {self.scale})")
+        if self.washout_towards not in WASHOUT_TOWARDS:
+            raise ValueError(f"AugmentSettings.washout_towards is one of {', '.join(WASHOUT_TOWARDS)} (got {self.washout_towards!r})")
         if not 1.0 <= self.zoom[0] <= self.zoom[1] or self.zoom_steps < 1:
             raise ValueError(f"AugmentSettings.zoom must satisfy 1 <= low <= high and zoom_steps >= 1 (got {self.zoom}, {self.zoom_steps})")
 
@@ -101,6 +109,29 @@ class RandomSigmaGaussianNoise(v2.Transform):
 
     def transform(self, inpt, params):
         return v2.functional.gaussian_noise(inpt, sigma=params["sigma"], clip=True)
+
+
+class RandomWashout(v2.Transform):
+    """Contrast cut per channel: each channel blended towards its own mean over the frame, keeping a
+    share drawn per call from ``keep`` (0: a flat frame of the mean colour; 1: unchanged).
+
+    ColorJitter's contrast blends towards the frame's mean grey instead, which also drains the
+    colour; a hazy or washed-out frame keeps its colour cast, and PNet trained on grey washouts
+    misses faces in tinted ones (README, "Robustness-aware fine-tuning").
+    """
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, keep: tuple[float, float]) -> None:
+        super().__init__()
+        self.keep = keep
+
+    def make_params(self, flat_inputs):
+        return {"keep": float(torch.empty(1).uniform_(*self.keep))}
+
+    def transform(self, inpt, params):
+        mean = inpt.mean(dim=(-2, -1), keepdim=True)
+        return tv_tensors.wrap((mean + (inpt - mean) * params["keep"]).clamp(0.0, 1.0), like=inpt)
 
 
 class RandomDownscale(v2.Transform):
@@ -155,11 +186,12 @@ def augmentation(settings: AugmentSettings) -> v2.Transform:
     Takes and returns a uint8 ``tv_tensors.Image`` with its ``tv_tensors.BoundingBoxes``.
     """
     s = settings
+    washout = RandomWashout(s.washout_contrast) if s.washout_towards == "colour" else v2.ColorJitter(contrast=s.washout_contrast)
     return v2.Compose([
         v2.RandomApply([RandomDownscale(s.scale)], p=s.p_scale),
         v2.ToDtype(torch.float32, scale=True),
         v2.RandomApply([v2.ColorJitter(brightness=s.brightness, contrast=s.contrast, saturation=s.saturation)], p=s.p_color),
-        v2.RandomApply([v2.ColorJitter(contrast=s.washout_contrast)], p=s.p_washout),
+        v2.RandomApply([washout], p=s.p_washout),
         v2.RandomGrayscale(p=s.p_grayscale),
         v2.RandomApply([v2.GaussianBlur(s.blur_kernel, sigma=s.blur_sigma)], p=s.p_blur),
         v2.RandomApply([RandomZoomBlur(s.zoom, s.zoom_steps)], p=s.p_zoom),
