@@ -241,14 +241,15 @@ def _zoom_blur(x, severity=1):
     x = (np.array(x) / 255.0).astype(np.float32)
     height, width = x.shape[:2]
     out = np.zeros_like(x)
-    for factor in np.arange(*ZOOM_FACTORS[severity - 1]):
+    factors = np.arange(*ZOOM_FACTORS[severity - 1])
+    for factor in factors:
         crop_h, crop_w = int(np.ceil(height / float(factor))), int(np.ceil(width / float(factor)))
         top, left = (height - crop_h) // 2, (width - crop_w) // 2
         crop = x[top : top + crop_h, left : left + crop_w]
         layer = np.stack([zoom(crop[..., k], (factor, factor), order=1) for k in range(x.shape[2])], axis=-1)
         layer = layer[:height, :width]
         out[: layer.shape[0], : layer.shape[1]] += layer  # the reference's fallback when the zoom comes out short
-    x = (x + out) / (len(np.arange(*ZOOM_FACTORS[severity - 1])) + 1)
+    x = (x + out) / (len(factors) + 1)
     return np.clip(x, 0, 1) * 255
 
 
