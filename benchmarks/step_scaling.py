@@ -43,30 +43,25 @@ def _batches(stage: str, batch: int, n: int, seed: int):
 
 def time_steps(stage: str, batch: int, steps: int, threads: int, ddp=None, seed: int = 0, ready=None) -> float:
     """Seconds for ``steps`` training steps of ``batch`` samples after a warm-up (DDP-wrapped with
-    ``ddp``); ``ready()`` is called once the inputs are made, just before the first step."""
+    ``ddp``); ``ready()`` is called after the warm-up, just before the timed steps."""
     import torch
 
     from facecmp.detection.models import build_network
-    from facecmp.training.loop import net_outputs
-    from facecmp.training.losses import LossWeights, mtcnn_loss
+    from facecmp.training.loop import run_epoch
+    from facecmp.training.losses import LossWeights
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    net = build_network(stage).train()
+    net = build_network(stage)
     model = ddp(net) if ddp is not None else net
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    weights = LossWeights()
     data = _batches(stage, batch, WARMUP + steps, seed)
+    # The fine-tuning loop's own epoch function takes the steps, so what is timed is what trains.
+    run_epoch(model, data[:WARMUP], LossWeights(), "cpu", optimizer)
     if ready is not None:
         ready()
-    for i, (images, labels, targets) in enumerate(data):
-        if i == WARMUP:
-            start = time.perf_counter()
-        logits, offsets = net_outputs(model, images)
-        loss, _, _ = mtcnn_loss(logits, offsets, labels, targets, weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    start = time.perf_counter()
+    run_epoch(model, data[WARMUP:], LossWeights(), "cpu", optimizer)
     return time.perf_counter() - start
 
 
