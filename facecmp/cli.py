@@ -519,15 +519,21 @@ COMMANDS = {
 }
 
 
+# Commands that read files and write files only: they never import torch (tests/test_cli_light.py),
+# so --threads has nothing to apply to there.
+TORCH_FREE_COMMANDS = frozenset({"check", "convert", "evaluate"})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    from facecmp.process import exact_float32_on_cuda, import_torch_frozen, retain_freed_memory
+    if args.command not in TORCH_FREE_COMMANDS:
+        from facecmp.process import exact_float32_on_cuda, import_torch_frozen, retain_freed_memory
 
-    torch = import_torch_frozen()
-    retain_freed_memory()
-    exact_float32_on_cuda()
-    torch.set_num_threads(args.threads)
+        torch = import_torch_frozen()
+        retain_freed_memory()
+        exact_float32_on_cuda()
+        torch.set_num_threads(args.threads)
     try:
         return COMMANDS[args.command](args)
     except FacecmpError as exc:

@@ -10,11 +10,24 @@ import pytest
 
 from facecmp.data.predictions import Predictions, load_predictions, save_predictions
 from facecmp.evaluation import coco as coco_module
-from facecmp.evaluation.coco import KEYS, coco_metrics, interpolated_ap_101
+from facecmp.evaluation.coco import KEYS, coco_metrics
 from facecmp.evaluation.evaluator import evaluate
 from tests.test_cli import run_cli
 
 pytest.importorskip("pycocotools", reason="COCO metrics need pycocotools: pip install 'facecmp[coco]'")
+
+
+def interpolated_ap_101(recall: np.ndarray, precision: np.ndarray) -> float:
+    """COCO's AP of one precision-recall curve: the monotone envelope sampled at recall 0, 0.01, ..., 1.
+
+    ``recall`` / ``precision`` are cumulative, in descending-score order (as our evaluator gives them).
+    """
+    if not len(recall):
+        return 0.0
+    envelope = np.maximum.accumulate(np.asarray(precision, dtype=np.float64)[::-1])[::-1]
+    points = np.linspace(0.0, 1.0, 101)
+    index = np.searchsorted(recall, points, side="left")
+    return float(np.sum(np.where(index < len(recall), envelope[np.minimum(index, len(recall) - 1)], 0.0)) / 101)
 
 
 def inclusive(x, y, w, h):

@@ -100,19 +100,6 @@ def coco_metrics_or_none(preds: Predictions, ground_truth: Mapping[str, np.ndarr
     return coco_metrics(preds, ground_truth) if available() else None
 
 
-def interpolated_ap_101(recall: np.ndarray, precision: np.ndarray) -> float:
-    """COCO's AP of one precision-recall curve: the monotone envelope sampled at recall 0, 0.01, ..., 1.
-
-    ``recall`` / ``precision`` are cumulative, in descending-score order (as our evaluator gives them).
-    """
-    if not len(recall):
-        return 0.0
-    envelope = np.maximum.accumulate(np.asarray(precision, dtype=np.float64)[::-1])[::-1]
-    points = np.linspace(0.0, 1.0, 101)
-    index = np.searchsorted(recall, points, side="left")
-    return float(np.sum(np.where(index < len(recall), envelope[np.minimum(index, len(recall) - 1)], 0.0)) / 101)
-
-
 def coco_table(per_variant: Mapping[str, Mapping[str, float | None]], fmt: str = "github") -> str:
     from tabulate import tabulate
 

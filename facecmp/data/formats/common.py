@@ -232,7 +232,3 @@ def no_duplicate_keys(parts: dict[str, Dataset], fmt: str) -> None:
         shared = sorted(keys[0] & keys[1])
         raise DataError(f"the training and test parts share image names ({', '.join(shared[:3])}); "
                         f"{fmt} keeps all images in one folder, so rename them first")
-
-
-def as_int_box(box) -> tuple[int, int, int, int]:
-    return tuple(int(v) for v in np.asarray(box).tolist())  # type: ignore[return-value]
