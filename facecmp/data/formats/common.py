@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-
 from facecmp.data.annotations import AnnotationLine, as_box_array, clip_box
 from facecmp.data.images import IMAGE_SUFFIXES, image_size
 from facecmp.data.layout import odd_size_problems
