@@ -1,14 +1,16 @@
 # The two commands users need: `make demo` and `make test`. Both set themselves up.
+# `make docs` builds the documentation site (docs/, mkdocs.yml) into site/.
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.facecmp-installed
+DOCS_STAMP := $(VENV)/.facecmp-docs-installed
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
 MEDIAPIPE_VENV ?= .venv-mediapipe
 
-.PHONY: install test demo bench tox clean mediapipe-venv
+.PHONY: install test demo bench tox clean mediapipe-venv docs
 
 install: $(STAMP)
 
@@ -37,8 +39,20 @@ tox: install
 	$(BIN)/python -m pip install -q tox
 	$(BIN)/tox $(TOX_ARGS)
 
+# The site: mkdocs with the material theme, the API reference read from the docstrings by
+# mkdocstrings (statically: neither facecmp nor torch is imported, so this needs only the `docs`
+# extra, pinned in pyproject.toml and installed from there). --strict: a broken link, a missing
+# anchor or a page left out of the nav fails the build.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+$(DOCS_STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $$($(BIN)/python -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['docs']))")
+	touch $@
+
 clean:
-	rm -rf $(VENV) .tox .facecmp_cache $(DEMO_OUT) .pytest_cache .benchmarks ci-report
+	rm -rf $(VENV) .tox .facecmp_cache $(DEMO_OUT) .pytest_cache .benchmarks ci-report site
 
 # BlazeFace's own environment (facecmp.detection.peers.blazeface): mediapipe 0.10.14 is the last
 # 0.10.x wheel with the BlazeFace models, and it pins protobuf<5 and brings opencv-contrib-python 5,

@@ -1,5 +1,8 @@
-"""Data: archives and their records (layouts, annotations, images, splits, face sizes), course
-prediction files and the built-in generated dataset. Imports only the top-level helpers (errors, atomic)."""
+"""Data: archives and their records: the course layout and the labelling formats (``formats/``),
+annotations, images, splits, face sizes, ``facecmp check``, task-2 ground truth, the common
+corruptions, course prediction files and the built-in generated dataset.
+
+Imports only the top-level helpers (errors, atomic)."""
 
 from facecmp.data.annotations import read_ground_truth
 from facecmp.data.check import CheckReport, check_dataset

@@ -1,3 +1,4 @@
-"""Study: the model variants compared, the comparison they run in, and its report.
+"""Study: the model variants compared, the comparison they run in (task 1, task 2, robustness), and
+its report and pictures.
 
-Imports from data, detection, evaluation and training."""
+Imports from data, detection, evaluation, training and the top-level helpers (errors, atomic)."""

@@ -1,6 +1,7 @@
-"""Training: fine-tuning MTCNN stages (sample mining, losses, the loop, threshold calibration).
+"""Training: fine-tuning MTCNN stages (sample mining, augmentation, losses, the loop, threshold
+calibration) in one process or several, the task-2 recognizer, and dlib's HOG detector.
 
-Imports from data, detection and evaluation."""
+Imports from data, detection, evaluation and the top-level helpers (errors, atomic)."""
 
 from facecmp.training.augment import AugmentSettings
 from facecmp.training.calibrate import DEFAULT_GRID, best_thresholds, stage_recall
