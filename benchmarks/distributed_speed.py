@@ -1,6 +1,6 @@
-"""Wall time and AP of the full-cascade fine-tune with N = 1 and N = 2 processes (README "Fine-tuning
-in several processes"), measured in one run, alternating (default order 1, 2, 2, 1) so that a
-change in the machine's load hits both.
+"""Wall time and AP of the full-cascade fine-tune with N = 1 and N = 2 processes (docs/distributed.md),
+measured in one run, alternating (default order 1, 2, 2, 1) so that a change in the machine's load
+hits both.
 
     python benchmarks/distributed_speed.py --data ROOT --out DIR [--test split:50] [--dev-per-folder 25]
         [--order 1,2,2,1] [--threads 2] [--stages pnet,rnet,onet]

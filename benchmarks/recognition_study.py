@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--dev", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detector", default="oracle,pretrained")
-    p.add_argument("--thresholds", default="0.6,0.02,0.02", help="for --detector pretrained (README: best on Dexter's dev split)")
+    p.add_argument("--thresholds", default="0.6,0.02,0.02", help="for --detector pretrained (docs/task2.md: best on Dexter's dev split)")
     p.add_argument("--checkpoint", type=Path, default=None)
     p.add_argument("--kinds", default="probe-pretrained,finetune")
     p.add_argument("--epochs", type=int, default=None)

@@ -1,6 +1,6 @@
 """Where DDP's training time goes on this machine: one training step of each stage, timed as one
 process with all the threads (N = 1) and as N one-thread processes sharing the global batch, with
-and without DistributedDataParallel (README "Fine-tuning in several processes").
+and without DistributedDataParallel (docs/distributed.md).
 
     python benchmarks/step_scaling.py [--batch 256] [--threads 2] [--steps pnet=300,rnet=80,onet=20]
 

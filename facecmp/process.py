@@ -22,7 +22,7 @@ def import_torch_frozen():
 
     Importing torch creates ~180k objects that live until the process ends; collecting while
     they are created, re-scanning them in every later full collection and once more at exit
-    is pure start-up cost (README "Speed" has the measurement). Frozen objects are still freed by reference counting; only the
+    is pure start-up cost (docs/speed.md has the measurement). Frozen objects are still freed by reference counting; only the
     cycle collector skips them, and worker processes forked later inherit them frozen too.
     """
     gc.disable()
@@ -43,8 +43,8 @@ def retain_freed_memory(limit_bytes: int = 256 << 20) -> bool:
 
     The cascade allocates and frees maps of a few MB per network call. By default glibc serves
     those with fresh ``mmap``s or trims them off the heap when freed, so every call touches new
-    pages again (page faults per image drop by an order of magnitude with this setting; README
-    "Speed" has the measurement). The cost is that a process's memory does not shrink
+    pages again (page faults per image drop by an order of magnitude with this setting; docs/speed.md
+    has the measurement). The cost is that a process's memory does not shrink
     after its peak (``limit_bytes`` bounds the free memory kept at the heap's top). Returns
     False where the C library is not glibc or refuses the settings (nothing else changes).
     """

@@ -117,7 +117,7 @@ class RandomWashout(v2.Transform):
 
     ColorJitter's contrast blends towards the frame's mean grey instead, which also drains the
     colour; a hazy or washed-out frame keeps its colour cast, and PNet trained on grey washouts
-    misses faces in tinted ones (README, "Robustness-aware fine-tuning").
+    misses faces in tinted ones (docs/robustness.md, "Robustness-aware fine-tuning").
     """
 
     _transformed_types = (tv_tensors.Image,)

@@ -37,7 +37,7 @@ Thresholds = tuple[float, float, float]
 
 # facenet-pytorch's default first (it wins ties). On cartoons the pretrained RNet/ONet reject
 # most faces at 0.7 and AP keeps rising as their thresholds drop, while fine-tuned RNet/ONet are
-# best at higher ones (README "Results"): the grid spans both.
+# best at higher ones (docs/results.md): the grid spans both.
 PNET_THRESHOLDS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 LATER_THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.7, 0.8, 0.9, 0.95)
 DEFAULT_GRID: tuple[Thresholds, ...] = ((0.6, 0.7, 0.7),) + tuple(

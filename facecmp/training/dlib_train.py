@@ -42,7 +42,7 @@ class DlibTrainSettings:
     # area and the group's median aspect ratio.
     window_area: int = 48 * 48
     aspect_groups: int = 4
-    C: float = 25.0  # Dexter, 400 images: C 5 -> test AP 0.375, C 25 -> 0.612 (README, Peers)
+    C: float = 25.0  # Dexter, 400 images: C 5 -> test AP 0.375, C 25 -> 0.612 (docs/results.md, Peers)
     epsilon: float = 0.01
     flips: bool = True
     # Training images drawn (seeded) from the training split; None: all of them.

@@ -6,7 +6,7 @@ Stage-wise as in MTCNN: PNet trains on jittered 12 px crops around the annotated
 what PNet+RNet pass on (``hard_mining``). Each stage starts from its pretrained weights, trains
 alone (the others frozen) and is then used, fine-tuned, to mine the next stage's samples.
 Stages not fine-tuned stay pretrained. What each stage costs and buys on Dexter is in the
-README ("Results"), with the command that measures it.
+docs/results.md, with the command that measures it.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ class HardMiningSettings:
 
 
 def default_hard_mining(stage: str) -> HardMiningSettings:
-    """The recipes chosen on our Dexter split (README "Results" has what they give)."""
+    """The recipes chosen on our Dexter split (docs/results.md has what they give)."""
     if stage == "rnet":
         return HardMiningSettings(crops=MiningSettings(crop_size=24), thresholds=(0.6, 0.3, 0.3), max_images=None)
     if stage == "onet":

@@ -6,7 +6,7 @@ stage is kept with that stage's weight sum, grouped with ``min_neighbors``, and 
 is the score; it is continuous and orders detections by how face-like the last stage found them.
 ``score="neighbours"`` uses ``detectMultiScale2``'s neighbour count (how many raw windows the
 group merged), a small integer with many ties. Both are calibrated on the dev split (see
-``study.variants``); README "Peers" gives the measured AP of each.
+``study.variants``); docs/results.md "Peers" gives the measured AP of each.
 """
 
 from __future__ import annotations
