@@ -75,6 +75,15 @@ def test_readme_links_point_at_files_and_headings_that_exist():
     assert broken == []
 
 
+def test_the_site_home_gets_the_readmes_answer_with_links_into_the_site():
+    from mkdocs_hooks import MARK, answer_section
+
+    assert MARK in (DOCS / "index.md").read_text(encoding="utf-8")
+    section = answer_section(README.read_text(encoding="utf-8"))
+    assert section.startswith("## The answer") and "| **target-domain AP**" in section
+    assert "](docs/" not in section and "](results.md" in section
+
+
 def _nav_files(nav) -> list[str]:
     files = []
     for entry in nav:
