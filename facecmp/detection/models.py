@@ -13,7 +13,6 @@ numerically stable cross-entropy.
 from __future__ import annotations
 
 import importlib.util
-import pickle
 import re
 from pathlib import Path
 
@@ -147,15 +146,11 @@ def pretrained_weights_dir() -> Path:
     return folder
 
 
-def _weights_only_reason(exc: Exception) -> str:
-    """What ``torch.load(weights_only=True)`` refused, in one line (its message is a paragraph)."""
-    text = str(exc)
-    found = re.search(r"GLOBAL ([\w.]+)", text)
-    if found:
-        return f"it would call the Python object {found.group(1)}"
-    lines = [ln.strip().removeprefix("WeightsUnpickler error:").strip() for ln in text.splitlines()[1:]]
-    useful = [ln for ln in lines if ln and not ln.startswith(("Check the documentation", "Please file an issue"))]
-    return " ".join(useful) or text.splitlines()[0] if text else type(exc).__name__
+def _one_line(exc: Exception) -> str:
+    """``torch.load``'s reason in one line (its message is a paragraph of advice around it)."""
+    lines = [ln.strip().removeprefix("WeightsUnpickler error:").strip() for ln in str(exc).splitlines()]
+    useful = [ln for ln in lines[1:] if ln and not ln.startswith(("Check the documentation", "Please file an issue"))]
+    return " ".join(useful) or (lines[0] if lines and lines[0] else type(exc).__name__)
 
 
 def load_plain(path: str | Path, what: str, remedy: str, error: type[Exception] = ModelError):
@@ -166,12 +161,13 @@ def load_plain(path: str | Path, what: str, remedy: str, error: type[Exception] 
         return torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise error(f"{path}: {what} not found; {remedy}") from None
-    except pickle.UnpicklingError as exc:
-        raise error(f"{path}: refused: it holds more than tensors and plain values ({_weights_only_reason(exc)}); "
-                    f"facecmp loads PyTorch files with weights_only=True so that a file cannot run code; {remedy}") from None
-    except Exception as exc:  # corrupt, truncated, not a PyTorch file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise error(f"{path}: not a readable {what} ({first}); {remedy}") from None
+    except Exception as exc:  # corrupt, truncated, not a PyTorch file, or objects beyond tensors and plain values
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if refused:
+            raise error(f"{path}: refused: it holds more than tensors and plain values (it would call the Python object "
+                        f"{refused.group(1)}); facecmp loads PyTorch files with weights_only=True so that a file cannot "
+                        f"run code; {remedy}") from None
+        raise error(f"{path}: not a readable {what} ({_one_line(exc)}); {remedy}") from None
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -25,6 +25,7 @@ from typing import Iterable
 
 import numpy as np
 
+from facecmp.atomic import inside
 from facecmp.data.annotations import AnnotationLine, as_box_array, clip_box
 from facecmp.data.images import IMAGE_SUFFIXES, image_size
 from facecmp.data.layout import odd_size_problems
@@ -97,6 +98,15 @@ class PartReader:
     faces: dict[str, list[Face]] = field(default_factory=dict)
     sizes: dict[str, tuple[int, int] | None] = field(default_factory=dict)  # known sizes (else read from the header)
 
+    def accept_key(self, key: str, file: Path, where) -> bool:
+        """Whether ``key`` (an image name from ``file``) may be used: an absolute one, or one that climbs with
+        ``..``, is refused with an error naming the file and entry (it would read or write outside the dataset)."""
+        why = unsafe_key(key)
+        if why:
+            self.error(file, where, f"image name {key!r} {why}; image names must be relative paths inside the dataset "
+                       "(like dad/0001.jpg): fix the entry")
+        return why is None
+
     def add_image(self, key: str, path: Path, size: tuple[int, int] | None = None) -> None:
         self.images.setdefault(key, path)
         self.faces.setdefault(key, [])
@@ -150,6 +160,21 @@ class PartReader:
         return Dataset(self.name, records, self.problems, characters=characters)
 
 
+def unsafe_key(key: str) -> str | None:
+    """Why an image name from a file cannot be a key (absolute, a drive, or ``..``), else None."""
+    posix = key.replace("\\", "/")
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
+        return "is an absolute path"
+    if ".." in posix.split("/"):
+        return "climbs out of its folder with '..'"
+    return None
+
+
+def outside_folder(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (resolved, links followed) lies outside ``folder``."""
+    return not path.resolve().is_relative_to(folder.resolve())
+
+
 def image_files_under(folder: Path) -> list[Path]:
     """Every image file below ``folder`` (recursively), sorted."""
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
@@ -201,8 +226,9 @@ def note_unused(parts: dict[str, Dataset], notes: list[str], root: Path) -> dict
 # ----------------------------------------------------------------------------- writing
 
 
-def place_image(src: Path, dst: Path, *, link: bool = True) -> None:
-    """Hard-link ``src`` at ``dst`` (same bytes, no space), else copy it."""
+def place_image(src: Path, out: Path, *parts: str, link: bool = True) -> None:
+    """Hard-link ``src`` at ``out / parts`` (same bytes, no space), else copy it; refused outside ``out``."""
+    dst = inside(out, *parts)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if link:
         try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from facecmp.atomic import write_text
+from facecmp.atomic import inside, write_text
 from facecmp.data.formats.common import (
     TEST,
     TRAIN,
@@ -28,6 +28,7 @@ from facecmp.data.formats.common import (
     no_duplicate_keys,
     note_unused,
     out_label,
+    outside_folder,
     place_image,
     record_size,
 )
@@ -82,6 +83,8 @@ def _read_part(name: str, items, base: Path, ann_dir: Path, problems) -> Dataset
             continue
         ann = tree.getroot()
         filename = (ann.findtext("filename") or "").strip() or Path(image_id).name + ".jpg"
+        if not reader.accept_key(filename, xml, "<filename>"):
+            continue
         sub = Path(image_id).parent
         key = (sub / Path(filename).name).as_posix() if str(sub) != "." else Path(filename).name
         path = base / "JPEGImages" / key
@@ -91,6 +94,10 @@ def _read_part(name: str, items, base: Path, ann_dir: Path, problems) -> Dataset
                 if alt.is_file():
                     path = alt
                     break
+            if stated and path == Path(stated) and outside_folder(path, base):
+                reader.error(xml, "<path>", f"image path {stated!r} lies outside the dataset folder {base}; facecmp "
+                             "reads images inside the dataset only: put the image in JPEGImages/")
+                continue
         reader.add_image(key, path)
         for k, obj in enumerate(ann.findall("object"), start=1):
             where = f"object {k}"
@@ -148,10 +155,10 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
         ids = []
         for record in ds.images:
             stem = Path(record.key).with_suffix("").as_posix()
-            write_text(out / "Annotations" / f"{stem}.xml", _xml(record, record_size(record)))
-            place_image(record.path, out / "JPEGImages" / record.key, link=link)
+            write_text(inside(out, "Annotations", f"{stem}.xml"), _xml(record, record_size(record)))
+            place_image(record.path, out, "JPEGImages", record.key, link=link)
             ids.append(stem)
-        target = out / "ImageSets" / "Main" / f"{PART_NAMES[role]}.txt"
+        target = inside(out, "ImageSets", "Main", f"{PART_NAMES[role]}.txt")
         write_text(target, "".join(f"{i}\n" for i in ids))
         written.append(target)
     return written

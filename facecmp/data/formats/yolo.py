@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facecmp.atomic import write_text
+from facecmp.atomic import inside, write_text
 from facecmp.data.formats.common import (
     TEST,
     TRAIN,
@@ -30,6 +30,7 @@ from facecmp.data.formats.common import (
     nearest,
     note_unused,
     out_label,
+    outside_folder,
     place_image,
     record_size,
     relative_key,
@@ -129,6 +130,10 @@ def read(root: Path) -> dict[str, Dataset]:
             if not folder.is_dir():
                 raise DataError(f"{source}: `{split}: {value}` is not a folder of images (looked in {base}); "
                                 "facecmp reads image folders, not image lists")
+            if outside_folder(folder, root):
+                raise DataError(f"{source}: `{split}: {value}` lies outside the dataset folder {root} (it resolves to "
+                                f"{folder.resolve()}); facecmp reads images inside the dataset only: move them in, or "
+                                "pass the folder that holds them as --data")
             candidates.append((split, folder))
         if not candidates:
             raise DataError(f"{source}: no `train:`, `val:` or `test:` image folder given")
@@ -212,14 +217,14 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
         lines_yaml.append(f"{split}: images/{split}")
         for record in ds.images:
             width, height = record_size(record)
-            place_image(record.path, out / "images" / split / record.key, link=link)
+            place_image(record.path, out, "images", split, record.key, link=link)
             rows = []
             for box, label in zip(record.boxes, record.labels):
                 x0, y0, x1, y1 = (int(v) for v in box)
                 cx, cy = (x0 + x1 + 1) / 2 / width, (y0 + y1 + 1) / 2 / height
                 w, h = (x1 - x0 + 1) / width, (y1 - y0 + 1) / height
                 rows.append(f"{index[out_label(label)]} {cx:.8f} {cy:.8f} {w:.8f} {h:.8f}\n")
-            write_text(out / "labels" / split / Path(record.key).with_suffix(".txt"), "".join(rows))
+            write_text(inside(out, "labels", split, Path(record.key).with_suffix(".txt")), "".join(rows))
     lines_yaml += [f"nc: {len(names)}", f"names: {json.dumps(names)}", ""]
-    write_text(out / "data.yaml", "\n".join(lines_yaml))
+    write_text(inside(out, "data.yaml"), "\n".join(lines_yaml))
     return [out / "data.yaml"]
