@@ -159,6 +159,7 @@ def _read_file(path: Path, part: str, root: Path) -> Dataset:
             reader.error(path, where, f"bbox {bbox!r} has a negative or non-finite width/height; "
                          "expected [x, y, width, height] with width, height >= 0")
             continue
+        reader.note_rounding(path, where, f"bbox {bbox!r} of {images[ann['image_id']]}", x, y, x + w, y + h)
         meta = ann.get("attributes") if isinstance(ann.get("attributes"), dict) else {}
         reader.add_face(images[ann["image_id"]], Face(path, where, continuous_to_inclusive(x, y, w, h),
                                                       categories[ann["category_id"]], dict(meta)))
@@ -184,7 +185,7 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
             width, height = record_size(record)
             images.append({"id": image_id, "file_name": record.key, "width": width, "height": height})
             place_image(record.path, out, split, record.key, link=link)
-            for i, (box, label) in enumerate(zip(record.boxes, record.labels)):
+            for i, (box, label) in enumerate(zip(record.boxes_as_labelled, record.labels)):
                 ann_id += 1
                 x, y, w, h = inclusive_to_xywh(box)
                 ann = {"id": ann_id, "image_id": image_id, "category_id": cat_ids[out_label(label)],

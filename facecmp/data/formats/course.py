@@ -61,7 +61,7 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
             _check_name(name, record.key)
             place_image(record.path, out, train.name, folder, name, link=link)
             rows = by_folder.setdefault(folder, [])
-            rows.extend(_line(name, box, out_label(label)) for box, label in zip(record.boxes, record.labels))
+            rows.extend(_line(name, box, out_label(label)) for box, label in zip(record.boxes_as_labelled, record.labels))
         for folder, rows in by_folder.items():
             target = inside(out, train.name, f"{folder}_annotations.txt")
             write_text(target, "".join(rows))
@@ -74,8 +74,9 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
                 raise DataError(f"{record.key}: the course's test layout keeps every image in one folder (validare/validare/)")
             _check_name(record.key, record.key)
             place_image(record.path, out, test.name, "validare", record.key, link=link)
-            task1.extend(_line(record.key, box, None) for box in record.boxes)
-            labelled.extend(_line(record.key, box, out_label(label)) for box, label in zip(record.boxes, record.labels))
+            task1.extend(_line(record.key, box, None) for box in record.boxes_as_labelled)
+            labelled.extend(_line(record.key, box, out_label(label))
+                            for box, label in zip(record.boxes_as_labelled, record.labels))
         write_text(test / TASK1_FULL, "".join(task1))
         written.append(test / TASK1_FULL)
         if any(label not in ("", FACE) for record in parts[TEST].images for label in record.labels):

@@ -25,6 +25,7 @@ from facecmp.data.formats.common import (
     PartReader,
     box_meta,
     choose_parts,
+    nearest,
     no_duplicate_keys,
     note_unused,
     out_label,
@@ -118,7 +119,8 @@ def _read_part(name: str, items, base: Path, ann_dir: Path, problems) -> Dataset
                 reader.error(xml, where, f"box xmin {xmin:g} xmax {xmax:g} ymin {ymin:g} ymax {ymax:g} has a negative "
                              "width or height; expected xmax >= xmin and ymax >= ymin")
                 continue
-            box = tuple(int(round(v)) - 1 for v in (xmin, ymin, xmax, ymax))
+            reader.note_rounding(xml, where, f"<bndbox> {xmin:g} {ymin:g} {xmax:g} {ymax:g} of {key}", xmin, ymin, xmax, ymax)
+            box = tuple(nearest(v) - 1 for v in (xmin, ymin, xmax, ymax))
             meta = {}
             for flag in FLAGS:
                 text = (obj.findtext(flag) or "").strip()
@@ -135,7 +137,7 @@ def _xml(record, size) -> str:
     s = ET.SubElement(root, "size")
     for tag, v in zip(("width", "height", "depth"), (*size, 3)):
         ET.SubElement(s, tag).text = str(v)
-    for i, (box, label) in enumerate(zip(record.boxes, record.labels)):
+    for i, (box, label) in enumerate(zip(record.boxes_as_labelled, record.labels)):
         obj = ET.SubElement(root, "object")
         ET.SubElement(obj, "name").text = out_label(label)
         meta = box_meta(record, i)

@@ -103,6 +103,7 @@ def _read_file(gt: Path, images: Path, name: str) -> Dataset:
                 reader.error(gt, number, f"box {fields[:4]} has a negative width or height")
                 continue
             meta = {k: v for k, v in zip(ATTRIBUTES, attrs) if v}
+            reader.note_rounding(gt, number, f"box {' '.join(fields[:4])} of {key}", x, y, x + w, y + h)
             if accepted:
                 reader.add_face(key, Face(gt, number, continuous_to_inclusive(x, y, w, h), "face", meta))
     return reader.dataset()
@@ -117,7 +118,7 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
         for record in ds.images:
             place_image(record.path, out, f"WIDER_{split}", "images", record.key, link=link)
             rows += [record.key, str(len(record.boxes))]
-            for i, box in enumerate(record.boxes):
+            for i, box in enumerate(record.boxes_as_labelled):
                 meta = box_meta(record, i)
                 rows.append(" ".join(str(v) for v in [*inclusive_to_xywh(box), *(int(meta.get(k, 0)) for k in ATTRIBUTES)]))
             if not len(record.boxes):
