@@ -28,13 +28,16 @@ def inside(root: str | os.PathLike, *parts: str | os.PathLike) -> Path:
     a ``..`` that climbs out, or a link pointing elsewhere would write outside the output folder."""
     root = Path(root)
     path = root.joinpath(*parts)
-    base = root.resolve()
-    resolved = path.resolve()
-    if resolved != base and not resolved.is_relative_to(base):
+    if not is_within(path, root):
         shown = "/".join(str(p) for p in parts)
-        raise DataError(f"{shown}: would be written outside the output folder {root} (it resolves to {resolved}); "
+        raise DataError(f"{shown}: would be written outside the output folder {root} (it resolves to {path.resolve()}); "
                         "names from data must be relative paths without '..'")
     return path
+
+
+def is_within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path``, resolved (``..`` and links followed), is ``folder`` or lies inside it."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
 def _temporary(target: Path) -> Path:

@@ -28,7 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from facecmp.atomic import inside
-from facecmp.data.annotations import AnnotationLine, BoxChanges, as_box_array, clip_box
+from facecmp.data.annotations import AnnotationLine, BoxChanges, clip_box
 from facecmp.data.images import IMAGE_SUFFIXES, image_size
 from facecmp.data.layout import odd_size_problems
 from facecmp.data.records import UNKNOWN, Dataset, ImageRecord, Problem
@@ -179,11 +179,6 @@ def unsafe_key(key: str) -> str | None:
     if ".." in posix.split("/"):
         return "climbs out of its folder with '..'"
     return None
-
-
-def outside_folder(path: Path, folder: Path) -> bool:
-    """Whether ``path`` (resolved, links followed) lies outside ``folder``."""
-    return not path.resolve().is_relative_to(folder.resolve())
 
 
 def image_files_under(folder: Path) -> list[Path]:

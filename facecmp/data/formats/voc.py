@@ -17,7 +17,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from facecmp.atomic import inside, write_text
+from facecmp.atomic import inside, is_within, write_text
 from facecmp.data.formats.common import (
     TEST,
     TRAIN,
@@ -29,7 +29,6 @@ from facecmp.data.formats.common import (
     no_duplicate_keys,
     note_unused,
     out_label,
-    outside_folder,
     place_image,
     record_size,
 )
@@ -95,7 +94,7 @@ def _read_part(name: str, items, base: Path, ann_dir: Path, problems) -> Dataset
                 if alt.is_file():
                     path = alt
                     break
-            if stated and path == Path(stated) and outside_folder(path, base):
+            if stated and path == Path(stated) and not is_within(path, base):
                 reader.error(xml, "<path>", f"image path {stated!r} lies outside the dataset folder {base}; facecmp "
                              "reads images inside the dataset only: put the image in JPEGImages/")
                 continue

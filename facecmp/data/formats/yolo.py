@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facecmp.atomic import inside, write_text
+from facecmp.atomic import inside, is_within, write_text
 from facecmp.data.formats.common import (
     TEST,
     TRAIN,
@@ -30,7 +30,6 @@ from facecmp.data.formats.common import (
     nearest,
     note_unused,
     out_label,
-    outside_folder,
     place_image,
     record_size,
     relative_key,
@@ -131,7 +130,7 @@ def read(root: Path) -> dict[str, Dataset]:
             if not folder.is_dir():
                 raise DataError(f"{source}: `{split}: {value}` is not a folder of images (looked in {base}); "
                                 "facecmp reads image folders, not image lists")
-            if outside_folder(folder, root):
+            if not is_within(folder, root):
                 raise DataError(f"{source}: `{split}: {value}` lies outside the dataset folder {root} (it resolves to "
                                 f"{folder.resolve()}); facecmp reads images inside the dataset only: move them in, or "
                                 "pass the folder that holds them as --data")
