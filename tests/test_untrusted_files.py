@@ -7,6 +7,7 @@ marker never appears and the user gets one line naming the file (exit 2 through 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -138,12 +139,15 @@ def test_a_saved_run_state_is_tensors_and_plain_values_and_loads_with_weights_on
     scheduler.step()
     path = tmp_path / state_file("pnet")
     best = {"val_loss": 0.5, "epoch": 1, "state_dict": net.state_dict()}
-    save_run_state(path, RUN_ID, net, optimizer, scheduler, generator, [{"epoch": 1, "val_loss": 0.5}], best, 0, False,
-                   extra={"start_val_loss": float("nan")})
+    # numpy numbers, as the DDP loop's losses reduced across ranks are: saved as Python numbers
+    history = [{"epoch": 1, "val_loss": np.float64(0.5), "val_accuracy": np.float32(0.25)}]
+    save_run_state(path, RUN_ID, net, optimizer, scheduler, generator, history, best, 0, False,
+                   extra={"start_val_loss": np.float64("nan")})
     torch.load(path, weights_only=True)  # raises on anything but tensors and plain values
     assert json.loads(run_id_file(path).read_text())["run_id"] == RUN_ID
     history, best, bad, stopped, extra = load_run_state(path, RUN_ID, *run_objects())
-    assert history == [{"epoch": 1, "val_loss": 0.5}] and best["epoch"] == 1 and not stopped
+    assert history == [{"epoch": 1, "val_loss": 0.5, "val_accuracy": 0.25}] and best["epoch"] == 1 and not stopped
+    assert type(history[0]["val_loss"]) is float and math.isnan(extra["start_val_loss"])
 
 
 def test_a_payload_in_a_run_state_never_runs_on_resume(tmp_path, marker):

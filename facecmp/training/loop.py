@@ -130,12 +130,26 @@ def save_run_state(
     and the loop's own ``extra`` values), atomically, as tensors and plain values only (so it loads with
     ``weights_only=True``); the ``run_id`` also goes to :func:`run_id_file`, first (it is the same for every
     epoch of a run, and the state itself is checked again on resume)."""
-    atomic.write_json(run_id_file(path), {"run_id": run_id})
-    atomic.save_torch(path, {
+    atomic.write_json(run_id_file(path), {"run_id": plain_values(run_id)})
+    atomic.save_torch(path, plain_values({
         "run_id": run_id, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
         "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped, "extra": extra or {},
-    })
+    }))
+
+
+def plain_values(obj):
+    """``obj`` with numpy scalars and arrays made Python numbers and tensors (the loss sums reduced across ranks
+    are numpy floats), so that ``torch.load(weights_only=True)`` reads it back."""
+    if isinstance(obj, dict):
+        return type(obj)((k, plain_values(v)) for k, v in obj.items())  # dict or OrderedDict (a state dict)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain_values(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    return obj
 
 
 def read_run_state(path: Path, error: type[Exception] = ModelError) -> dict:
