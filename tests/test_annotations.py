@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from facecmp.data import read_ground_truth
-from facecmp.data.annotations import AnnotationLine, clip_box, parse_annotation_file
+from facecmp.data.annotations import AnnotationLine, BoxChanges, clip_box, parse_annotation_file
 from facecmp.errors import DataError
 
 
@@ -52,30 +52,49 @@ def entry(box):
     return AnnotationLine(Path("a.txt"), 7, "0001.jpg", box, "dad")
 
 
+def clipped(box, size=(100, 80)):
+    changes = BoxChanges()
+    return clip_box(entry(box), size, changes), changes.problems()
+
+
 def test_box_inside_is_kept_silently():
-    assert clip_box(entry((10, 10, 50, 60)), (100, 80)) == ((10, 10, 50, 60), [])
+    assert clipped((10, 10, 50, 60)) == ((10, 10, 50, 60), [])
 
 
-def test_box_one_pixel_past_the_border_is_the_edge_convention():
-    box, problems = clip_box(entry((10, 10, 100, 80)), (100, 80))
+def test_box_one_pixel_past_the_border_is_clipped_and_counted_not_silent():
+    box, problems = clipped((10, 10, 100, 80))
     assert box == (10, 10, 99, 79)
-    assert problems == []
+    [p] = problems
+    assert (p.file, p.line, p.severity) == (Path("a.txt"), 7, "warning")
+    assert p.message.startswith("1 box(es) end one pixel past the image") and "writes them as labelled" in p.message
 
 
 def test_box_outside_is_clipped_with_a_warning_naming_both_boxes():
-    box, problems = clip_box(entry((-5, 10, 150, 60)), (100, 80))
+    box, problems = clipped((-5, 10, 150, 60))
     assert box == (0, 10, 99, 60)
     assert len(problems) == 1
     p = problems[0]
     assert (p.line, p.severity) == (7, "warning")
+    assert "reach outside the image" in p.message
     assert "[-5, 10, 150, 60]" in p.message and "[0, 10, 99, 60]" in p.message
 
 
 @pytest.mark.parametrize("box", [(50, 10, 50, 60), (60, 10, 50, 60), (10, 30, 50, 30), (120, 10, 150, 60)])
 def test_degenerate_box_is_dropped_with_a_warning(box):
-    kept, problems = clip_box(entry(box), (100, 80))
+    kept, problems = clipped(box)
     assert kept is None
     assert any("dropped" in p.message and p.severity == "warning" for p in problems)
+
+
+def test_many_changes_are_one_warning_per_kind_with_the_count_and_the_first_line():
+    changes = BoxChanges()
+    for line in range(1, 87):
+        clip_box(AnnotationLine(Path("dad_annotations.txt"), line, "0001.jpg", (10, 10, 480, 300), "dad"), (480, 360), changes)
+    for line in (90, 91):
+        clip_box(AnnotationLine(Path("dad_annotations.txt"), line, "0002.jpg", (10, 10, 600, 300), "dad"), (480, 360), changes)
+    problems = changes.problems()
+    assert [(p.line, p.message.split(" box(es)")[0]) for p in problems] == [(1, "86"), (90, "2")]
+    assert "one pixel past" in problems[0].message and "reach outside" in problems[1].message
 
 
 def test_read_ground_truth_keeps_file_order_and_accepts_5_or_6_columns(tmp_path):

@@ -304,8 +304,8 @@ def test_check_warns_about_a_box_outside_the_image(dataset, tmp_path):
         f.write("0002.jpg 400 300 600 500 ada\n")
     code, stdout, _ = run_cli(["check", "--data", root])
     assert code == 1
-    assert f"{ann}:{n_lines + 1}: warning: box [400, 300, 600, 500]" in stdout
-    assert "clipped to [400, 300, 479, 359]" in stdout
+    assert f"{ann}:{n_lines + 1}: warning: 1 box(es) reach outside the image" in stdout
+    assert "box [400, 300, 600, 500] of 0002.jpg (480x360), clipped to [400, 300, 479, 359]" in stdout
 
 
 def test_check_reports_images_missing_from_disk(dataset, tmp_path):

@@ -120,9 +120,10 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(two_ranks):
 
 def test_only_rank_zero_writes_the_run_state(two_ranks):
     _, out = two_ranks
-    state = torch.load(out / "train" / "train_state_pnet.pt", weights_only=False)
+    state = torch.load(out / "train" / "train_state_pnet.pt", weights_only=True)  # tensors and plain values only
     assert state["run_id"]["world_size"] == 2
-    assert sorted(p.name for p in (out / "train").iterdir()) == ["train_state_pnet.pt"]
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["train_state_pnet.json", "train_state_pnet.pt"]
+    assert json.loads((out / "train" / "train_state_pnet.json").read_text())["run_id"]["world_size"] == 2
     assert len(state["history"]) == 2  # the resumed run's
 
 

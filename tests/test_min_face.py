@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from facecmp.data.facesizes import face_sides, suggest_min_face_size
+from facecmp.data.facesizes import face_sides, min_face_advice, suggest_min_face_size
 from facecmp.data.records import Dataset, ImageRecord
 from facecmp.detection.detector import Detector
 from facecmp.evaluation.min_face import min_face_tradeoff
@@ -33,6 +33,15 @@ def test_suggestion_is_the_hand_computed_quantile():
 
 def test_suggestion_never_goes_below_pnet_window():
     assert suggest_min_face_size(_dataset([3, 4, 5])) == 12.0
+
+
+def test_the_advice_says_what_the_suggestion_truly_keeps():
+    # WIDER-like: 41 of 100 faces are below 12 px, so 12 px (the smallest allowed) keeps 59%, not 99%.
+    advice = min_face_advice(_dataset([8] * 41 + [30] * 59))
+    assert advice.startswith("12 px (keeps 59.0% of faces") and "41.0% are smaller than 12 px" in advice
+    assert "99%" not in advice
+    assert min_face_advice(_dataset(np.arange(10, 110)), coverage=0.9) == (
+        "19 px (keeps 91.0% of faces: those whose shorter side is at least 19 px)")
 
 
 @pytest.mark.slow

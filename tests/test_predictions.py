@@ -76,12 +76,17 @@ def test_round_trip_of_integer_boxes_is_exact(rows, name):
     assert loaded.file_names.tolist() == preds.file_names.tolist()
 
 
-def test_course_files_with_pickled_file_names_are_accepted(tmp_path):
-    names = np.array(["001.jpg", "002.jpg"], dtype=object)  # needs pickle to load
+def test_course_files_with_pickled_file_names_are_refused_with_how_to_resave_them(tmp_path):
+    names = np.array(["001.jpg", "002.jpg"], dtype=object)  # needs pickle to load: never unpickled
     write_course_files(tmp_path, np.array([[1, 2, 3, 4], [5, 6, 7, 8]]), np.array([0.3, 0.1]), names)
-    loaded = load_predictions(tmp_path)
-    assert loaded.file_names.tolist() == ["001.jpg", "002.jpg"]
-    assert loaded.file_names.dtype.kind == "U"
+    with pytest.raises(DataError) as err:
+        load_predictions(tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and "file_names_all_faces.npy" in message
+    assert "np.save(path, np.asarray(names).astype(str))" in message
+    # ... and the re-saved file is read
+    np.save(tmp_path / "file_names_all_faces.npy", names.astype(str))
+    assert load_predictions(tmp_path).file_names.tolist() == ["001.jpg", "002.jpg"]
 
 
 def test_empty_predictions_round_trip(tmp_path):
@@ -118,7 +123,7 @@ def bad_case(tmp_path: Path, which: str):
         "text scores": (sc, np.array(["a", "b", "c"]), "must be numbers"),
         "2-D scores": (sc, np.ones((3, 1)), "1-D array of N scores"),
         "numeric names": (fn, np.arange(3), "image name strings"),
-        "object names not str": (fn, np.array(["a.jpg", 3, "b.jpg"], dtype=object), "row 1 is 3"),
+        "object names": (fn, np.array(["a.jpg", 3, "b.jpg"], dtype=object), "pickled object array"),
     }
     path, array, phrase = cases[which]
     np.save(path, array, allow_pickle=True)
@@ -137,7 +142,7 @@ def bad_case(tmp_path: Path, which: str):
         "text scores",
         "2-D scores",
         "numeric names",
-        "object names not str",
+        "object names",
     ],
 )
 def test_each_bad_file_is_a_data_error_naming_the_file(tmp_path, which):

@@ -13,17 +13,20 @@ Validation policy (the same everywhere in facecmp):
   ``file:line`` and the expected format. The line is skipped; the caller decides whether to raise.
 - Blank lines and lines starting with ``#`` are ignored.
 - Boxes are checked against the image size by :func:`clip_box` (the loaders know the size):
-  a box reaching outside the image is clipped to it with a *warning* giving the original and the
-  clipped box. A box ending exactly one pixel past the border (``x_max == width``) is the
-  course archives' own convention for faces touching the edge (87 such lines in the Dexter set)
-  and is clipped without a warning.
-- A box with ``x_max <= x_min`` or ``y_max <= y_min`` (after clipping) is dropped with a warning.
+  a box reaching outside the image is clipped to it for training and evaluation. A box ending
+  exactly one pixel past the border (``x_max == width``, 86 lines in the Dexter set) is told apart
+  from one reaching further, but both are clipped and both are counted.
+- A box with ``x_max <= x_min`` or ``y_max <= y_min`` (after clipping) is dropped.
+- Nothing is changed silently: every clip, drop or rounding is counted by kind in a
+  :class:`BoxChanges`, which gives one warning per kind with the count and the first ``file:line``.
+  Records keep the boxes as written beside the clipped ones (``ImageRecord.labelled``), so
+  ``facecmp convert`` writes what the user labelled.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +97,45 @@ def parse_annotation_file(
     return lines, problems
 
 
-def clip_box(
-    entry: AnnotationLine, size: tuple[int, int] | None
-) -> tuple[tuple[int, int, int, int] | None, list[Problem]]:
+# What each kind of change does to a box, as the warning says it (after "N box(es) ").
+BOX_CHANGES = {
+    "edge": "end one pixel past the image (x_max = width or y_max = height in inclusive pixels): clipped to the "
+            "last pixel for training and evaluation; `facecmp convert` writes them as labelled",
+    "outside": "reach outside the image: clipped to it for training and evaluation; `facecmp convert` writes them "
+               "as labelled",
+    "no_area": "have no area (x_max <= x_min or y_max <= y_min after clipping to the image): dropped",
+    "rounded": "have fractional pixel coordinates: rounded to the nearest pixel edge (each edge moves by at most "
+               "half a pixel)",
+    "yolo_range": "reach outside the image further than YOLO's normalised [0, 1] values can say: written clipped "
+                  "to the image",
+}
+
+
+@dataclass
+class BoxChanges:
+    """Every box the policy changed, counted by kind (see ``BOX_CHANGES``), with the first of each."""
+
+    counts: dict = field(default_factory=dict)  # kind -> [count, file, line, example]
+
+    def note(self, kind: str, file: Path, line, example: str) -> None:
+        if kind in self.counts:
+            self.counts[kind][0] += 1
+        else:
+            self.counts[kind] = [1, file, line, example]
+
+    def count(self, kind: str) -> int:
+        return self.counts[kind][0] if kind in self.counts else 0
+
+    def problems(self) -> list[Problem]:
+        """One warning per kind: the count, what was done, and the first box (located at its ``file:line``)."""
+        return [Problem(file, line, f"{n} box(es) {BOX_CHANGES[kind]}; the first here: {example}", severity="warning")
+                for kind, (n, file, line, example) in self.counts.items()]
+
+
+def clip_box(entry: AnnotationLine, size: tuple[int, int] | None, changes: BoxChanges) -> tuple[int, int, int, int] | None:
     """Apply the box policy; ``size`` is ``(width, height)`` or None when unknown.
 
-    Returns the box to keep (None when dropped) and the warnings raised.
+    Returns the box to keep (None when dropped); every change is noted in ``changes``.
     Without a size only the lower bound (0) is known and clipped.
     """
     x0, y0, x1, y1 = entry.box
@@ -110,22 +146,16 @@ def clip_box(
         cx0, cy0 = min(cx0, w - 1), min(cy0, h - 1)
         cx1, cy1 = min(max(x1, 0), w - 1), min(max(y1, 0), h - 1)
     clipped = (cx0, cy0, cx1, cy1)
-    problems = []
-    edge_convention = size is not None and (x1 <= size[0] and y1 <= size[1]) and x0 >= 0 and y0 >= 0
-    if clipped != entry.box and not edge_convention:
-        where = f" ({size[0]}x{size[1]})" if size is not None else ""
-        problems.append(
-            Problem(entry.file, entry.line, f"box {list(entry.box)} of {entry.image} reaches outside the image{where}; "
-                    f"clipped to {list(clipped)}", severity="warning")
-        )
-    if cx1 <= cx0 or cy1 <= cy0:
-        problems.append(
-            Problem(entry.file, entry.line, f"box {list(entry.box)} of {entry.image} has no area "
-                    f"(needs x_max > x_min and y_max > y_min after clipping to the image); dropped",
-                    severity="warning")
-        )
-        return None, problems
-    return clipped, problems
+    where = f" ({size[0]}x{size[1]})" if size is not None else ""
+    if cx1 <= cx0 or cy1 <= cy0:  # its fate is the drop, whether or not clipping came first
+        changes.note("no_area", entry.file, entry.line, f"box {list(entry.box)} of {entry.image}{where}")
+        return None
+    if clipped != entry.box:
+        # Only the far edge is past the frame, by exactly one pixel (x_max = width or y_max = height).
+        edge = size is not None and 0 <= x0 and 0 <= y0 and x1 <= size[0] and y1 <= size[1]
+        changes.note("edge" if edge else "outside", entry.file, entry.line,
+                     f"box {list(entry.box)} of {entry.image}{where}, clipped to {list(clipped)}")
+    return clipped
 
 
 def read_ground_truth(path: str | Path, *, strict: bool = False) -> tuple[dict[str, np.ndarray], list[Problem]]:
@@ -141,12 +171,13 @@ def read_ground_truth(path: str | Path, *, strict: bool = False) -> tuple[dict[s
         raise DataError(f"{path}: ground-truth file not found; expected a file of lines `{FORMAT_NO_CLASS}`")
     entries, problems = parse_annotation_file(path, columns=(5, 6))
     boxes: dict[str, list[tuple[int, int, int, int]]] = {}
+    changes = BoxChanges()
     for entry in entries:
-        box, box_problems = clip_box(entry, None)
-        problems.extend(box_problems)
+        box = clip_box(entry, None, changes)
         boxes.setdefault(entry.image, [])
         if box is not None:
             boxes[entry.image].append(box)
+    problems.extend(changes.problems())
     raise_for_problems(problems, strict=strict, what=str(path))
     return {k: as_box_array(v) for k, v in boxes.items()}, problems
 

@@ -11,7 +11,7 @@ import numpy as np
 from facecmp.errors import DataError
 from facecmp.data.images import read_image
 from facecmp.data.layout import archive_parts, read_test, read_training
-from facecmp.data.facesizes import suggest_min_face_size
+from facecmp.data.facesizes import min_face_advice
 from facecmp.data.records import Dataset, Problem
 
 # Face-width buckets in pixels; 12 is the smallest face PNet sees at scale 1.
@@ -83,7 +83,7 @@ def _dataset_summary(ds: Dataset) -> list[str]:
         lines.append(f"  face width px: min {widths.min()}, "
                      + ", ".join(f"p{p} {v}" for p, v in zip(PERCENTILES, pct)) + f", max {widths.max()}")
         lines.append("  width histogram: " + ", ".join(f"{k}: {v}" for k, v in width_histogram(widths)))
-        lines.append(f"  suggested --min-face: {suggest_min_face_size(ds):.0f} px (keeps 99% of faces above it)")
+        lines.append(f"  suggested --min-face: {min_face_advice(ds)}")
     if ds.missing:
         shown = ", ".join(ds.missing[:10]) + (", ..." if len(ds.missing) > 10 else "")
         lines.append(f"  missing images: {len(ds.missing)} listed in the ground truth but absent ({shown})")

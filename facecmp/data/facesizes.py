@@ -30,3 +30,17 @@ def suggest_min_face_size(dataset: Dataset, coverage: float = 0.99) -> float:
     if len(sides) == 0:
         return 20.0
     return float(max(SMALLEST, np.floor(np.quantile(sides, 1.0 - coverage))))
+
+
+def min_face_advice(dataset: Dataset, coverage: float = 0.99) -> str:
+    """The suggested min face size and what it truly keeps (measured on the faces, not assumed)."""
+    sides = face_sides(dataset)
+    size = suggest_min_face_size(dataset, coverage)
+    if len(sides) == 0:
+        return f"{size:.0f} px (the default: no faces to measure)"
+    kept = float((sides >= size).mean())
+    text = f"{size:.0f} px (keeps {kept:.1%} of faces: those whose shorter side is at least {size:.0f} px"
+    if kept < coverage:
+        text += (f"; {1 - kept:.1%} are smaller than {SMALLEST:.0f} px, the smallest min face the detector takes, "
+                 "so no setting keeps them")
+    return text + ")"

@@ -31,7 +31,7 @@ from pathlib import Path
 from facecmp.errors import DataError
 from facecmp.data.annotations import (
     AnnotationLine,
-    as_box_array,
+    BoxChanges,
     clip_box,
     parse_annotation_file,
     raise_for_problems,
@@ -79,16 +79,16 @@ def _dataset_name(folder: Path) -> str:
 
 
 def _boxes_for_image(
-    entries: list[AnnotationLine], size: tuple[int, int] | None, problems: list[Problem]
-) -> tuple[list[tuple[int, int, int, int]], list[str]]:
-    boxes, labels = [], []
+    entries: list[AnnotationLine], size: tuple[int, int] | None, changes: BoxChanges
+) -> tuple[list[tuple[int, int, int, int]], list[AnnotationLine]]:
+    """The boxes kept by the policy (clipped) and the lines they came from (boxes as written)."""
+    boxes, kept = [], []
     for entry in entries:
-        box, box_problems = clip_box(entry, size)
-        problems.extend(box_problems)
+        box = clip_box(entry, size, changes)
         if box is not None:
             boxes.append(box)
-            labels.append(entry.label)
-    return boxes, labels
+            kept.append(entry)
+    return boxes, kept
 
 
 def _header_size(path: Path, problems: list[Problem]) -> tuple[int, int] | None:
@@ -181,8 +181,10 @@ def read_training(train_dir: str | Path) -> Dataset:
     images: list[ImageRecord] = []
     sizes: dict[Path, tuple[int, int] | None] = {}
     entries: dict[Path, list[AnnotationLine]] = {}
+    changes = BoxChanges()
     for char in chars:
-        images.extend(_read_character_folder(train_dir, char, problems, sizes, entries))
+        images.extend(_read_character_folder(train_dir, char, problems, sizes, entries, changes))
+    problems.extend(changes.problems())
     problems.extend(odd_size_problems(sizes, entries))
     return Dataset(_dataset_name(train_dir), images, problems, characters=tuple(c for c in chars if c != UNKNOWN))
 
@@ -193,6 +195,7 @@ def _read_character_folder(
     problems: list[Problem],
     sizes: dict[Path, tuple[int, int] | None],
     entries_by_path: dict[Path, list[AnnotationLine]],
+    changes: BoxChanges,
 ) -> list[ImageRecord]:
     ann_file = train_dir / f"{char}_annotations.txt"
     entries, parse_problems = parse_annotation_file(ann_file, columns=(6,))
@@ -206,8 +209,8 @@ def _read_character_folder(
     for name, path in files.items():
         size = sizes[path] = _header_size(path, problems)
         entries_by_path[path] = grouped.get(name, [])
-        boxes, labels = _boxes_for_image(grouped.get(name, []), size, problems)
-        records.append(ImageRecord(f"{char}/{name}", path, as_box_array(boxes), tuple(labels)))
+        boxes, kept = _boxes_for_image(grouped.get(name, []), size, changes)
+        records.append(ImageRecord.of(f"{char}/{name}", path, boxes, [e.box for e in kept], [e.label for e in kept]))
     return records
 
 
@@ -279,6 +282,7 @@ def read_test(test_dir: str | Path) -> Dataset:
     records = []
     sizes: dict[Path, tuple[int, int] | None] = {}
     entries_by_path: dict[Path, list[AnnotationLine]] = {}
+    changes = BoxChanges()
     for name in sorted(set(grouped) | set(files)):
         path = files.get(name) or by_lower.get(name.lower())
         if path is None:
@@ -287,15 +291,10 @@ def read_test(test_dir: str | Path) -> Dataset:
             continue  # a case variant of a ground-truth name, already recorded under that name
         size = sizes[path] = _header_size(path, problems)
         entries_by_path[path] = grouped.get(name, [])
-        boxes, labels = [], []
-        for e in grouped.get(name, []):
-            box, box_problems = clip_box(e, size)
-            problems.extend(box_problems)
-            if box is not None:
-                boxes.append(box)
-                default = (e.label or UNKNOWN) if have_labels else e.label
-                labels.append(labels_by_box.get((e.image, e.box), default))
-        records.append(ImageRecord(name, path, as_box_array(boxes), tuple(labels)))
+        boxes, kept = _boxes_for_image(grouped.get(name, []), size, changes)
+        labels = [labels_by_box.get((e.image, e.box), (e.label or UNKNOWN) if have_labels else e.label) for e in kept]
+        records.append(ImageRecord.of(name, path, boxes, [e.box for e in kept], labels))
+    problems.extend(changes.problems())
     problems.extend(odd_size_problems(sizes, entries_by_path))
     return Dataset(_dataset_name(test_dir), records, problems, missing=sorted(missing), characters=chars)
 

@@ -123,26 +123,29 @@ def load_predictions(pred_dir: str | Path, name: str = DEFAULT_NAME) -> Predicti
 NPY_MAGIC = b"\x93NUMPY"
 
 
-def _load_array(path: Path) -> np.ndarray:
+PICKLE_REFUSED = "facecmp never unpickles a data file (unpickling can run code)"
+
+
+def _load_array(path: Path, resave: str = "np.save(path, np.asarray(values, dtype=float))") -> np.ndarray:
+    """A plain (non-object) array from ``path``, never unpickled; ``resave`` says how to write it instead."""
     try:
         with open(path, "rb") as f:
             magic = f.read(len(NPY_MAGIC))
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc})") from None
     if magic != NPY_MAGIC:
-        # Without this check numpy would try to unpickle it and call it an object array.
         raise DataError(f"{path}: not a numpy .npy file (no .npy header). Save it with np.save.")
     try:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise DataError(
-                f"{path}: holds Python objects (a pickled object array), expected a plain numeric array. "
-                "Save it with np.save(path, np.asarray(values, dtype=float))."
-            ) from exc
-        raise DataError(f"{path}: not a readable numpy .npy file ({exc}). Re-export it with np.save.") from exc
+                f"{path}: holds Python objects (a pickled object array); {PICKLE_REFUSED}. Re-save it as plain "
+                f"values: {resave}"
+            ) from None
+        raise DataError(f"{path}: not a readable numpy .npy file ({exc}). Re-export it with np.save.") from None
     except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable numpy .npy file ({exc}). Re-export it with np.save.") from exc
+        raise DataError(f"{path}: not a readable numpy .npy file ({exc}). Re-export it with np.save.") from None
 
 
 def _require_numeric(path: Path, array: np.ndarray, what: str) -> None:
@@ -181,31 +184,12 @@ def _read_scores(path: Path) -> np.ndarray:
 
 
 def _read_file_names(path: Path) -> np.ndarray:
-    try:
-        names = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" not in str(exc):
-            raise DataError(f"{path}: not a readable numpy .npy file ({exc}). Re-export it with np.save.") from exc
-        # Course scripts sometimes np.save Python strings as an object array, which needs pickle.
-        # Unpickling can run code, so it is allowed for this file only, and only as a fallback.
-        names = _load_array_with_pickle(path)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable numpy .npy file ({exc}). Re-export it with np.save.") from exc
+    # Course scripts sometimes np.save Python strings as an object array: that needs pickle, which is refused.
+    names = _load_array(path, resave="np.save(path, np.asarray(names).astype(str))")
     if names.ndim != 1:
         raise DataError(f"{path}: expected a 1-D array of N image names, found shape {names.shape}.")
-    if names.dtype.kind == "O":
-        bad = [i for i, v in enumerate(names) if not isinstance(v, str)]
-        if bad:
-            raise DataError(f"{path}: row {bad[0]} is {names[bad[0]]!r}, expected an image name string.")
-    elif names.dtype.kind not in "US":
+    if names.dtype.kind not in "US":
         raise DataError(f"{path}: expected image name strings, found dtype {names.dtype}.")
     if names.dtype.kind == "S":
         names = np.char.decode(names, "utf-8")
     return names.astype(str)
-
-
-def _load_array_with_pickle(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=True)
-    except Exception as exc:  # unpickling can raise almost anything
-        raise DataError(f"{path}: could not read the pickled file-name array ({exc}). Re-export it.") from exc

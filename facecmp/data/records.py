@@ -43,6 +43,21 @@ class ImageRecord:
     # Per box, what a labelling format adds beyond box and class (WIDER FACE's blur/occlusion/invalid,
     # VOC's difficult, COCO attributes); empty when the format has none (the course layout).
     meta: tuple[dict, ...] = ()
+    # The same boxes as the file wrote them, where the box policy clipped any (None: ``boxes`` are as written).
+    # ``facecmp convert`` writes these: what the user labelled.
+    labelled: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, key: str, path: Path, boxes, labelled, labels, meta: tuple[dict, ...] = ()) -> "ImageRecord":
+        """A record from the kept boxes (clipped) and the same boxes as written; ``labelled`` only when they differ."""
+        kept = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+        written = np.asarray(labelled, dtype=np.int64).reshape(-1, 4)
+        return cls(key, path, kept, tuple(labels), meta, None if np.array_equal(kept, written) else written)
+
+    @property
+    def boxes_as_labelled(self) -> np.ndarray:
+        """The boxes as the file wrote them (``boxes`` unless the policy clipped some)."""
+        return self.boxes if self.labelled is None else self.labelled
 
     @property
     def folder(self) -> str:

@@ -13,6 +13,7 @@ numerically stable cross-entropy.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import torch
@@ -145,13 +146,32 @@ def pretrained_weights_dir() -> Path:
     return folder
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def _one_line(exc: Exception) -> str:
+    """``torch.load``'s reason in one line (its message is a paragraph of advice around it)."""
+    lines = [ln.strip().removeprefix("WeightsUnpickler error:").strip() for ln in str(exc).splitlines()]
+    useful = [ln for ln in lines[1:] if ln and not ln.startswith(("Check the documentation", "Please file an issue"))]
+    return " ".join(useful) or (lines[0] if lines and lines[0] else type(exc).__name__)
+
+
+def load_plain(path: str | Path, what: str, remedy: str, error: type[Exception] = ModelError):
+    """``torch.load`` of tensors and plain values only (``weights_only=True``): a file that would run code
+    when unpickled is refused, as is any unreadable one, with one line naming it, ``what`` it should
+    be and ``remedy``."""
     try:
         return torch.load(Path(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise ModelError(f"{path}: weights file not found") from None
-    except Exception as exc:  # corrupt or not a state dict
-        raise ModelError(f"{path}: not a readable PyTorch state dict ({exc})") from None
+        raise error(f"{path}: {what} not found; {remedy}") from None
+    except Exception as exc:  # corrupt, truncated, not a PyTorch file, or objects beyond tensors and plain values
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if refused:
+            raise error(f"{path}: refused: it holds more than tensors and plain values (it would call the Python object "
+                        f"{refused.group(1)}); facecmp loads PyTorch files with weights_only=True so that a file cannot "
+                        f"run code; {remedy}") from None
+        raise error(f"{path}: not a readable {what} ({_one_line(exc)}); {remedy}") from None
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    return load_plain(path, "PyTorch state dict", "re-save the weights with torch.save(net.state_dict(), path)")
 
 
 def build_network(stage: str, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:

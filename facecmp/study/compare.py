@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -59,6 +60,19 @@ def carve_splits(train_all: Dataset, *, holdout_per_folder: int, dev_per_folder:
     return Splits(train, dev, test)
 
 
+_REPORTED: set[str] = set()
+
+
+def report_data_warnings(*datasets: Dataset | None) -> None:
+    """Print each warning of the data read (boxes clipped or dropped, counted by kind) once per process, so a
+    study says what the policy changed as ``check`` and ``convert`` do."""
+    for ds in datasets:
+        for problem in (ds.problems if ds is not None else []):
+            if problem.severity == "warning" and str(problem) not in _REPORTED:
+                _REPORTED.add(str(problem))
+                print(f"warning: {problem}", file=sys.stderr)
+
+
 def choose_splits(
     root: str | Path, test: str | None = None, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
     allow_missing: bool = False, fmt: str | None = None,
@@ -68,6 +82,7 @@ def choose_splits(
     ``root`` is a course archive or any labelling format (:mod:`facecmp.data.formats`), found or named by ``fmt``.
     """
     archive = load_archive(root, allow_missing=allow_missing, fmt=fmt)
+    report_data_warnings(archive.train, archive.test)
     if test is None and archive.test is None:
         test = f"split:{DEFAULT_TEST_PER_FOLDER}"
     per_folder = parse_split(test) if test is not None else None
@@ -144,6 +159,7 @@ def training_split(
     """``(train, dev)`` of an archive's training images as ``facecmp finetune`` uses them: ``holdout_per_folder``
     images per folder set aside first (seed), then ``dev_per_folder`` for calibration (seed + 1)."""
     archive = load_archive(root, fmt=fmt)
+    report_data_warnings(archive.train, archive.test)
     if archive.train is None:
         raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
     splits = carve_splits(archive.train, holdout_per_folder=holdout_per_folder, dev_per_folder=dev_per_folder, seed=seed)

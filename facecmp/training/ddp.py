@@ -21,6 +21,7 @@ every rank: every rank takes the same decisions and keeps the same weights.
 from __future__ import annotations
 
 import copy
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -43,7 +44,9 @@ from facecmp.training.loop import (
     early_stopping,
     epoch_record,
     freeze_all_but,
+    read_run_state,
     run_epoch,
+    run_id_file,
     save_run_state,
     split_indices,
     state_file,
@@ -116,7 +119,7 @@ def train_stage_ddp(
     run_id = run_id_for(stage, seed, samples, settings, dist)
     history: list[dict] = []
     bad_epochs, stopped = 0, False
-    saved = dist.broadcast(torch.load(state_path, map_location="cpu", weights_only=False)
+    saved = dist.broadcast(read_run_state(state_path, DistributedError)
                            if dist.is_main and resume and state_path.is_file() else None)
     if saved is not None:
         history, best, bad_epochs, stopped, extra = apply_run_state(saved, state_path, run_id, net, optimizer, scheduler, DistributedError)
@@ -162,10 +165,18 @@ def distributed_record(dist: Dist, per_stage: dict[str, dict]) -> dict:
 
 def require_world_size(out_dir: str | Path, world_size: int) -> None:
     """Before starting N processes with ``--resume``: every ``train_state_<stage>.pt`` in ``out_dir``
-    was written by a run with N processes (one line naming the file otherwise, nothing started)."""
+    was written by a run with N processes (one line naming the file otherwise, nothing started).
+    Reads the ``run_id`` beside each state (:func:`run_id_file`); a state without one (older facecmp)
+    is read with ``weights_only=True``."""
     for path in sorted(Path(out_dir).glob(state_file("*"))):
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        written = (state.get("run_id") or {}).get("world_size", 1)
+        sidecar = run_id_file(path)
+        try:
+            run_id = json.loads(sidecar.read_text(encoding="utf-8"))["run_id"] if sidecar.is_file() else None
+        except (OSError, ValueError, KeyError, TypeError):
+            run_id = None
+        if not isinstance(run_id, dict):
+            run_id = read_run_state(path, DistributedError).get("run_id") or {}
+        written = run_id.get("world_size", 1)
         if written != world_size:
             raise DistributedError(
                 f"{path}: was written by a run with {written} process(es), this one would have {world_size}; resume with "

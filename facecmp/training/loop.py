@@ -24,6 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from facecmp import atomic
+from facecmp.detection.models import load_plain
 from facecmp.errors import ModelError
 from facecmp.training.losses import LossWeights, mtcnn_loss
 from facecmp.training.samples import SampleDataset, SampleSet, hflip
@@ -117,16 +118,46 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
     return out
 
 
+def run_id_file(path: Path) -> Path:
+    """The JSON beside a run state holding its ``run_id``: what a resume checks without loading the state."""
+    return Path(path).with_suffix(".json")
+
+
 def save_run_state(
     path: Path, run_id: dict, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped, extra: dict | None = None
 ) -> None:
     """Everything a run needs to continue exactly (weights, optimizer, schedule, random states, record,
-    and the loop's own ``extra`` values), atomically."""
-    atomic.save_torch(path, {
+    and the loop's own ``extra`` values), atomically, as tensors and plain values only (so it loads with
+    ``weights_only=True``); the ``run_id`` also goes to :func:`run_id_file`, first (it is the same for every
+    epoch of a run, and the state itself is checked again on resume)."""
+    atomic.write_json(run_id_file(path), {"run_id": plain_values(run_id)})
+    atomic.save_torch(path, plain_values({
         "run_id": run_id, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
         "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped, "extra": extra or {},
-    })
+    }))
+
+
+def plain_values(obj):
+    """``obj`` with numpy scalars and arrays made Python numbers and tensors (the loss sums reduced across ranks
+    are numpy floats), so that ``torch.load(weights_only=True)`` reads it back."""
+    if isinstance(obj, dict):
+        return type(obj)((k, plain_values(v)) for k, v in obj.items())  # dict or OrderedDict (a state dict)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain_values(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    return obj
+
+
+def read_run_state(path: Path, error: type[Exception] = ModelError) -> dict:
+    """A saved run state, loaded with ``weights_only=True``: a state that would run code is refused (one line)."""
+    state = load_plain(path, "run state", "delete it, or drop --resume, to start over", error)
+    if not isinstance(state, dict):
+        raise error(f"{path}: not a facecmp run state; delete it, or drop --resume, to start over")
+    return state
 
 
 def epoch_record(epoch: int, lr: float, train: dict, val: dict) -> dict:
@@ -183,7 +214,7 @@ def apply_run_state(state: dict, path: Path, run_id: dict, net, optimizer, sched
 
 def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generator) -> tuple[list, dict, int, bool, dict]:
     """Restore what :func:`save_run_state` wrote into the given objects, random states included."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_run_state(path)
     restored = apply_run_state(state, path, run_id, net, optimizer, scheduler)
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])

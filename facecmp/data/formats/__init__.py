@@ -3,8 +3,9 @@
 ``course`` (the course archive, :mod:`facecmp.data.layout`), ``coco``, ``voc``, ``yolo`` and
 ``wider`` (WIDER FACE). Every reader maps to the same records (:mod:`facecmp.data.records`) with
 the course's box policy and error policy: each problem names its file and line or object, boxes
-outside the image are clipped with a warning, and every problem is listed at once before a
-loader raises. A dataset has a training part, a test part, or both (``train`` / ``val`` / ``test``
+outside the image are clipped (one warning per kind of change, with the count), image names that
+are absolute or climb with ``..`` are refused, and every problem is listed at once before a
+loader raises. :func:`convert` writes the boxes as labelled, not as clipped. A dataset has a training part, a test part, or both (``train`` / ``val`` / ``test``
 in the names of files or folders; a single unnamed part is the training part).
 
 :func:`facecmp.data.layout.load_archive` comes here for anything but the course layout, so every

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facecmp.atomic import write_json
+from facecmp.atomic import inside, write_json
 from facecmp.data.formats.common import (
     TEST,
     TRAIN,
@@ -115,6 +115,7 @@ def _read_file(path: Path, part: str, root: Path) -> Dataset:
             continue
         categories[cat["id"]] = str(cat["name"]).strip().replace(" ", "_")
     images: dict[object, str] = {}
+    refused: set = set()  # ids of images refused above: their annotations go with them
     names = [str(im.get("file_name", "")) for im in data.get("images") or [] if isinstance(im, dict)]
     base = _pick_base(_image_bases(path, part, root), names)
     for i, im in enumerate(data.get("images") or []):
@@ -122,6 +123,9 @@ def _read_file(path: Path, part: str, root: Path) -> Dataset:
             reader.error(path, f"images[{i}]", "an image needs an `id` and a `file_name`")
             continue
         key = str(im["file_name"]).replace("\\", "/").removeprefix("./")
+        if not reader.accept_key(key, path, f"images[{i}] (id {im['id']})"):
+            refused.add(im["id"])
+            continue
         if im["id"] in images:
             reader.error(path, f"images[{i}] (id {im['id']})", f"image id {im['id']} is used twice")
             continue
@@ -135,6 +139,8 @@ def _read_file(path: Path, part: str, root: Path) -> Dataset:
             continue
         if ann.get("iscrowd"):
             crowd.append(where)
+            continue
+        if ann.get("image_id") in refused:
             continue
         if ann.get("image_id") not in images:
             reader.error(path, where, f"image_id {ann.get('image_id')!r} is not among the file's images")
@@ -153,6 +159,7 @@ def _read_file(path: Path, part: str, root: Path) -> Dataset:
             reader.error(path, where, f"bbox {bbox!r} has a negative or non-finite width/height; "
                          "expected [x, y, width, height] with width, height >= 0")
             continue
+        reader.note_rounding(path, where, f"bbox {bbox!r} of {images[ann['image_id']]}", x, y, x + w, y + h)
         meta = ann.get("attributes") if isinstance(ann.get("attributes"), dict) else {}
         reader.add_face(images[ann["image_id"]], Face(path, where, continuous_to_inclusive(x, y, w, h),
                                                       categories[ann["category_id"]], dict(meta)))
@@ -177,8 +184,8 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
         for image_id, record in enumerate(ds.images, start=1):
             width, height = record_size(record)
             images.append({"id": image_id, "file_name": record.key, "width": width, "height": height})
-            place_image(record.path, out / split / record.key, link=link)
-            for i, (box, label) in enumerate(zip(record.boxes, record.labels)):
+            place_image(record.path, out, split, record.key, link=link)
+            for i, (box, label) in enumerate(zip(record.boxes_as_labelled, record.labels)):
                 ann_id += 1
                 x, y, w, h = inclusive_to_xywh(box)
                 ann = {"id": ann_id, "image_id": image_id, "category_id": cat_ids[out_label(label)],
@@ -186,7 +193,7 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
                 if box_meta(record, i):
                     ann["attributes"] = box_meta(record, i)
                 annotations.append(ann)
-        target = out / "annotations" / f"instances_{split}.json"
+        target = inside(out, "annotations", f"instances_{split}.json")
         write_json(target, {
             "info": {"description": f"{ds.name}, written by facecmp"},
             "images": images, "annotations": annotations,

@@ -8,9 +8,11 @@ width 10 in image units (YOLO). Reading rounds continuous edges to the nearest p
 fractional box moves by at most half a pixel per edge. Pascal VOC's ``xmin .. xmax`` are
 1-based inclusive pixels (the VOC devkit subtracts 1), so ``xmin = x_min + 1``.
 
+Reading counts every box whose edges are not whole pixels (rounded, one warning with the count).
 After conversion, every face goes through the course's policy (:func:`facecmp.data.annotations.clip_box`):
-clipped to its image with a warning, dropped with a warning when it has no area; the problem
-names the file and the object (``instances_train.json:annotations[3] (id 17)``, ``0001.xml:object 2``).
+clipped to its image, dropped when it has no area, each kind counted in one warning naming the
+first file and object (``instances_train.json:annotations[3] (id 17)``, ``0001.xml:object 2``).
+Writers write the boxes as labelled (``ImageRecord.boxes_as_labelled``), not the clipped ones.
 """
 
 from __future__ import annotations
@@ -23,13 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from facecmp.data.annotations import AnnotationLine, as_box_array, clip_box
+from facecmp.atomic import inside
+from facecmp.data.annotations import AnnotationLine, BoxChanges, clip_box
 from facecmp.data.images import IMAGE_SUFFIXES, image_size
 from facecmp.data.layout import odd_size_problems
 from facecmp.data.records import UNKNOWN, Dataset, ImageRecord, Problem
 from facecmp.errors import DataError
 
 TRAIN, TEST = "train", "test"
+# A continuous edge this close to a whole pixel is whole (YOLO's 8 decimals of a 1000 px image err by 1e-5 px).
+ROUNDING_TOLERANCE = 1e-3
 # The class a face without a character gets in formats that need one; read back as-is.
 FACE = "face"
 _TRAIN_WORDS = ("train", "training", "trainval", "antrenare")
@@ -94,6 +99,16 @@ class PartReader:
     images: dict[str, Path] = field(default_factory=dict)  # key -> image path
     faces: dict[str, list[Face]] = field(default_factory=dict)
     sizes: dict[str, tuple[int, int] | None] = field(default_factory=dict)  # known sizes (else read from the header)
+    changes: BoxChanges = field(default_factory=BoxChanges)
+
+    def accept_key(self, key: str, file: Path, where) -> bool:
+        """Whether ``key`` (an image name from ``file``) may be used: an absolute one, or one that climbs with
+        ``..``, is refused with an error naming the file and entry (it would read or write outside the dataset)."""
+        why = unsafe_key(key)
+        if why:
+            self.error(file, where, f"image name {key!r} {why}; image names must be relative paths inside the dataset "
+                       "(like dad/0001.jpg): fix the entry")
+        return why is None
 
     def add_image(self, key: str, path: Path, size: tuple[int, int] | None = None) -> None:
         self.images.setdefault(key, path)
@@ -103,6 +118,11 @@ class PartReader:
 
     def add_face(self, key: str, face: Face) -> None:
         self.faces.setdefault(key, []).append(face)
+
+    def note_rounding(self, file: Path, where, stated: str, *edges: float) -> None:
+        """Count a box whose continuous ``edges`` (pixels) are not whole: reading rounds them."""
+        if any(abs(v - nearest(v)) > ROUNDING_TOLERANCE for v in edges):
+            self.changes.note("rounded", file, where, stated)
 
     def error(self, file: Path, where, message: str) -> None:
         self.problems.append(Problem(file, where, message))
@@ -132,20 +152,31 @@ class PartReader:
             sizes[path] = size
             lines = [AnnotationLine(f.file, f.where, key, f.box, f.label) for f in self.faces.get(key, [])]  # type: ignore[arg-type]
             entries[path] = lines
-            boxes, labels, metas = [], [], []
+            boxes, written, labels, metas = [], [], [], []
             for face, line in zip(self.faces.get(key, []), lines):
-                box, box_problems = clip_box(line, size)
-                self.problems.extend(box_problems)
+                box = clip_box(line, size, self.changes)
                 if box is not None:
                     boxes.append(box)
+                    written.append(face.box)
                     labels.append(face.label)
                     metas.append(face.meta)
                     labels_seen.add(face.label)
             meta = tuple(metas) if any(metas) else ()
-            records.append(ImageRecord(key, path, as_box_array(boxes), tuple(labels), meta))
+            records.append(ImageRecord.of(key, path, boxes, written, labels, meta))
+        self.problems.extend(self.changes.problems())
         self.problems.extend(odd_size_problems(sizes, entries))
         characters = tuple(sorted(labels_seen - {UNKNOWN, FACE, ""}))
         return Dataset(self.name, records, self.problems, characters=characters)
+
+
+def unsafe_key(key: str) -> str | None:
+    """Why an image name from a file cannot be a key (absolute, a drive, or ``..``), else None."""
+    posix = key.replace("\\", "/")
+    if posix.startswith("/") or re.match(r"^[A-Za-z]:", posix):
+        return "is an absolute path"
+    if ".." in posix.split("/"):
+        return "climbs out of its folder with '..'"
+    return None
 
 
 def image_files_under(folder: Path) -> list[Path]:
@@ -199,8 +230,9 @@ def note_unused(parts: dict[str, Dataset], notes: list[str], root: Path) -> dict
 # ----------------------------------------------------------------------------- writing
 
 
-def place_image(src: Path, dst: Path, *, link: bool = True) -> None:
-    """Hard-link ``src`` at ``dst`` (same bytes, no space), else copy it."""
+def place_image(src: Path, out: Path, *parts: str, link: bool = True) -> None:
+    """Hard-link ``src`` at ``out / parts`` (same bytes, no space), else copy it; refused outside ``out``."""
+    dst = inside(out, *parts)
     dst.parent.mkdir(parents=True, exist_ok=True)
     if link:
         try:

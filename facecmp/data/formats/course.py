@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facecmp.atomic import write_text
+from facecmp.atomic import inside, write_text
 from facecmp.data.annotations import IMAGE_NAME
 from facecmp.data.formats.common import FACE, TEST, TRAIN, out_label, place_image
 from facecmp.data.layout import TASK1_FULL, TEST_ANNOTATIONS, find_parts, read_test, read_training
@@ -59,12 +59,13 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
                 raise DataError(f"{record.key}: the course layout has one level of character folders; "
                                 "this image is nested deeper")
             _check_name(name, record.key)
-            place_image(record.path, train / folder / name, link=link)
+            place_image(record.path, out, train.name, folder, name, link=link)
             rows = by_folder.setdefault(folder, [])
-            rows.extend(_line(name, box, out_label(label)) for box, label in zip(record.boxes, record.labels))
+            rows.extend(_line(name, box, out_label(label)) for box, label in zip(record.boxes_as_labelled, record.labels))
         for folder, rows in by_folder.items():
-            write_text(train / f"{folder}_annotations.txt", "".join(rows))
-            written.append(train / f"{folder}_annotations.txt")
+            target = inside(out, train.name, f"{folder}_annotations.txt")
+            write_text(target, "".join(rows))
+            written.append(target)
     if TEST in parts:
         test = out / "validare"
         task1, labelled = [], []
@@ -72,9 +73,10 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
             if "/" in record.key:
                 raise DataError(f"{record.key}: the course's test layout keeps every image in one folder (validare/validare/)")
             _check_name(record.key, record.key)
-            place_image(record.path, test / "validare" / record.key, link=link)
-            task1.extend(_line(record.key, box, None) for box in record.boxes)
-            labelled.extend(_line(record.key, box, out_label(label)) for box, label in zip(record.boxes, record.labels))
+            place_image(record.path, out, test.name, "validare", record.key, link=link)
+            task1.extend(_line(record.key, box, None) for box in record.boxes_as_labelled)
+            labelled.extend(_line(record.key, box, out_label(label))
+                            for box, label in zip(record.boxes_as_labelled, record.labels))
         write_text(test / TASK1_FULL, "".join(task1))
         written.append(test / TASK1_FULL)
         if any(label not in ("", FACE) for record in parts[TEST].images for label in record.labels):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from facecmp.atomic import write_text
+from facecmp.atomic import inside, is_within, write_text
 from facecmp.data.formats.common import (
     TEST,
     TRAIN,
@@ -25,6 +25,7 @@ from facecmp.data.formats.common import (
     PartReader,
     box_meta,
     choose_parts,
+    nearest,
     no_duplicate_keys,
     note_unused,
     out_label,
@@ -82,6 +83,8 @@ def _read_part(name: str, items, base: Path, ann_dir: Path, problems) -> Dataset
             continue
         ann = tree.getroot()
         filename = (ann.findtext("filename") or "").strip() or Path(image_id).name + ".jpg"
+        if not reader.accept_key(filename, xml, "<filename>"):
+            continue
         sub = Path(image_id).parent
         key = (sub / Path(filename).name).as_posix() if str(sub) != "." else Path(filename).name
         path = base / "JPEGImages" / key
@@ -91,6 +94,10 @@ def _read_part(name: str, items, base: Path, ann_dir: Path, problems) -> Dataset
                 if alt.is_file():
                     path = alt
                     break
+            if stated and path == Path(stated) and not is_within(path, base):
+                reader.error(xml, "<path>", f"image path {stated!r} lies outside the dataset folder {base}; facecmp "
+                             "reads images inside the dataset only: put the image in JPEGImages/")
+                continue
         reader.add_image(key, path)
         for k, obj in enumerate(ann.findall("object"), start=1):
             where = f"object {k}"
@@ -111,7 +118,8 @@ def _read_part(name: str, items, base: Path, ann_dir: Path, problems) -> Dataset
                 reader.error(xml, where, f"box xmin {xmin:g} xmax {xmax:g} ymin {ymin:g} ymax {ymax:g} has a negative "
                              "width or height; expected xmax >= xmin and ymax >= ymin")
                 continue
-            box = tuple(int(round(v)) - 1 for v in (xmin, ymin, xmax, ymax))
+            reader.note_rounding(xml, where, f"<bndbox> {xmin:g} {ymin:g} {xmax:g} {ymax:g} of {key}", xmin, ymin, xmax, ymax)
+            box = tuple(nearest(v) - 1 for v in (xmin, ymin, xmax, ymax))
             meta = {}
             for flag in FLAGS:
                 text = (obj.findtext(flag) or "").strip()
@@ -128,7 +136,7 @@ def _xml(record, size) -> str:
     s = ET.SubElement(root, "size")
     for tag, v in zip(("width", "height", "depth"), (*size, 3)):
         ET.SubElement(s, tag).text = str(v)
-    for i, (box, label) in enumerate(zip(record.boxes, record.labels)):
+    for i, (box, label) in enumerate(zip(record.boxes_as_labelled, record.labels)):
         obj = ET.SubElement(root, "object")
         ET.SubElement(obj, "name").text = out_label(label)
         meta = box_meta(record, i)
@@ -148,10 +156,10 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
         ids = []
         for record in ds.images:
             stem = Path(record.key).with_suffix("").as_posix()
-            write_text(out / "Annotations" / f"{stem}.xml", _xml(record, record_size(record)))
-            place_image(record.path, out / "JPEGImages" / record.key, link=link)
+            write_text(inside(out, "Annotations", f"{stem}.xml"), _xml(record, record_size(record)))
+            place_image(record.path, out, "JPEGImages", record.key, link=link)
             ids.append(stem)
-        target = out / "ImageSets" / "Main" / f"{PART_NAMES[role]}.txt"
+        target = inside(out, "ImageSets", "Main", f"{PART_NAMES[role]}.txt")
         write_text(target, "".join(f"{i}\n" for i in ids))
         written.append(target)
     return written

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facecmp.atomic import write_text
+from facecmp.atomic import inside, write_text
 from facecmp.data.formats.common import (
     TEST,
     TRAIN,
@@ -73,7 +73,9 @@ def _read_file(gt: Path, images: Path, name: str) -> Dataset:
             reader.error(gt, i, f"{key!r} is not an image path; expected blocks of `IMAGE_PATH`, `N`, then N lines "
                          "`x y w h blur expression illumination invalid occlusion pose`")
             continue
-        reader.add_image(key, images / key)
+        accepted = reader.accept_key(key, gt, i)
+        if accepted:
+            reader.add_image(key, images / key)
         try:
             count = int(lines[i].strip()) if i < len(lines) else -1
         except ValueError:
@@ -101,7 +103,9 @@ def _read_file(gt: Path, images: Path, name: str) -> Dataset:
                 reader.error(gt, number, f"box {fields[:4]} has a negative width or height")
                 continue
             meta = {k: v for k, v in zip(ATTRIBUTES, attrs) if v}
-            reader.add_face(key, Face(gt, number, continuous_to_inclusive(x, y, w, h), "face", meta))
+            reader.note_rounding(gt, number, f"box {' '.join(fields[:4])} of {key}", x, y, x + w, y + h)
+            if accepted:
+                reader.add_face(key, Face(gt, number, continuous_to_inclusive(x, y, w, h), "face", meta))
     return reader.dataset()
 
 
@@ -112,14 +116,14 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
         split = PART_NAMES[role]
         rows = []
         for record in ds.images:
-            place_image(record.path, out / f"WIDER_{split}" / "images" / record.key, link=link)
+            place_image(record.path, out, f"WIDER_{split}", "images", record.key, link=link)
             rows += [record.key, str(len(record.boxes))]
-            for i, box in enumerate(record.boxes):
+            for i, box in enumerate(record.boxes_as_labelled):
                 meta = box_meta(record, i)
                 rows.append(" ".join(str(v) for v in [*inclusive_to_xywh(box), *(int(meta.get(k, 0)) for k in ATTRIBUTES)]))
             if not len(record.boxes):
                 rows.append(" ".join(["0"] * 10))
-        target = out / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
+        target = inside(out, "wider_face_split", f"wider_face_{split}_bbx_gt.txt")
         write_text(target, "\n".join(rows) + "\n")
         written.append(target)
     return written

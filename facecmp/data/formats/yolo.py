@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from facecmp.atomic import write_text
+from facecmp.atomic import inside, is_within, write_text
 from facecmp.data.formats.common import (
     TEST,
     TRAIN,
@@ -35,6 +35,7 @@ from facecmp.data.formats.common import (
     relative_key,
     sorted_labels,
 )
+from facecmp.data.annotations import BoxChanges
 from facecmp.data.images import image_size
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
@@ -129,6 +130,10 @@ def read(root: Path) -> dict[str, Dataset]:
             if not folder.is_dir():
                 raise DataError(f"{source}: `{split}: {value}` is not a folder of images (looked in {base}); "
                                 "facecmp reads image folders, not image lists")
+            if not is_within(folder, root):
+                raise DataError(f"{source}: `{split}: {value}` lies outside the dataset folder {root} (it resolves to "
+                                f"{folder.resolve()}); facecmp reads images inside the dataset only: move them in, or "
+                                "pass the folder that holds them as --data")
             candidates.append((split, folder))
         if not candidates:
             raise DataError(f"{source}: no `train:`, `val:` or `test:` image folder given")
@@ -190,8 +195,9 @@ def _read_part(name: str, folder: Path, names: list[str], source: Path, base: Pa
                 reader.error(txt, number, f"coordinates {fields[1:]} outside [0, 1]; YOLO boxes are normalised by "
                              f"the image size ({width}x{height})")
                 continue
-            x0, x1 = nearest((cx - w / 2) * width), nearest((cx + w / 2) * width) - 1
-            y0, y1 = nearest((cy - h / 2) * height), nearest((cy + h / 2) * height) - 1
+            edges = ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+            reader.note_rounding(txt, number, f"{raw.strip()!r} ({width}x{height}) of {key}", *edges)
+            x0, y0, x1, y1 = nearest(edges[0]), nearest(edges[1]), nearest(edges[2]) - 1, nearest(edges[3]) - 1
             reader.add_face(key, Face(txt, number, (x0, y0, x1, y1), names[cls]))
     # label files without an image
     labels_root = label_path(folder / "x.jpg", base).parent
@@ -203,6 +209,12 @@ def _read_part(name: str, folder: Path, names: list[str], source: Path, base: Pa
     return reader.dataset()
 
 
+def _normalised(box, width: int, height: int) -> tuple[float, float, float, float]:
+    """Inclusive pixels -> YOLO's ``CX CY W H`` normalised by the image size."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    return (x0 + x1 + 1) / 2 / width, (y0 + y1 + 1) / 2 / height, (x1 - x0 + 1) / width, (y1 - y0 + 1) / height
+
+
 def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Path]:
     names = sorted_labels(parts.values())
     index = {n: i for i, n in enumerate(names)}
@@ -210,16 +222,19 @@ def write(parts: dict[str, Dataset], out: Path, *, link: bool = True) -> list[Pa
     for role, ds in parts.items():
         split = PART_NAMES[role]
         lines_yaml.append(f"{split}: images/{split}")
+        changes = BoxChanges()
         for record in ds.images:
             width, height = record_size(record)
-            place_image(record.path, out / "images" / split / record.key, link=link)
+            place_image(record.path, out, "images", split, record.key, link=link)
             rows = []
-            for box, label in zip(record.boxes, record.labels):
-                x0, y0, x1, y1 = (int(v) for v in box)
-                cx, cy = (x0 + x1 + 1) / 2 / width, (y0 + y1 + 1) / 2 / height
-                w, h = (x1 - x0 + 1) / width, (y1 - y0 + 1) / height
-                rows.append(f"{index[out_label(label)]} {cx:.8f} {cy:.8f} {w:.8f} {h:.8f}\n")
-            write_text(out / "labels" / split / Path(record.key).with_suffix(".txt"), "".join(rows))
+            for box, clipped, label in zip(record.boxes_as_labelled, record.boxes, record.labels):
+                values = _normalised(box, width, height)
+                if not all(0.0 <= v <= 1.0 for v in values):  # YOLO cannot state it: the clipped box, counted
+                    changes.note("yolo_range", record.path, None, f"box {list(map(int, box))} of {record.key} ({width}x{height})")
+                    values = _normalised(clipped, width, height)
+                rows.append(f"{index[out_label(label)]} " + " ".join(f"{v:.8f}" for v in values) + "\n")
+            write_text(inside(out, "labels", split, Path(record.key).with_suffix(".txt")), "".join(rows))
+        ds.problems.extend(changes.problems())  # convert reports them with the part's own warnings
     lines_yaml += [f"nc: {len(names)}", f"names: {json.dumps(names)}", ""]
-    write_text(out / "data.yaml", "\n".join(lines_yaml))
+    write_text(inside(out, "data.yaml"), "\n".join(lines_yaml))
     return [out / "data.yaml"]
