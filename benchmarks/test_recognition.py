@@ -28,7 +28,7 @@ def task2_results(facecmp_session, tmp_path_factory):
         pytest.fail(f"--facecmp-recognizers: unknown kind(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}", pytrace=False)
     results = study_task2(out, checkpoint, splits.train, splits.dev, splits.test, kinds=kinds,
                           cache_dir=facecmp_session.options.cache_dir, seed=facecmp_session.options.seed,
-                          detector_name=DETECTOR, progress=False)
+                          detector_name=DETECTOR, progress=False, device=facecmp_session.options.device)
     print("\n" + task2_table(results, DETECTOR))
     return {r.name: {"map_cava": r.evaluation.map_cava, "map_voc": r.evaluation.map_voc} for r in results}
 

@@ -16,7 +16,7 @@ from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.errors import DataError
 from facecmp.study import robustness as R
-from facecmp.training.samples import data_fingerprint
+from facecmp.data.fingerprint import data_fingerprint
 
 from test_cli import assert_user_error, run_cli
 

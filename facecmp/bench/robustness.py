@@ -156,7 +156,7 @@ class BenchRobustness:
     @cached_property
     def cache(self):
         from facecmp.study.robustness import CellCache
-        from facecmp.training.samples import data_fingerprint
+        from facecmp.data.fingerprint import data_fingerprint
 
         return CellCache(self.session.options.cache_dir / "robustness", data_fingerprint(self.session.test), self.settings.seed)
 

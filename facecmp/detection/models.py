@@ -145,6 +145,18 @@ def pretrained_weights_dir() -> Path:
     return folder
 
 
+def pretrained_weights_digest() -> str | None:
+    """Hash of facenet-pytorch's three weight files (None when the package is absent): in the key
+    of every cached result that starts from or runs the pretrained networks."""
+    from facecmp.data.fingerprint import files_digest
+
+    try:
+        folder = pretrained_weights_dir()
+    except ModelError:
+        return None
+    return files_digest(folder / f"{s}.pt" for s in STAGES)
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(Path(path), map_location="cpu", weights_only=True)
