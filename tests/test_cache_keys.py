@@ -74,6 +74,9 @@ def test_relabelled_data_gets_new_samples_and_recognizer_crops(data, monkeypatch
     rec.cached_face_crops(data, ("ada", "bo"), 0, settings, 0, cache, progress=False)
     assert len(made) == 2 and made[-1][0] == ("bo",)  # relabelled: crops made again, not read
     assert mining_fingerprint(data, MiningSettings(), 0) != key  # and new detector samples too
+    monkeypatch.setattr(rec, "library_versions", lambda: {"torch": "0.0-other"})
+    rec.cached_face_crops(data, ("ada", "bo"), 0, settings, 0, cache, progress=False)
+    assert len(made) == 3  # other libraries: crops made again too
 
 
 def test_sample_keys_name_the_code_and_the_library_versions(data, monkeypatch):

@@ -34,7 +34,7 @@ from facecmp.detection import cascade as C
 from facecmp.detection.recognizer import KINDS, RecognizerNet, face_crops
 from facecmp.errors import FacecmpError
 from facecmp.training.loop import load_run_state, run_recipe, save_run_state, training_threads
-from facecmp.data.fingerprint import data_fingerprint
+from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library_versions
 
 STATE_FILE = "train_state_recognizer.pt"
 # Bump when the crops produced for the same settings change.
@@ -132,7 +132,8 @@ def cached_face_crops(ds: Dataset, classes, jitters: int, settings: RecognizerSe
     if cache_dir is None:
         return extract_face_crops(ds, classes, jitters, settings, seed, progress)
     spec = json.dumps({"v": CROPS_VERSION, "classes": classes, "jitters": jitters, "side": settings.side_range,
-                       "shift": settings.max_shift, "seed": seed, "data": data_fingerprint(ds)}, sort_keys=True)
+                       "shift": settings.max_shift, "seed": seed, "data": data_fingerprint(ds),
+                       "code": code_fingerprint(), "libraries": library_versions()}, sort_keys=True)
     path = Path(cache_dir) / f"recognizer_crops_{hashlib.sha256(spec.encode()).hexdigest()[:20]}.npz"
     if path.is_file():
         try:
