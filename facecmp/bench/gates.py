@@ -234,6 +234,20 @@ class SpeedGate:
 Gate = MinimumGate | BeatsGate | WithinGate | SpeedGate
 
 
+class FloorOrRelation:
+    """For the gate lists kept beside the dataset tables (``[[robustness]]``, ``[[recognition]]``): an
+    entry is a floor ``at_least`` or a relation ``beats`` other + ``by``; ``audit`` holds ``bound``
+    against the entry's ``measured``."""
+
+    @property
+    def relation(self) -> bool:
+        return self.beats is not None
+
+    @property
+    def bound(self) -> float:
+        return self.by if self.relation else self.at_least
+
+
 def check(gate: Gate, values: Values) -> None:
     """Raise ``GateFailed`` with the gate's message when it does not hold."""
     message = gate.failure(values)

@@ -18,14 +18,14 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from facecmp.bench.gates import GatesFileError
+from facecmp.bench.gates import FloorOrRelation, GatesFileError
 from facecmp.detection.recognizer import KINDS
 
 METRICS = ("map_cava", "map_voc")
 
 
 @dataclass(frozen=True)
-class RecognitionGate:
+class RecognitionGate(FloorOrRelation):
     recognizer: str
     metric: str
     at_least: float | None = None
@@ -38,15 +38,6 @@ class RecognitionGate:
     def kinds(self) -> set[str]:
         """The recognizer kinds this gate reads."""
         return {self.recognizer} | ({self.beats} if self.beats else set())
-
-    @property
-    def relation(self) -> bool:
-        return self.beats is not None
-
-    @property
-    def bound(self) -> float:
-        """What the audit holds against ``measured``: the minimum, or the margin ``by``."""
-        return self.by if self.relation else self.at_least
 
     @property
     def name(self) -> str:

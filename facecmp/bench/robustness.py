@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 
 import pytest
 
-from facecmp.bench.gates import GateFailed, GatesFileError
+from facecmp.bench.gates import FloorOrRelation, GateFailed, GatesFileError
 
 GATE_METRICS = ("clean_ap", "mpc", "rpc", "worst")
 DEFAULT_CORRUPTIONS = "contrast,gaussian_noise,defocus_blur,jpeg_compression"  # a quick axis on generated data
@@ -39,7 +39,7 @@ DEFAULT_SEVERITIES = "3"
 
 
 @dataclass(frozen=True)
-class RobustnessGate:
+class RobustnessGate(FloorOrRelation):
     dataset: str
     variant: str
     metric: str
@@ -49,15 +49,6 @@ class RobustnessGate:
     corruptions: str | None = None  # the axis the gate was measured on ("benchmark", names); None: any
     severities: str | None = None
     measured: float | None = None  # the value (for beats: the difference) measured when the gate was set
-
-    @property
-    def relation(self) -> bool:
-        return self.beats is not None
-
-    @property
-    def bound(self) -> float:
-        """What the audit holds against ``measured``: the floor, or the margin ``by``."""
-        return self.by if self.relation else self.at_least
 
     def mismatch(self, settings) -> str | None:
         """Why this gate does not apply to a run over ``settings`` (another axis), else None."""
