@@ -130,7 +130,9 @@ def test_robustness_cells_are_keyed_by_code_libraries_and_weights(tmp_path, monk
     other = R.CellCache(tmp_path, "data", 0)
     assert other.path(variant, CLEAN) != cache.path(variant, CLEAN) and other.get(variant, CLEAN) is None
     monkeypatch.undo()
-    monkeypatch.setattr(R, "pretrained_weights_digest", lambda: "other weights")
+    import facecmp.detection.models as models
+
+    monkeypatch.setattr(models, "pretrained_weights_digest", lambda: "other weights")
     assert R.CellCache(tmp_path, "data", 0).get(variant, CLEAN) is None
 
 

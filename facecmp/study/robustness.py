@@ -37,8 +37,6 @@ from facecmp.data.corruptions import (
 from facecmp.data.fingerprint import CODE_PACKAGES, code_fingerprint, library_versions
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
-from facecmp.detection.checkpoint import checkpoint_digest
-from facecmp.detection.models import pretrained_weights_digest
 from facecmp.errors import FacecmpError
 
 # Bump when a change makes cached cells stale (the corruptions, the grid, the metrics).
@@ -99,6 +97,8 @@ def variant_identity(name: str, detector, settings: Mapping) -> dict:
         identity["detector"] = asdict(detector_settings)
         identity["detector"].pop("device", None)
     if settings.get("checkpoint"):
+        from facecmp.detection.checkpoint import checkpoint_digest  # torch: only once a variant is ready
+
         identity["checkpoint"] = checkpoint_digest(settings["checkpoint"])
     return identity
 
@@ -111,6 +111,8 @@ CELL_LIBRARIES = ("imagecorruptions", "scikit-image", "scipy", "opencv-python-he
 def cell_environment() -> dict:
     """The code (the cascade, data and corruptions, evaluation, this grid), library versions and
     pretrained weights every cell depends on, whichever variant made it."""
+    from facecmp.detection.models import pretrained_weights_digest  # torch: only once cells are cached
+
     return {
         "code": code_fingerprint((*CODE_PACKAGES, "study/robustness.py")),
         "libraries": library_versions(*CELL_LIBRARIES),
