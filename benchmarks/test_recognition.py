@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from facecmp.bench.plugin import skip_unless_selected
 from facecmp.bench.recognition import load_recognition_gates
 from facecmp.detection.recognizer import KINDS
 from facecmp.study.recognition import study_task2, task2_table
@@ -13,12 +12,20 @@ from facecmp.study.recognition import study_task2, task2_table
 DETECTOR = "finetuned-cascade"
 
 
+def _cannot_run(session, reason: str) -> None:
+    """Task 2 cannot run: a skip with the reason, or a failure when the run asked for it (--facecmp-recognizers)."""
+    if session.options.recognizers is not None:
+        pytest.fail(f"--facecmp-recognizers {','.join(session.options.recognizers)}: task 2 cannot run: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def task2_results(facecmp_session, tmp_path_factory):
-    skip_unless_selected(facecmp_session, [DETECTOR])
+    if DETECTOR not in facecmp_session.variant_names:
+        _cannot_run(facecmp_session, f"its detector {DETECTOR} is not selected (--facecmp-variants)")
     splits = facecmp_session.splits
     if splits.train is None:
-        pytest.skip("task 2 needs training images to train the recognizers")
+        _cannot_run(facecmp_session, "task 2 needs training images to train the recognizers")
     checkpoint = facecmp_session.prepared(DETECTOR).settings["checkpoint"]
     report = facecmp_session.options.report
     out = report / "task2" if report else tmp_path_factory.mktemp("task2")
@@ -28,7 +35,7 @@ def task2_results(facecmp_session, tmp_path_factory):
         pytest.fail(f"--facecmp-recognizers: unknown kind(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}", pytrace=False)
     results = study_task2(out, checkpoint, splits.train, splits.dev, splits.test, kinds=kinds,
                           cache_dir=facecmp_session.options.cache_dir, seed=facecmp_session.options.seed,
-                          detector_name=DETECTOR, progress=False)
+                          detector_name=DETECTOR, progress=False, device=facecmp_session.options.device)
     print("\n" + task2_table(results, DETECTOR))
     return {r.name: {"map_cava": r.evaluation.map_cava, "map_voc": r.evaluation.map_voc} for r in results}
 

@@ -198,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     robustness_cli.add_options(p)
     p.add_argument("--device", type=_device, default="cpu")
+    _add_format_option(p)
 
     p = sub.add_parser("demo", help="run the comparison on the built-in generated dataset")
     p.add_argument("--out", type=Path, default=Path("demo_out"))
@@ -450,7 +451,7 @@ def _finetune_with_recognizer(args, stages: tuple[str, ...]) -> int:
         finetune_from_archive(
             args.data, args.out, stages=stages, epochs=args.epochs, seed=args.seed, device=args.device,
             resume=args.resume, from_scratch=args.from_scratch,
-            dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, augment=args.augment,
+            dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, fmt=args.format, augment=args.augment,
         )
         source = args.out
     elif source is None and not args.resume:
@@ -458,7 +459,7 @@ def _finetune_with_recognizer(args, stages: tuple[str, ...]) -> int:
                         "continue in --out, or fine-tune the detector in the same run (--stages pnet,rnet,onet,recognizer)")
     recognizer = recognizer_from_archive(
         args.data, args.out, source=source, kind=args.recognizer, epochs=args.epochs, seed=args.seed, resume=args.resume,
-        dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder,
+        dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, fmt=args.format, device=args.device,
     )
     info = recognizer.info
     print(f"checkpoint: {args.out} (recognizer: {info['kind']}, classes {', '.join(recognizer.classes)})")

@@ -455,7 +455,7 @@ def test_benchmark_plugin_data_takes_any_format(dataset, converted, tmp_path):
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if f != "wider"])
 def test_a_converted_copy_has_the_training_data_fingerprint_of_the_original(fmt, dataset, converted):
     """Same keys, boxes, order and image bytes: fine-tuning caches (and results) carry over."""
-    from facecmp.training.samples import data_fingerprint
+    from facecmp.data.fingerprint import data_fingerprint
 
     original = load_archive(dataset)
     copy = load_archive(converted[fmt])

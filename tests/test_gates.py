@@ -213,6 +213,40 @@ variant = "a"
 within = "b"
 tolerance = 0.002
 measured = 0.0
+
+[e]
+measured_date = "2026-12-01"
+measured_command = "pytest benchmarks --facecmp-data e"
+[e.b]
+ap_cava = { at_least = 0.016, measured = 0.020 }
+
+[[robustness]]
+dataset = "d"
+variant = "a"
+metric = "rpc"
+at_least = 0.82
+measured = 0.867
+
+[[robustness]]
+dataset = "e"
+variant = "a"
+metric = "mpc"
+beats = "b"
+by = 0.11
+measured = 0.146
+
+[[recognition]]
+dataset = "d"
+recognizer = "probe-pretrained"
+map_cava = 0.93
+measured = 0.973
+
+[[recognition]]
+dataset = "d"
+recognizer = "finetune"
+beats = "probe-pretrained"
+by = 0.02
+measured = 0.026
 """
 
 
@@ -252,6 +286,21 @@ def test_audit_passes_gates_set_within_the_margins(tmp_path):
         (("measured = [1.50, 1.45, 1.52]", "measured = [1.50, 1.45]"), "needs measured = [>= 3 ratios"),
         (('measured_date = "2026-11-30"\n', ""), "[d] needs measured_date"),
         (('variant = "a"\nbeats', 'variant = "gone"\nbeats'), "no variant gone in the registry"),
+        # the margin is relative for small values: 0.01 under an AP of 0.020 is half of it
+        (("at_least = 0.016, measured = 0.020", "at_least = 0.01, measured = 0.020"),
+         "e.b.ap_cava >= 0.01 sits 0.010 below its measurement 0.020 (margin 0.25 of the measurement, 0.0050): set it to at least 0.0150"),
+        (("at_least = 0.016, measured = 0.020", "at_least = 0.0, measured = 0.0"), "e.b.ap_cava >= 0.00 is a floor at 0"),
+        # [[robustness]] and [[recognition]] gates are audited like the others
+        (("at_least = 0.82\nmeasured = 0.867", "at_least = 0.80\nmeasured = 0.867"),
+         "robustness d.a.rpc >= 0.80 sits 0.067 below its measurement 0.867"),
+        (("at_least = 0.82\nmeasured = 0.867\n", "at_least = 0.82\n"), "robustness d.a.rpc >= 0.82 has no measured value recorded"),
+        (("by = 0.11\nmeasured = 0.146", "by = 0.10\nmeasured = 0.146"), "robustness e: a mpc >= b mpc + 0.10 sits 0.046 below"),
+        (("by = 0.11\nmeasured = 0.146", "by = 0.11\nmeasured = 0.10"), "is above its measurement 0.100"),
+        (('variant = "a"\nmetric = "rpc"', 'variant = "gone"\nmetric = "rpc"'), "robustness d.gone.rpc >= 0.82: no variant gone in the registry"),
+        (("map_cava = 0.93\nmeasured = 0.973", "map_cava = 0.90\nmeasured = 0.973"),
+         "recognition d.probe-pretrained.map_cava >= 0.90 sits 0.073 below"),
+        (("by = 0.02\nmeasured = 0.026", "by = 0.0\nmeasured = 0.026"), "recognition d: finetune.map_cava >= probe-pretrained + 0.00 sits 0.026 below"),
+        (("by = 0.02\nmeasured = 0.026\n", "by = 0.02\n"), "recognition d: finetune.map_cava >= probe-pretrained + 0.02 has no measured value"),
     ],
 )
 def test_audit_names_each_gate_too_far_from_its_measurement(tmp_path, change, expected):
@@ -261,3 +310,29 @@ def test_audit_names_each_gate_too_far_from_its_measurement(tmp_path, change, ex
     assert text != AUDITED
     problems = audit(write(tmp_path, text), ["a", "b"])
     assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_the_audit_reaches_every_gate_family_of_the_real_file(tmp_path):
+    """Dropping the first recorded measurement of each family (dataset floors and relations of every
+    dataset table, speed, process speed, robustness, recognition) makes the real file fail the audit."""
+    from facecmp.bench.gates import audit, datasets_in, load_document
+    from facecmp.study.variants import REGISTRY
+
+    text = REAL_GATES.read_text()
+    headers = ["[[speed]]", "[[process_speed]]", "[[robustness]]", "[[recognition]]"]
+    for dataset in datasets_in(load_document(REAL_GATES)):
+        headers += [f"[[{dataset}.relations]]"]
+    assert len(headers) >= 6
+    for header in headers:
+        start = text.index("\n" + header)
+        line_start = text.index("\nmeasured = ", start)
+        line_end = text.index("\n", line_start + 1)
+        broken = text[:line_start] + text[line_end:]
+        problems = audit(write(tmp_path, broken), REGISTRY)
+        assert problems and all("measured" in p or "runs" in p for p in problems), (header, problems)
+    for dataset in datasets_in(load_document(REAL_GATES)):  # and each table's floors
+        start = text.index(f"\n[{dataset}.")
+        line_start = text.index(", measured = ", start)
+        line_end = text.index("}", line_start)
+        broken = text[:line_start] + " " + text[line_end:]
+        assert audit(write(tmp_path, broken), REGISTRY), dataset

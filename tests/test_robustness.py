@@ -16,7 +16,7 @@ from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.errors import DataError
 from facecmp.study import robustness as R
-from facecmp.training.samples import data_fingerprint
+from facecmp.data.fingerprint import data_fingerprint
 
 from test_cli import assert_user_error, run_cli
 
@@ -125,15 +125,17 @@ def test_cached_cells_never_mix_other_checkpoints_seeds_or_data(test_set, tmp_pa
 
 
 def test_checkpoint_identity_follows_the_weights(tmp_path):
+    from facecmp.detection.checkpoint import checkpoint_digest
+
     folder = tmp_path / "ck"
     folder.mkdir()
     (folder / "facecmp.json").write_text("{}")
     (folder / "pnet.pt").write_bytes(b"a")
-    first = R.checkpoint_digest(folder)
+    first = checkpoint_digest(folder)
     (folder / "train_state_pnet.pt").write_bytes(b"resume state does not count")
-    assert R.checkpoint_digest(folder) == first
+    assert checkpoint_digest(folder) == first
     (folder / "pnet.pt").write_bytes(b"b")
-    assert R.checkpoint_digest(folder) != first
+    assert checkpoint_digest(folder) != first
 
 
 def test_a_corruption_failing_on_an_image_stops_the_run_naming_it(test_set, tmp_path):

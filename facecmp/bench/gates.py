@@ -36,7 +36,8 @@ Every gate also records what was measured when it was set, so that a gate cannot
 below what the code achieves (``audit`` checks it; tests/test_gates.py runs it on the real file)::
 
     [margins]                        # how far below its measurement a gate may sit
-    accuracy = 0.05                  # AP / recall / precision, and the margin of a `beats` relation
+    accuracy = 0.05                  # a floor (AP, recall, mAP, mPC ...) or a `beats` margin: at most
+    relative = 0.25                  #   min(accuracy, relative * measured) below it (small values: relative)
     within = 0.002                   # a `within` tolerance over the measured difference
     speed = 0.10                     # a speed gate: this share of its slowest run, or the runs' spread
 
@@ -58,6 +59,10 @@ below what the code achieves (``audit`` checks it; tests/test_gates.py runs it o
     measured = [1.66, 1.59, 1.55]    # >= 3 runs; at most their spread (or margins.speed of it) below the slowest
     date = "2026-11-28"
     command = "pytest benchmarks/test_speed.py -k speed_gate"
+
+The ``[[robustness]]`` (facecmp/bench/robustness.py) and ``[[recognition]]`` (facecmp/bench/recognition.py)
+lists record ``measured = <value>`` (the measured difference for ``beats``) beside each gate too,
+and ``audit`` holds them to the same margins.
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ SETTING_KEYS = ("test", "n_test_images", "dev_per_folder", "seed", "test_fingerp
 RECORD_KEYS = ("measured_date", "measured_command")
 # Top-level tables that are not datasets.
 NOT_DATASETS = ("speed", "process_speed", "margins")
-DEFAULT_MARGINS = {"accuracy": 0.05, "within": 0.002, "speed": 0.10}
+DEFAULT_MARGINS = {"accuracy": 0.05, "relative": 0.25, "within": 0.002, "speed": 0.10}
 MIN_SPEED_RUNS = 3
 
 Values = Mapping[str, Mapping[str, float]]  # variant -> metric -> measured value
@@ -109,6 +114,13 @@ class MinimumGate:
     def variants(self) -> tuple[str, ...]:
         return (self.variant,)
 
+    relation = False  # a floor on one variant (the audit's `bound` is the floor)
+
+    @property
+    def bound(self) -> float:
+        """The number the audit holds against ``measured``."""
+        return self.minimum
+
     @property
     def name(self) -> str:
         return f"{self.scope}.{self.variant}.{self.metric} >= {_num(self.minimum)}"
@@ -132,6 +144,12 @@ class BeatsGate:
     @property
     def variants(self) -> tuple[str, ...]:
         return (self.variant, self.other)
+
+    relation = True  # the audit's `bound` is the margin `by`
+
+    @property
+    def bound(self) -> float:
+        return self.by
 
     @property
     def name(self) -> str:
@@ -214,6 +232,20 @@ class SpeedGate:
 
 
 Gate = MinimumGate | BeatsGate | WithinGate | SpeedGate
+
+
+class FloorOrRelation:
+    """For the gate lists kept beside the dataset tables (``[[robustness]]``, ``[[recognition]]``): an
+    entry is a floor ``at_least`` or a relation ``beats`` other + ``by``; ``audit`` holds ``bound``
+    against the entry's ``measured``."""
+
+    @property
+    def relation(self) -> bool:
+        return self.beats is not None
+
+    @property
+    def bound(self) -> float:
+        return self.by if self.relation else self.at_least
 
 
 def check(gate: Gate, values: Values) -> None:
@@ -428,19 +460,32 @@ def _slack(gate: Gate, margins: Mapping[str, float]) -> str | None:
             return (f"tolerance {_num(gate.tolerance)} is {gate.tolerance - gate.measured:.3f} over the measured difference "
                     f"{gate.measured:.3f} (margin {_num(margins['within'])})")
         return None
-    bound = gate.minimum if isinstance(gate, MinimumGate) else gate.by
+    bound = gate.bound  # a floor, or the margin of a `beats` relation
     if bound > gate.measured + 1e-9:
         return f"is above its measurement {gate.measured:.3f}: today's run would fail"
-    if gate.measured - bound > margins["accuracy"] + 1e-9:
-        return (f"sits {gate.measured - bound:.3f} below its measurement {gate.measured:.3f} "
-                f"(margin {_num(margins['accuracy'])}): set it to at least {gate.measured - margins['accuracy']:.3f}")
+    allowed = accuracy_margin(gate.measured, margins)
+    if gate.measured - bound > allowed + 1e-9:
+        margin = (_num(allowed) if allowed >= margins["accuracy"]
+                  else f"{_num(margins['relative'])} of the measurement, {allowed:.4f}")
+        return (f"sits {gate.measured - bound:.3f} below its measurement {gate.measured:.3f} (margin {margin}): "
+                f"set it to at least {gate.measured - allowed:.4f}")
+    if not gate.relation and bound <= 0:
+        return "is a floor at 0, which no measurement can fail"
     return None
 
 
+def accuracy_margin(measured: float, margins: Mapping[str, float]) -> float:
+    """How far below its measurement a floor or a `beats` margin may sit: ``margins.accuracy``, or
+    ``margins.relative`` of the measurement when that is less (a gate at 0.01 under an AP of 0.020
+    would let the detector lose half of what it finds)."""
+    return min(margins["accuracy"], margins["relative"] * max(measured, 0.0))
+
+
 def audit(path: str | Path, variants) -> list[str]:
-    """Every problem with the gates file ``path``: a gate further below its recorded measurement
-    than the file's ``[margins]`` allow (or above it), a gate without a measurement, a dataset
-    table without measured_date / measured_command, or a variant not in ``variants``."""
+    """Every problem with the gates file ``path``: a gate of any family (dataset tables, speed,
+    process speed, robustness, recognition) further below its recorded measurement than the file's
+    ``[margins]`` allow (or above it), a gate without a measurement, a floor at 0, a dataset table
+    without measured_date / measured_command, or a variant not in ``variants``."""
     path = Path(path)
     doc = load_document(path)
     margins = _margins(doc, path)
@@ -453,10 +498,14 @@ def audit(path: str | Path, variants) -> list[str]:
         if missing:
             problems.append(f"{path}: [{dataset}] needs {' and '.join(missing)} (when and how its numbers were measured)")
         gates += table.minimums + table.relations
-    # the speed lists, whichever dataset each entry is for
+    # the speed, robustness and recognition lists, whichever dataset each entry is for
     gates += _speed_list(doc, "speed", None, path, every=True) + _speed_list(doc, "process_speed", None, path, every=True)
+    from facecmp.bench.recognition import load_recognition_gates
+    from facecmp.bench.robustness import load_robustness_gates
+
+    gates += load_robustness_gates(path, None) + load_recognition_gates(path, None)
     for gate in gates:
-        unknown = [v for v in gate.variants if v not in known]
+        unknown = [v for v in getattr(gate, "variants", ()) if v not in known]  # recognition gates name recognizer kinds (checked on reading)
         if unknown:
             problems.append(f"{path}: gate {gate.name}: no variant {', '.join(unknown)} in the registry ({', '.join(sorted(known))})")
         reason = _slack(gate, margins)

@@ -14,7 +14,9 @@ Gates, in the gates file beside the benchmarks::
     metric = "mpc"                # clean_ap, mpc, rpc, or worst (the lowest AP of any benchmark cell)
     at_least = 0.70               # a floor ...
     # beats = "pretrained-calibrated"   # ... or a relation: metric(variant) >= metric(other) + by
-    # by = 0.0
+    # by = 0.40
+    measured = 0.746              # what was measured when the gate was set (for beats: the difference);
+                                  # facecmp.bench.gates.audit holds the gate to gates.toml's [margins]
     corruptions = "benchmark"     # optional: the axis it was measured on; other runs skip it
     severities = "3"
 """
@@ -29,7 +31,7 @@ from typing import Mapping, Sequence
 
 import pytest
 
-from facecmp.bench.gates import GateFailed, GatesFileError
+from facecmp.bench.gates import FloorOrRelation, GateFailed, GatesFileError
 
 GATE_METRICS = ("clean_ap", "mpc", "rpc", "worst")
 DEFAULT_CORRUPTIONS = "contrast,gaussian_noise,defocus_blur,jpeg_compression"  # a quick axis on generated data
@@ -37,7 +39,7 @@ DEFAULT_SEVERITIES = "3"
 
 
 @dataclass(frozen=True)
-class RobustnessGate:
+class RobustnessGate(FloorOrRelation):
     dataset: str
     variant: str
     metric: str
@@ -46,6 +48,7 @@ class RobustnessGate:
     by: float = 0.0
     corruptions: str | None = None  # the axis the gate was measured on ("benchmark", names); None: any
     severities: str | None = None
+    measured: float | None = None  # the value (for beats: the difference) measured when the gate was set
 
     def mismatch(self, settings) -> str | None:
         """Why this gate does not apply to a run over ``settings`` (another axis), else None."""
@@ -89,8 +92,9 @@ def gate_values(summary: Mapping) -> dict[str, float | None]:
     return {"clean_ap": summary["clean_ap"], "mpc": summary["mpc"], "rpc": summary["rpc"], "worst": min(cells) if cells else None}
 
 
-def load_robustness_gates(path: str | Path, dataset: str) -> list[RobustnessGate]:
-    """The ``[[robustness]]`` gates of ``dataset`` in the TOML file ``path`` (none when it does not exist)."""
+def load_robustness_gates(path: str | Path, dataset: str | None) -> list[RobustnessGate]:
+    """The ``[[robustness]]`` gates of ``dataset`` (None: of every dataset) in the TOML file ``path``
+    (none when it does not exist)."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -106,21 +110,22 @@ def load_robustness_gates(path: str | Path, dataset: str) -> list[RobustnessGate
         where = f"{path}: robustness[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("variant"), str):
             raise GatesFileError(f"{where}: expected a table with variant = \"...\"")
-        extra = set(entry) - {"dataset", "variant", "metric", "at_least", "beats", "by", "corruptions", "severities"}
+        extra = set(entry) - {"dataset", "variant", "metric", "at_least", "beats", "by", "corruptions", "severities", "measured"}
         if extra:
             raise GatesFileError(f"{where}: unknown key(s) {', '.join(sorted(extra))}")
         if entry.get("metric") not in GATE_METRICS:
             raise GatesFileError(f"{where}: metric must be one of {', '.join(GATE_METRICS)}, got {entry.get('metric')!r}")
         if ("at_least" in entry) == ("beats" in entry):
             raise GatesFileError(f"{where}: expected exactly one of at_least = <number> or beats = \"other variant\"")
-        for key in ("at_least", "by"):
+        for key in ("at_least", "by", "measured"):
             if key in entry and not isinstance(entry[key], (int, float)):
                 raise GatesFileError(f"{where}: {key} must be a number, got {entry[key]!r}")
-        if entry.get("dataset", dataset) != dataset:
+        if dataset is not None and entry.get("dataset", dataset) != dataset:
             continue
         gates.append(RobustnessGate(
-            dataset, entry["variant"], entry["metric"], entry.get("at_least"), entry.get("beats"), float(entry.get("by", 0.0)),
-            entry.get("corruptions"), entry.get("severities"),
+            entry.get("dataset", dataset) or "any", entry["variant"], entry["metric"], entry.get("at_least"), entry.get("beats"),
+            float(entry.get("by", 0.0)), entry.get("corruptions"), entry.get("severities"),
+            float(entry["measured"]) if "measured" in entry else None,
         ))
     return gates
 
@@ -144,9 +149,10 @@ def parse_axis(corruptions: str | None, severities: str | None):
 class BenchRobustness:
     """The robustness state of one benchmark session (a ``BenchSession`` gives data and variants)."""
 
-    def __init__(self, session, settings):
+    def __init__(self, session, settings, asked: bool = False):
         self.session = session
         self.settings = settings
+        self.asked = asked  # the run named the axis (--facecmp-corruptions): it must run, not skip
         self.ran = False  # a robustness test ran in this run (set from the test reports, on the xdist controller too)
 
     @cached_property
@@ -156,7 +162,7 @@ class BenchRobustness:
     @cached_property
     def cache(self):
         from facecmp.study.robustness import CellCache
-        from facecmp.training.samples import data_fingerprint
+        from facecmp.data.fingerprint import data_fingerprint
 
         return CellCache(self.session.options.cache_dir / "robustness", data_fingerprint(self.session.test), self.settings.seed)
 
@@ -219,8 +225,9 @@ class BenchRobustness:
 # -- the pytest wiring (registered by facecmp.bench.plugin) ------------------------------------------
 def add_options(group) -> None:
     group.addoption(
-        "--facecmp-corruptions", default=DEFAULT_CORRUPTIONS,
-        help=f"robustness axis: all, benchmark, extra, geometric, names, or none (default {DEFAULT_CORRUPTIONS})",
+        "--facecmp-corruptions", default=None,
+        help=f"robustness axis: all, benchmark, extra, geometric, names, or none (default {DEFAULT_CORRUPTIONS}; "
+        "skipped with one line when the robustness extra is missing, unless this option asks for the axis: then it fails)",
     )
     group.addoption("--facecmp-severities", default=DEFAULT_SEVERITIES, help=f"severities 1-5 of the robustness axis (default {DEFAULT_SEVERITIES})")
 
@@ -235,11 +242,12 @@ class RobustnessPlugin:
 
         self.session = session
         self.gates_path = gates_path  # (config, test path) -> gates file
+        given = config.getoption("--facecmp-corruptions")
         try:
-            settings = parse_axis(config.getoption("--facecmp-corruptions"), config.getoption("--facecmp-severities"))
+            settings = parse_axis(DEFAULT_CORRUPTIONS if given is None else given, config.getoption("--facecmp-severities"))
         except FacecmpError as exc:
             raise pytest.UsageError(f"--facecmp-corruptions/--facecmp-severities: {exc}") from None
-        self.state = None if settings is None else BenchRobustness(session, settings)
+        self.state = None if settings is None else BenchRobustness(session, settings, asked=given is not None)
         config.stash[STATE_KEY] = self.state
         config.addinivalue_line("markers", f"{self.MARK}: uses the robustness axis (set by facecmp's plugin)")
 
@@ -282,14 +290,18 @@ STATE_KEY = pytest.StashKey["BenchRobustness | None"]()
 
 @pytest.fixture(scope="session")
 def facecmp_robustness(pytestconfig) -> BenchRobustness:
-    """The session's robustness axis (skips when it is off or the robustness extra is missing)."""
+    """The session's robustness axis: skips when it is off, or when the robustness extra is missing
+    and the run did not ask for the axis; fails with the same line when it did (--facecmp-corruptions)."""
     from facecmp.data.corruptions import missing_dependency
 
     state = pytestconfig.stash.get(STATE_KEY, None)
     if state is None:
         pytest.skip("robustness axis off (--facecmp-corruptions none)")
-    if missing_dependency():
-        pytest.skip(missing_dependency())
+    problem = missing_dependency()
+    if problem and state.asked:
+        pytest.fail(f"--facecmp-corruptions asked for the robustness axis, which cannot run: {problem}", pytrace=False)
+    if problem:
+        pytest.skip(problem)
     return state
 
 

@@ -116,7 +116,7 @@ class BenchSession:
 
     @cached_property
     def test_fingerprint(self) -> str:
-        from facecmp.training.samples import data_fingerprint
+        from facecmp.data.fingerprint import data_fingerprint
 
         return data_fingerprint(self.test)[:16]
 

@@ -20,11 +20,23 @@ from typing import Any, Mapping
 import torch
 
 from facecmp import atomic
+from facecmp.data.fingerprint import files_digest
 from facecmp.errors import ModelError
 from facecmp.detection.models import NETWORKS, STAGES, load_state_dict
 
 FORMAT = 1
 META_FILE = "facecmp.json"
+# What a checkpoint folder's results depend on: weights (MTCNN stages, recognizer: .pt; dlib's
+# detectors: .svm) and facecmp.json; not the run states a resumable training leaves beside them.
+WEIGHT_SUFFIXES = (".pt", ".svm")
+
+
+def checkpoint_digest(folder: str | Path) -> str:
+    """Hash of a checkpoint folder's weights and metadata: another training run, another digest."""
+    return files_digest(
+        p for p in sorted(Path(folder).glob("*"))
+        if p.is_file() and (p.suffix in WEIGHT_SUFFIXES and not p.name.startswith("train_state") or p.name == META_FILE)
+    )
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,18 @@ def pretrained_weights_dir() -> Path:
     return folder
 
 
+def pretrained_weights_digest() -> str | None:
+    """Hash of facenet-pytorch's three weight files (None when the package is absent): in the key
+    of every cached result that starts from or runs the pretrained networks."""
+    from facecmp.data.fingerprint import files_digest
+
+    try:
+        folder = pretrained_weights_dir()
+    except ModelError:
+        return None
+    return files_digest(folder / f"{s}.pt" for s in STAGES)
+
+
 def _one_line(exc: Exception) -> str:
     """``torch.load``'s reason in one line (its message is a paragraph of advice around it)."""
     lines = [ln.strip().removeprefix("WeightsUnpickler error:").strip() for ln in str(exc).splitlines()]

@@ -147,7 +147,7 @@ def run_comparison(
         if not tuned or splits.train is None:
             raise DataError("task 2 in compare needs a fine-tuned variant and training images to train recognizers on")
         task2 = study_task2(out, tuned[-1].settings["checkpoint"], splits.train, splits.dev, splits.test, kinds=recognizers,
-                            cache_dir=ctx.cache_dir, seed=seed, detector_name=tuned[-1].name)
+                            cache_dir=ctx.cache_dir, seed=seed, detector_name=tuned[-1].name, device=device)
         print(task2_table(task2, tuned[-1].name))
     return out
 

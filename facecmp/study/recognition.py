@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +24,7 @@ from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.data.task2 import Task2GroundTruth, task2_from_dataset
 from facecmp.detection.base import Detections
-from facecmp.detection.checkpoint import META_FILE, load_checkpoint
+from facecmp.detection.checkpoint import META_FILE, checkpoint_digest, load_checkpoint
 from facecmp.detection.inference import run_detector
 from facecmp.detection.models import pretrained_network
 from facecmp.detection.recognizer import (
@@ -57,7 +57,7 @@ def trunk_weights(folder: Path, kind: str) -> tuple[dict, str]:
 def add_recognizer(
     folder: str | Path, train: Dataset, dev: Dataset | None, settings: RecognizerSettings = RecognizerSettings(), *,
     source: str | Path | None = None, seed: int = 0, resume: bool = False, cache_dir: str | Path | None = None,
-    progress: bool = True,
+    progress: bool = True, device: str = "cpu",
 ) -> Recognizer:
     """Train a recognizer into checkpoint ``folder`` (first a copy of ``source``'s detector when given)."""
     folder = Path(folder)
@@ -70,24 +70,26 @@ def add_recognizer(
         )
     onet, origin = trunk_weights(folder, settings.kind)
     result = train_recognizer(train, dev, onet, folder, settings, seed=seed, resume=resume,
-                              cache_dir=cache_dir if cache_dir is not None else folder / "cache", progress=progress)
+                              cache_dir=cache_dir if cache_dir is not None else folder / "cache", progress=progress, device=device)
     save_recognizer(folder, result.net, result.classes, {**result.info, "trunk_from": origin, "train_dataset": train.name})
     return load_recognizer(folder)
 
 
 def recognizer_from_archive(
     root: str | Path, out: str | Path, *, source: str | Path | None = None, kind: str = "finetune", epochs: int | None = None,
-    seed: int = 0, resume: bool = False, dev_per_folder: int = 25, holdout_per_folder: int = 0,
+    seed: int = 0, resume: bool = False, dev_per_folder: int = 25, holdout_per_folder: int = 0, fmt: str | None = None,
+    device: str = "cpu",
 ) -> Recognizer:
-    """``facecmp finetune --stages recognizer``: the same train/dev split as the detector's fine-tuning."""
+    """``facecmp finetune --stages recognizer``: the same train/dev split as the detector's fine-tuning
+    (the archive read as ``fmt``, None: found from its files), trained on ``device``."""
     from facecmp.study.compare import training_split
 
     out = Path(out)
     if resume and not (out / STATE_FILE).is_file() and source is None:
         source = out
-    train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder)
+    train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder, fmt=fmt)
     settings = RecognizerSettings(kind=kind, epochs=epochs)
-    return add_recognizer(out, train, dev, settings, source=source, seed=seed, resume=resume)
+    return add_recognizer(out, train, dev, settings, source=source, seed=seed, resume=resume, device=device)
 
 
 @dataclass
@@ -152,23 +154,32 @@ def compare_recognizers(
     return results
 
 
+def recognizer_key(detector_checkpoint: str | Path, train: Dataset, dev: Dataset | None, seed: int,
+                   settings: RecognizerSettings) -> str:
+    """The cache key of a recognizer trained on ``detector_checkpoint``: the checkpoint's content (its
+    weights and facecmp.json, wherever the folder is), the data, seed and settings, the code,
+    library versions and pretrained weights."""
+    from facecmp.study.variants import _dataset_fingerprint, _fingerprint, environment_key
+
+    recipe = {k: v for k, v in asdict(settings).items() if k != "threads"}
+    return _fingerprint(checkpoint_digest(detector_checkpoint), environment_key(), _dataset_fingerprint(train),
+                        _dataset_fingerprint(dev), seed, recipe)
+
+
 def recognizer_variants(
     detector_checkpoint: str | Path, train: Dataset, dev: Dataset | None, cache_dir: str | Path, *,
-    kinds: Sequence[str] = KINDS, seed: int = 0, epochs: int | None = None, progress: bool = True,
+    kinds: Sequence[str] = KINDS, seed: int = 0, epochs: int | None = None, progress: bool = True, device: str = "cpu",
 ) -> dict[str, Path]:
     """One checkpoint folder per recognizer kind, each the detector checkpoint plus that recognizer (cached)."""
-    from facecmp.study.variants import _dataset_fingerprint, _fingerprint
-
     detector_checkpoint = Path(detector_checkpoint)
     folders = {}
     for kind in kinds:
         settings = RecognizerSettings(kind=kind, epochs=epochs)
-        key = _fingerprint(str(detector_checkpoint.resolve()), load_checkpoint(detector_checkpoint).meta.get("data_fingerprint"),
-                           _dataset_fingerprint(train), _dataset_fingerprint(dev), seed, settings)
-        folder = Path(cache_dir) / f"recognizer-{kind}-{key}"
+        folder = Path(cache_dir) / f"recognizer-{kind}-{recognizer_key(detector_checkpoint, train, dev, seed, settings)}"
         if not (folder / RECOGNIZER_FILE).is_file() or not load_checkpoint(folder).meta.get("recognizer"):
             add_recognizer(folder, train, dev, settings, source=detector_checkpoint, seed=seed,
-                           resume=(folder / STATE_FILE).is_file(), cache_dir=Path(cache_dir) / "samples", progress=progress)
+                           resume=(folder / STATE_FILE).is_file(), cache_dir=Path(cache_dir) / "samples", progress=progress,
+                           device=device)
         folders[kind] = folder
     return folders
 
@@ -211,7 +222,7 @@ def task2_table(results: Sequence[RecognitionResult], detector_name: str) -> str
 def study_task2(
     out: str | Path, detector_checkpoint: str | Path, train: Dataset, dev: Dataset | None, test: Dataset, *,
     cache_dir: str | Path, kinds: Sequence[str] = KINDS, seed: int = 0, progress: bool = True, detector_name: str = "",
-    epochs: int | None = None,
+    epochs: int | None = None, device: str = "cpu",
 ) -> list[RecognitionResult]:
     """``compare``'s task-2 part: every recognizer kind on ``detector_checkpoint``'s detections of ``test``;
     appends the table to ``out/report.md``, writes ``out/task2.json`` and a confusion matrix per kind."""
@@ -224,9 +235,9 @@ def study_task2(
     ckpt = load_checkpoint(detector_checkpoint)
     kinds = [k for k in kinds if k != "probe-finetuned" or "onet" in ckpt.stages]
     folders = recognizer_variants(detector_checkpoint, train, dev, cache_dir, kinds=kinds, seed=seed, epochs=epochs,
-                                  progress=progress)
+                                  progress=progress, device=device)
     recognizers = {kind: load_recognizer(folder) for kind, folder in folders.items()}
-    detector = Detector.from_checkpoint(detector_checkpoint)
+    detector = Detector.from_checkpoint(detector_checkpoint, device=device)
     results = compare_recognizers(detector, recognizers, test, progress=progress)
     for r in results:
         plot_confusion(r.evaluation, out / f"task2_confusion_{r.name}.png", title=r.name)

@@ -34,6 +34,7 @@ from facecmp.data.corruptions import (
     apply_condition,
     valid_severities,
 )
+from facecmp.data.fingerprint import CODE_PACKAGES, code_fingerprint, library_versions
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.errors import FacecmpError
@@ -88,16 +89,6 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def checkpoint_digest(folder: str | Path) -> str:
-    """Hash of a checkpoint folder's weights and metadata: another training run, another digest."""
-    h = hashlib.sha256()
-    for path in sorted(Path(folder).glob("*")):
-        if path.is_file() and (path.suffix == ".pt" and not path.name.startswith("train_state") or path.name == "facecmp.json"):
-            h.update(path.name.encode())
-            h.update(path.read_bytes())
-    return h.hexdigest()[:20]
-
-
 def variant_identity(name: str, detector, settings: Mapping) -> dict:
     """What a variant's results depend on: name, detector settings and class, checkpoint content."""
     identity = {"name": name, "class": type(detector).__name__, "thresholds": settings.get("thresholds")}
@@ -106,27 +97,48 @@ def variant_identity(name: str, detector, settings: Mapping) -> dict:
         identity["detector"] = asdict(detector_settings)
         identity["detector"].pop("device", None)
     if settings.get("checkpoint"):
+        from facecmp.detection.checkpoint import checkpoint_digest  # torch: only once a variant is ready
+
         identity["checkpoint"] = checkpoint_digest(settings["checkpoint"])
     return identity
+
+
+# Beyond the core libraries, what a cell's pixels and detections depend on: the corruptions'
+# libraries and the peers' packages (BlazeFace runs in its own environment, not covered here).
+CELL_LIBRARIES = ("imagecorruptions", "scikit-image", "scipy", "opencv-python-headless", "dlib-bin")
+
+
+def cell_environment() -> dict:
+    """The code (the cascade, data and corruptions, evaluation, this grid), library versions and
+    pretrained weights every cell depends on, whichever variant made it."""
+    from facecmp.detection.models import pretrained_weights_digest  # torch: only once cells are cached
+
+    return {
+        "code": code_fingerprint((*CODE_PACKAGES, "study/robustness.py")),
+        "libraries": library_versions(*CELL_LIBRARIES),
+        "pretrained_weights": pretrained_weights_digest(),
+    }
 
 
 # -- the cache ------------------------------------------------------------------------------
 class CellCache:
     """One JSON file per (variant, condition, data): written atomically, read only when every key matches."""
 
-    def __init__(self, folder: Path, data_fingerprint: str, seed: int):
+    def __init__(self, folder: Path, data_fingerprint: str, seed: int, environment: dict | None = None):
         self.folder = Path(folder)
         self.data = data_fingerprint
         self.seed = seed
+        self.environment = cell_environment() if environment is None else environment
 
     def _keys(self, variant: GridVariant, condition: Condition) -> dict:
         return {
             "version": ROBUSTNESS_VERSION, "variant": variant.identity, "condition": condition.label,
-            "seed": self.seed, "data": self.data,
+            "seed": self.seed, "data": self.data, "environment": self.environment,
         }
 
     def path(self, variant: GridVariant, condition: Condition) -> Path:
-        return self.folder / f"{variant.name}-{variant.key}" / f"{condition.label}-{_digest([self.data, self.seed])}.json"
+        where = _digest([self.data, self.seed, self.environment])
+        return self.folder / f"{variant.name}-{variant.key}" / f"{condition.label}-{where}.json"
 
     def get(self, variant: GridVariant, condition: Condition) -> Cell | None:
         path = self.path(variant, condition)
@@ -528,14 +540,15 @@ def run_robustness(
     allow_missing: bool = False,
     dev_per_folder: int = 25,
     progress: bool = True,
+    fmt: str | None = None,
 ) -> list[dict]:
     """``facecmp robustness``: choose the test set as ``compare`` does, run the grid, write the report."""
     from facecmp.study.compare import choose_splits
     from facecmp.study.variants import VariantContext
-    from facecmp.training.samples import data_fingerprint
+    from facecmp.data.fingerprint import data_fingerprint
 
     out = Path(out)
-    splits = choose_splits(root, test, seed=settings.seed, dev_per_folder=dev_per_folder, allow_missing=allow_missing)
+    splits = choose_splits(root, test, seed=settings.seed, dev_per_folder=dev_per_folder, allow_missing=allow_missing, fmt=fmt)
     cache_root = Path(cache_dir) if cache_dir else out / "cache"
     ctx = VariantContext(
         train=splits.train, dev=splits.dev, cache_dir=cache_root, device=device, seed=settings.seed,

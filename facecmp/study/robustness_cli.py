@@ -14,7 +14,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
-    """Every option but ``--device`` (cli.py adds it with the same checked type as the other commands)."""
+    """Every option but ``--device`` and ``--format`` (cli.py adds them as for the other commands)."""
     p.add_argument("--data", required=True, type=Path, help="course archive root")
     p.add_argument("--test", default=None, help="test folder, or 'split' / 'split:N' (as compare; default: validare/, else split:50)")
     p.add_argument("--out", required=True, type=Path, help="report folder (robustness.md, robustness.json, heatmap.png, ...)")
@@ -77,7 +77,7 @@ def run_command(args) -> int:
     summaries = run_robustness(
         args.data, args.out, test=args.test, variants=variants, checkpoints=checkpoints, settings=settings,
         epochs=args.epochs, device=args.device, cache_dir=args.cache, allow_missing=args.allow_missing,
-        dev_per_folder=args.dev_per_folder,
+        dev_per_folder=args.dev_per_folder, fmt=args.format,
     )
     print(summary_table(summaries))
     print(f"report: {args.out / 'robustness.md'}")

@@ -8,7 +8,6 @@ cache folder, device), training it first if it needs to. Adding one is a functio
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from facecmp.atomic import write_json
+from facecmp.data.fingerprint import CODE_PACKAGES, code_fingerprint, data_fingerprint, library_versions  # noqa: F401 (CODE_PACKAGES: re-exported)
 from facecmp.data.records import Dataset
 from facecmp.detection.base import DetectorLike, DetectorSettings
 from facecmp.detection.checkpoint import META_FILE
@@ -25,26 +25,6 @@ from facecmp.detection.detector import Detector
 from facecmp.errors import FacecmpError
 from facecmp.detection.reference import FacenetReference
 from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID as DLIB_GRID, calibration_detectors, dlib_hog_at
-
-# The packages whose code produces a cached checkpoint or calibration: sample mining, training
-# and calibration (training/), the cascade that mines RNet's/ONet's samples and is calibrated
-# (detection/), how images and annotations are read (data/) and the AP that calibration
-# maximizes (evaluation/). Their source is hashed into every cache key, so any change retrains.
-CODE_PACKAGES = ("training", "detection", "data", "evaluation")
-
-
-@functools.lru_cache(maxsize=None)
-def code_fingerprint(packages: tuple[str, ...] = CODE_PACKAGES, root: Path | None = None) -> str:
-    """A hash of the source files of ``<root>/<package>`` for each package (paths and bytes);
-    ``root`` defaults to the installed ``facecmp`` folder."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for package in packages:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
 
 @dataclass
 class VariantContext:
@@ -98,9 +78,16 @@ def _fingerprint(*parts) -> str:
 
 
 def _dataset_fingerprint(ds: Dataset | None) -> str | None:
-    from facecmp.training.samples import data_fingerprint
-
     return None if ds is None else data_fingerprint(ds)
+
+
+def environment_key(*libraries: str) -> dict:
+    """What every cached checkpoint and calibration of the study depends on besides its data and
+    settings: facecmp's code, the library versions (the core ones and ``libraries``) and the
+    pretrained weights (which fine-tuning starts from and the pretrained variants run)."""
+    from facecmp.detection.models import pretrained_weights_digest
+
+    return {"code": code_fingerprint(), "libraries": library_versions(*libraries), "pretrained_weights": pretrained_weights_digest()}
 
 
 def _cached_calibration(path: Path, calibrate: Callable[[], tuple[Sequence[float], list[dict]]]) -> dict:
@@ -126,7 +113,7 @@ def _pretrained_calibrated(ctx: VariantContext) -> Prepared:
 
     if ctx.dev is None:
         raise FacecmpError("pretrained-calibrated needs a dev split with ground truth to choose thresholds on")
-    path = ctx.cache_dir / f"pretrained-thresholds-{_fingerprint(code_fingerprint(), _dataset_fingerprint(ctx.dev))}.json"
+    path = ctx.cache_dir / f"pretrained-thresholds-{_fingerprint(environment_key(), _dataset_fingerprint(ctx.dev))}.json"
     stored = _cached_calibration(
         path,
         lambda: best_thresholds(
@@ -145,7 +132,7 @@ def _facenet_reference(ctx: VariantContext) -> Prepared:
 
 # -- fine-tuned -----------------------------------------------------------------------------
 def _checkpoint_folder(ctx: VariantContext, stages: tuple[str, ...], augment=None) -> Path:
-    parts = (code_fingerprint(), stages, _dataset_fingerprint(ctx.train), _dataset_fingerprint(ctx.dev), ctx.seed, ctx.epochs)
+    parts = (environment_key(), stages, _dataset_fingerprint(ctx.train), _dataset_fingerprint(ctx.dev), ctx.seed, ctx.epochs)
     if augment is not None:  # only then, so the folders of the unaugmented variants keep their keys
         key = _fingerprint(*parts, dataclasses.asdict(augment))
         return ctx.cache_dir / f"finetuned-{'-'.join(stages)}-augmented-{key}"
@@ -247,6 +234,9 @@ register(
 
 
 # -- peers: the detectors people reach for instead (issue #14) ------------------------------
+# Their packages, in the keys of their cached calibrations and trained detectors (BlazeFace runs
+# in its own environment: its mediapipe version is not covered).
+PEER_LIBRARIES = ("opencv-python-headless", "dlib-bin")
 # opencv-haar's dev grid: (min_neighbors, score) with score 0 = level weight, 1 = neighbour count.
 HAAR_GRID = tuple((float(n), float(k)) for k in (0, 1) for n in (1, 3, 5))
 
@@ -286,7 +276,7 @@ def _calibrated_peer(
         build(grid[0])  # a missing package says what to install before any work
         if ctx.dev is None:
             raise FacecmpError(f"{name} needs a dev split with ground truth to calibrate on")
-        path = ctx.cache_dir / f"{name}-settings-{_fingerprint(code_fingerprint(), grid, _dataset_fingerprint(ctx.dev))}.json"
+        path = ctx.cache_dir / f"{name}-settings-{_fingerprint(environment_key(*PEER_LIBRARIES), grid, _dataset_fingerprint(ctx.dev))}.json"
         stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), ctx.dev, grid, progress=ctx.progress))
         return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"]})
 
@@ -303,7 +293,8 @@ def dlib_checkpoint(ctx: VariantContext) -> Path:
     if ctx.train is None:
         raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
     settings = DlibTrainSettings(seed=ctx.seed)
-    folder = ctx.cache_dir / f"{name}-{_fingerprint(code_fingerprint(), settings, _dataset_fingerprint(ctx.train), _dataset_fingerprint(ctx.dev))}"
+    key = _fingerprint(environment_key(*PEER_LIBRARIES), settings, _dataset_fingerprint(ctx.train), _dataset_fingerprint(ctx.dev))
+    folder = ctx.cache_dir / f"{name}-{key}"
     if not (folder / META_FILE).is_file():
         train_dlib_hog(ctx.train, folder, dev=ctx.dev, settings=settings, progress=ctx.progress, resume=True)
     return folder

@@ -23,7 +23,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping
 
@@ -47,6 +46,7 @@ from facecmp.training.loop import (
     read_run_state,
     run_epoch,
     run_id_file,
+    run_recipe,
     save_run_state,
     split_indices,
     state_file,
@@ -76,7 +76,7 @@ def reduced(dist: Dist, local: dict) -> dict[str, float]:
 
 def run_id_for(stage: str, seed: int, samples: SampleSet, settings: TrainSettings, dist: Dist) -> dict:
     return {"stage": stage, "seed": seed, "n_samples": len(samples), "world_size": dist.world_size,
-            "settings": {k: v for k, v in asdict(settings).items() if k not in ("epochs", "threads")}}
+            "settings": run_recipe(settings)}
 
 
 def train_stage_ddp(

@@ -28,10 +28,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from facecmp import atomic
+from facecmp.data.fingerprint import data_fingerprint
 from facecmp.data.records import Dataset
 from facecmp.detection.peers import import_peer
 from facecmp.detection.peers.dlib_hog import CALIBRATION_GRID, KIND, META_FILE, DlibHogSettings, calibration_detectors
 from facecmp.errors import DataError, FacecmpError
+from facecmp.training.loop import training_threads
 
 FORMAT = 1
 
@@ -48,7 +50,7 @@ class DlibTrainSettings:
     # Training images drawn (seeded) from the training split; None: all of them.
     max_images: int | None = 400
     seed: int = 0
-    threads: int = 2
+    threads: int | None = None  # None: the process's torch setting (what `facecmp --threads` set)
 
     def __post_init__(self) -> None:
         if self.window_area < 400:
@@ -179,7 +181,6 @@ def train_dlib_hog(
 
     ``resume`` keeps the groups an interrupted run over the same data and settings finished."""
     from facecmp.training.calibrate import best_setting
-    from facecmp.training.samples import data_fingerprint
 
     dlib = import_peer("dlib", "dlib-hog-trained")
     out = Path(out)
@@ -212,7 +213,7 @@ def train_dlib_hog(
         options.C = settings.C
         options.epsilon = settings.epsilon
         options.add_left_right_image_flips = settings.flips
-        options.num_threads = settings.threads
+        options.num_threads = training_threads(settings.threads)
         options.upsample_limit = 0
         options.be_verbose = False
         name = f"group{g}.svm"

@@ -27,7 +27,8 @@ from facecmp.training.augment import AugmentSettings
 from facecmp.training.calibrate import DEFAULT_GRID, Thresholds, best_thresholds
 from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_stage_samples
 from facecmp.training.loop import TrainSettings, train_stage
-from facecmp.training.samples import MiningSettings, SampleSet, data_fingerprint, mine_pnet_samples
+from facecmp.data.fingerprint import data_fingerprint
+from facecmp.training.samples import MiningSettings, SampleSet, mine_pnet_samples
 from facecmp.training import ddp, sharded
 from facecmp.training.distributed import SINGLE, Dist
 

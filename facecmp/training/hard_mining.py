@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from facecmp.detection import cascade as C
 from facecmp.data.records import Dataset
+from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library_versions
 from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.detection.models import INPUT_SIZE
@@ -51,7 +52,6 @@ from facecmp.training.samples import (
     _pick,
     balanced_sample_set,
     cached_samples,
-    data_fingerprint,
     face_regions,
     label_crops,
     select_crops,
@@ -105,7 +105,8 @@ def hard_mining_fingerprint(
     dataset: Dataset, nets, stage: str, settings: HardMiningSettings, seed: int, augment: AugmentSettings | None = None
 ) -> str:
     earlier = ("pnet",) if stage == "rnet" else ("pnet", "rnet")
-    spec = {"version": HARD_MINING_VERSION, "stage": stage, "settings": asdict(settings), "seed": seed}
+    spec = {"version": HARD_MINING_VERSION, "stage": stage, "settings": asdict(settings), "seed": seed,
+            "code": code_fingerprint(), "libraries": library_versions()}
     if augment is not None:  # absent when off, so the keys of unaugmented caches stay what they were
         spec["augment"] = asdict(augment)
     spec = json.dumps(spec, sort_keys=True)

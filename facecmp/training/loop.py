@@ -48,7 +48,8 @@ class TrainSettings:
     val_fraction: float = 0.1
     flip: bool = True
     loss: LossWeights = field(default_factory=LossWeights)
-    threads: int = 2
+    # CPU threads for torch; None: the process's own (what `facecmp --threads` set).
+    threads: int | None = None
 
 
 @dataclass
@@ -62,6 +63,18 @@ class TrainResult:
     # Validation loss of the starting weights (epoch 0) and of the weights kept.
     start_val_loss: float = math.nan
     best_val_loss: float = math.nan
+
+
+def training_threads(threads: int | None) -> int:
+    """The CPU threads a training run uses: ``threads`` when its settings name a number, else the
+    process's own torch setting (``facecmp --threads``), which a recipe's default never overrides."""
+    return torch.get_num_threads() if threads is None else threads
+
+
+def run_recipe(settings) -> dict:
+    """The settings that decide what a resumable run learns (a run state written under other ones
+    is refused): all but ``epochs`` (a resumed run may go on longer) and ``threads`` (where it runs)."""
+    return {k: v for k, v in asdict(settings).items() if k not in ("epochs", "threads")}
 
 
 def freeze_all_but(nets: Mapping[str, nn.Module], stage: str) -> nn.Module:
@@ -233,7 +246,7 @@ def train_stage(
     progress: bool = True,
 ) -> TrainResult:
     """Fine-tune ``nets[stage]`` in place on ``samples``; return the best epoch's weights."""
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(training_threads(settings.threads))
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
     state_path = out_dir / state_file(stage)
@@ -257,7 +270,7 @@ def train_stage(
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
 
     # Where we are: fresh, or restored from the last finished epoch.
-    run_id = {"stage": stage, "seed": seed, "n_samples": len(samples), "settings": {k: v for k, v in asdict(settings).items() if k != "epochs"}}
+    run_id = {"stage": stage, "seed": seed, "n_samples": len(samples), "settings": run_recipe(settings)}
     history: list[dict] = []
     best: dict = {}
     bad_epochs, stopped = 0, False

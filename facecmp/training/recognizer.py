@@ -33,8 +33,8 @@ from facecmp.data.records import Dataset
 from facecmp.detection import cascade as C
 from facecmp.detection.recognizer import KINDS, RecognizerNet, face_crops
 from facecmp.errors import FacecmpError
-from facecmp.training.loop import load_run_state, save_run_state
-from facecmp.training.samples import data_fingerprint
+from facecmp.training.loop import load_run_state, run_recipe, save_run_state, training_threads
+from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library_versions
 
 STATE_FILE = "train_state_recognizer.pt"
 # Bump when the crops produced for the same settings change.
@@ -55,7 +55,7 @@ class RecognizerSettings:
     jitters_per_face: int = 3
     side_range: tuple[float, float] = (0.9, 1.15)
     max_shift: float = 0.1
-    threads: int = 2
+    threads: int | None = None  # None: the process's own (what `facecmp --threads` set)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -132,7 +132,8 @@ def cached_face_crops(ds: Dataset, classes, jitters: int, settings: RecognizerSe
     if cache_dir is None:
         return extract_face_crops(ds, classes, jitters, settings, seed, progress)
     spec = json.dumps({"v": CROPS_VERSION, "classes": classes, "jitters": jitters, "side": settings.side_range,
-                       "shift": settings.max_shift, "seed": seed, "data": data_fingerprint(ds)}, sort_keys=True)
+                       "shift": settings.max_shift, "seed": seed, "data": data_fingerprint(ds),
+                       "code": code_fingerprint(), "libraries": library_versions()}, sort_keys=True)
     path = Path(cache_dir) / f"recognizer_crops_{hashlib.sha256(spec.encode()).hexdigest()[:20]}.npz"
     if path.is_file():
         try:
@@ -154,7 +155,10 @@ def _normalized(images: np.ndarray | torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _features(net: RecognizerNet, images: np.ndarray, batch: int = 512) -> torch.Tensor:
     net.eval()
-    return torch.cat([net.features(_normalized(images[i:i + batch])) for i in range(0, len(images), batch)]) if len(images) else torch.zeros(0, 256)
+    device = next(net.parameters()).device
+    if not len(images):
+        return torch.zeros(0, 256, device=device)
+    return torch.cat([net.features(_normalized(images[i:i + batch]).to(device)) for i in range(0, len(images), batch)])
 
 
 def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -188,15 +192,17 @@ def train_recognizer(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     classes: tuple[str, ...] | None = None,
+    device: str = "cpu",
 ) -> RecognizerResult:
     """Train a recognizer of ``settings.kind`` whose trunk starts from ``onet_state_dict``.
 
     ``dev`` (exact boxes, no jitter) chooses the best epoch; without it a seeded 10% of the
-    training images does.
+    training images does. ``device``: where the network trains (the crops stay on the CPU and
+    go over batch by batch); the result is on the CPU.
     """
     import time
 
-    torch.set_num_threads(settings.threads)
+    torch.set_num_threads(training_threads(settings.threads))
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
     classes = classes or dataset_classes(train)
@@ -211,7 +217,8 @@ def train_recognizer(
     val_crops = cached_face_crops(dev, classes, 0, settings, seed, cache, progress)
     crops_s = time.perf_counter() - start
 
-    net = RecognizerNet.from_onet(onet_state_dict, len(classes))
+    device = torch.device(device)
+    net = RecognizerNet.from_onet(onet_state_dict, len(classes)).to(device)
     weights = class_weights(train_crops.labels, len(classes))
     generator = torch.Generator().manual_seed(seed)
     start = time.perf_counter()
@@ -237,18 +244,18 @@ def train_recognizer(
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
         if settings.is_probe:
             return net.head(x)
-        x = _normalized(x)
+        x = _normalized(x).to(device)
         if training:
-            flip = torch.rand(len(x), generator=generator) < 0.5
+            flip = (torch.rand(len(x), generator=generator) < 0.5).to(device)
             x[flip] = x[flip].flip(-1)
         return net(x)
 
     optimizer = torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
     state_path = out_dir / STATE_FILE
     run_id = {"kind": settings.kind, "standardized_probe": True, "seed": seed, "classes": list(classes), "n_train": len(y_train), "n_val": len(y_val),
-              "settings": {k: v for k, v in asdict(settings).items() if k != "epochs"}}
+              "settings": run_recipe(settings)}
     history: list[dict] = []
     best = {"score": -1.0, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
     bad_epochs, stopped = 0, False
@@ -268,7 +275,7 @@ def train_recognizer(
         for lo in range(0, len(order), settings.batch_size):
             idx = order[lo:lo + settings.batch_size]
             logits = forward(x_train[idx].clone(), training=True)
-            loss = loss_fn(logits, y_train[idx])
+            loss = loss_fn(logits, y_train[idx].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -277,7 +284,7 @@ def train_recognizer(
         scheduler.step()
         net.eval()
         with torch.no_grad():
-            predicted = torch.cat([forward(x_val[i:i + 512].clone(), training=False).argmax(1) for i in range(0, len(x_val), 512)]).numpy()
+            predicted = torch.cat([forward(x_val[i:i + 512].clone(), training=False).argmax(1) for i in range(0, len(x_val), 512)]).cpu().numpy()
         score, per_class = balanced_accuracy(predicted, y_val, len(classes))
         history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_balanced_accuracy": score,
                         "val_accuracy": float((predicted == y_val).mean()),
@@ -298,6 +305,7 @@ def train_recognizer(
             weight = net.head.weight / scale
             net.head.bias.sub_(weight @ mean)
             net.head.weight.copy_(weight)
+    net.cpu()  # trained on ``device``; kept and saved on the CPU, like the detector's stages
     info = {
         "kind": settings.kind,
         "settings": {**asdict(settings), "epochs": settings.n_epochs, "lr": settings.learning_rate},

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from facecmp import atomic
 from facecmp.detection.cascade import normalize
+from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library_versions
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
 from facecmp.training.augment import AugmentSettings, frames_per_record, training_frames
@@ -257,21 +258,9 @@ def mine_image_samples(image: np.ndarray, boxes: np.ndarray, settings: MiningSet
     return extract_crops(image, crops, settings.crop_size), labels, offsets
 
 
-def data_fingerprint(dataset: Dataset) -> str:
-    """Hash of image keys, their boxes and image file sizes: changes when the data does."""
-    h = hashlib.sha256()
-    for record in dataset.images:
-        h.update(record.key.encode())
-        h.update(np.ascontiguousarray(record.boxes, dtype=np.int64).tobytes())
-        try:
-            h.update(str(Path(record.path).stat().st_size).encode())
-        except OSError:
-            raise DataError(f"{record.path}: image file not found (listed as {record.key})") from None
-    return h.hexdigest()
-
-
 def mining_fingerprint(dataset: Dataset, settings: MiningSettings, seed: int, augment: AugmentSettings | None = None) -> str:
-    spec = {"version": MINING_VERSION, "settings": asdict(settings), "seed": seed}
+    spec = {"version": MINING_VERSION, "settings": asdict(settings), "seed": seed, "code": code_fingerprint(),
+            "libraries": library_versions()}
     if augment is not None:  # absent when off, so the keys of unaugmented caches stay what they were
         spec["augment"] = asdict(augment)
     return hashlib.sha256((data_fingerprint(dataset) + json.dumps(spec, sort_keys=True)).encode()).hexdigest()
