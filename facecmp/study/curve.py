@@ -195,8 +195,12 @@ def _start(out: Path, spec: dict, resume: bool) -> dict:
 
 
 def run_curve(root: str | Path, out: str | Path, settings: CurveSettings = CurveSettings(), *, test: str | None = None,
-              resume: bool = False, device: str = "cpu", fmt: str | None = None, progress: bool = True) -> dict:
-    """Measure the curve (see the module docstring); returns what ``curve.json`` holds."""
+              resume: bool = False, device: str = "cpu", fmt: str | None = None, progress: bool = True,
+              cache_dir: Path | None = None) -> dict:
+    """Measure the curve (see the module docstring); returns what ``curve.json`` holds.
+
+    ``cache_dir`` (default ``out/cache``): mined samples and the baselines' calibration, shared
+    with ``facecmp compare`` / the benchmarks when they use the same folder."""
     from facecmp.training.finetune import ordered_stages
 
     stages = ("dlib-hog",) if tuple(settings.stages) == ("dlib-hog",) else ordered_stages(settings.stages)
@@ -211,7 +215,7 @@ def run_curve(root: str | Path, out: str | Path, settings: CurveSettings = Curve
     curve = _start(out, curve_spec(splits, settings), resume)
     curve.update(train_frames=len(splits.train), note=data_note(splits, seed=settings.seed),
                  test={"name": splits.test.name, "images": len(splits.test), "faces": splits.test.n_faces})
-    cache = out / "cache"
+    cache = Path(cache_dir) if cache_dir is not None else out / "cache"
 
     ctx = VariantContext(train=splits.train, dev=splits.dev, cache_dir=cache, device=device, seed=settings.seed, progress=progress)
     for variant in get_variants([b for b in BASELINES if b not in curve["baselines"] and (splits.dev or b == "pretrained")]):
