@@ -336,11 +336,17 @@ def _speed(path: Path, i: int, entry, list_name: str) -> SpeedGate:
     )
 
 
-def _speed_list(doc: dict, list_name: str, dataset: str | None, path: Path, every: bool = False) -> list[SpeedGate]:
-    """Every entry of ``[[list_name]]`` checked; those limited to another dataset left out (unless ``every``)."""
+def list_of_tables(doc: dict, list_name: str, path: Path) -> list:
+    """The entries of ``[[list_name]]`` (none when absent); GatesFileError when it is not a list."""
     entries = doc.get(list_name, [])
     if not isinstance(entries, list):
         raise GatesFileError(f"{path}: '{list_name}' must be a list of tables ([[{list_name}]])")
+    return entries
+
+
+def _speed_list(doc: dict, list_name: str, dataset: str | None, path: Path, every: bool = False) -> list[SpeedGate]:
+    """Every entry of ``[[list_name]]`` checked; those limited to another dataset left out (unless ``every``)."""
+    entries = list_of_tables(doc, list_name, path)
     gates = [_speed(path, i, e, list_name) for i, e in enumerate(entries)]
     return [g for g, e in zip(gates, entries) if every or e.get("dataset", dataset) == dataset]
 
@@ -358,11 +364,8 @@ class CurveGate:
 
 def curve_gates(doc: dict, dataset: str | None, path: Path = Path("gates.toml")) -> list[CurveGate]:
     """The ``[[curve]]`` entries for ``dataset`` (every one when None), checked."""
-    entries = doc.get("curve", [])
-    if not isinstance(entries, list):
-        raise GatesFileError(f"{path}: 'curve' must be a list of tables ([[curve]])")
     gates = []
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(list_of_tables(doc, "curve", path)):
         key = f"[[curve]] #{i + 1}"
         if not isinstance(entry, dict) or not {"dataset", "frames", "stages"} <= set(entry):
             raise GatesFileError(f"{path}: {key}: expected dataset, frames, stages (and by, measured)")
