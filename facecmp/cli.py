@@ -180,6 +180,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "fine-tuned variant's detections (probe-pretrained, probe-finetuned, finetune)")
     _add_format_option(p)
 
+    p = sub.add_parser("curve", help="the label budget: fine-tune on nested subsets of the training frames, AP against frames")
+    p.add_argument("--data", required=True, type=Path, help="archive root containing antrenare/ (or any labelling format with a training part)")
+    p.add_argument("--out", required=True, type=Path, help="curve folder: curve.json, learning_curve.png, curve.md, points/")
+    p.add_argument("--frames", default=None, help="comma-separated subset sizes in labelled frames, and 'all' "
+                   "(default 25,50,100,200,400,800 where below the training set's size, then all)")
+    p.add_argument("--stages", default="pnet,rnet,onet", help="stages fine-tuned at every point (default pnet,rnet,onet); "
+                   "or dlib-hog: the trained dlib HOG detector's curve (facecmp[peers]), drawn on the same axes")
+    p.add_argument("--test", default=None, help="test folder, or 'split:N' to hold out N images per training folder "
+                   "(default: the archive's validare/, else split:50); must share no frame with the training frames")
+    p.add_argument("--seed", type=int, default=0, help="splits, subsets and training (default 0)")
+    p.add_argument("--repeats", type=_positive_int, default=1, help="subsets and trainings per size, seeds SEED..SEED+R-1 (default 1)")
+    p.add_argument("--epochs", type=_positive_int, default=None, help="epochs of every stage (default: each stage's recipe)")
+    p.add_argument("--dev-per-folder", type=_non_negative_int, default=25, help="images per training folder for threshold calibration, the same for every point (default 25)")
+    p.add_argument("--resume", action="store_true", help="continue (or extend) the curve in --out; finished points are not retrained")
+    p.add_argument("--device", type=_device, default="cpu")
+    _add_format_option(p)
+
     p = sub.add_parser("convert", help="write a dataset (any format) as COCO, Pascal VOC, YOLO, WIDER FACE or the course layout")
     p.add_argument("--data", required=True, type=Path, help="the dataset to read (course archive, COCO, VOC, YOLO or WIDER FACE)")
     p.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
@@ -485,6 +502,20 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_curve(args) -> int:
+    from facecmp.study.curve import CURVE_FILE, PLOT_FILE, REPORT_FILE, CurveSettings, run_curve
+
+    _require_output_folder(args.out, "--out")
+    settings = CurveSettings(
+        frames=args.frames, stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), seed=args.seed,
+        repeats=args.repeats, epochs=args.epochs, dev_per_folder=args.dev_per_folder,
+    )
+    curve = run_curve(args.data, args.out, settings, test=args.test, resume=args.resume, device=args.device, fmt=args.format,
+                      progress=sys.stderr.isatty())
+    print(f"{len(curve['points'])} points; wrote {args.out / CURVE_FILE}, {args.out / PLOT_FILE}, {args.out / REPORT_FILE}")
+    return 0
+
+
 def cmd_export(args) -> int:
     from facecmp.detection.export import SETTINGS_FILE, export_onnx
 
@@ -514,6 +545,7 @@ COMMANDS = {
     "finetune": cmd_finetune,
     "compare": cmd_compare,
     "demo": cmd_demo,
+    "curve": cmd_curve,
     "export": cmd_export,
     "convert": cmd_convert,
     "robustness": cmd_robustness,

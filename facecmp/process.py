@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
 import sys
 
 # glibc's mallopt() parameters (malloc.h).
@@ -18,13 +19,22 @@ _M_MMAP_THRESHOLD = -3
 
 
 def import_torch_frozen():
-    """Import torch with the cycle collector paused, then freeze the objects the import made.
+    """Import torch with the cycle collector paused, then freeze the objects the import made;
+    idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) unless the environment says otherwise.
+
+    Spinning OpenMP threads are what make facecmp crawl when other processes share the cores:
+    a thread that spins at a barrier while its partner waits for a core steals that core from
+    the partner and the neighbours (2 threads on 2 loaded cores: 12x slower detection, 16x
+    slower training than 1 thread; with PASSIVE 2 threads are as fast as 1 there; docs/price.md,
+    benchmarks/shared_cores.py). The policy is read when torch loads its OpenMP runtime, so it
+    applies only when this is the first import of torch. It changes no result.
 
     Importing torch creates ~180k objects that live until the process ends; collecting while
     they are created, re-scanning them in every later full collection and once more at exit
     is pure start-up cost (docs/speed.md has the measurement). Frozen objects are still freed by reference counting; only the
     cycle collector skips them, and worker processes forked later inherit them frozen too.
     """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     gc.disable()
     try:
         import torch
@@ -71,3 +81,4 @@ def exact_float32_on_cuda() -> None:
     import torch
 
     torch.backends.cudnn.allow_tf32 = False
+

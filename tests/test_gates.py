@@ -336,3 +336,32 @@ def test_the_audit_reaches_every_gate_family_of_the_real_file(tmp_path):
         line_end = text.index("}", line_start)
         broken = text[:line_start] + " " + text[line_end:]
         assert audit(write(tmp_path, broken), REGISTRY), dataset
+
+
+CURVE = """
+[[curve]]
+dataset = "d"
+frames = "10,40"
+stages = "pnet"
+epochs = 3
+by = 0.10
+measured = 0.12
+"""
+
+
+def test_curve_gates_compare_the_largest_point_with_the_smallest_and_are_audited(tmp_path):
+    from facecmp.bench.gates import CURVE_POINTS, audit, curve_gates, load_document
+
+    path = write(tmp_path, AUDITED + CURVE)
+    (entry,) = curve_gates(load_document(path), "d", path)
+    assert (entry.frames, entry.stages, entry.epochs) == ("10,40", "pnet", 3)
+    assert curve_gates(load_document(path), "other", path) == []
+    largest, smallest = CURVE_POINTS
+    check(entry.gate, {largest: {"ap_cava": 0.8}, smallest: {"ap_cava": 0.7}})
+    with pytest.raises(GateFailed, match="short by 0.050"):
+        check(entry.gate, {largest: {"ap_cava": 0.75}, smallest: {"ap_cava": 0.7}})
+    assert audit(path, ["a", "b"]) == []
+    problems = audit(write(tmp_path, AUDITED + CURVE.replace("by = 0.10", "by = 0.0")), ["a", "b"])
+    assert len(problems) == 1 and "sits 0.120 below its measurement 0.120" in problems[0], problems
+    with pytest.raises(GatesFileError, match="unknown key"):
+        curve_gates(load_document(write(tmp_path, CURVE + "colour = 1\n")), "d", tmp_path / "gates.toml")

@@ -32,3 +32,13 @@ def test_import_torch_frozen_keeps_the_collector_on_when_torch_is_loaded():
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_retain_freed_memory_is_accepted_by_glibc():
     assert retain_freed_memory() is True
+
+
+@pytest.mark.parametrize("given, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_import_torch_frozen_lets_idle_openmp_threads_sleep_unless_told_otherwise(given, expected):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | ({"OMP_WAIT_POLICY": given} if given else {})
+    code = "import os; from facecmp.process import import_torch_frozen; import_torch_frozen(); print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert out == [expected]

@@ -180,3 +180,58 @@ def test_stage_recall_after_onet_matches_what_detect_finds(tiny):
     assert set(recall) == {"pnet", "rnet", "onet"}
     assert recall["onet"] == pytest.approx(covered / total)
     assert all(0.0 <= v <= 1.0 for v in recall.values())
+
+
+# --- batches cut from contiguous tensors (loop.TensorBatches) serve what DataLoader served -----
+
+
+def _random_samples(n: int, size: int = 12, seed: int = 0):
+    import numpy as np
+
+    from facecmp.training.samples import SampleSet
+
+    rng = np.random.default_rng(seed)
+    return SampleSet(rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8), rng.choice(np.array([1, 0, -1], np.int8), n),
+                     rng.normal(0, 0.1, (n, 4)).astype(np.float32))
+
+
+def _data_loader(dataset, batch_size, shuffle=False, generator=None):
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=0)
+
+
+@pytest.mark.parametrize("n, batch_size", [(1000, 256), (1024, 256), (5, 8)])
+def test_tensor_batches_are_the_data_loaders_batches_and_random_streams(n, batch_size):
+    from facecmp.training.loop import TensorBatches
+    from facecmp.training.samples import SampleDataset
+
+    dataset = SampleDataset(_random_samples(n))
+    streams = []
+    for make in (_data_loader, TensorBatches):
+        torch.manual_seed(3)
+        generator = torch.Generator().manual_seed(7)
+        shuffled, in_order = make(dataset, batch_size, shuffle=True, generator=generator), make(dataset, 1024)
+        seen = []
+        for _ in range(3):  # epochs, with run_epoch's flip draws between the batches
+            for batch in shuffled:
+                seen.append(batch)
+                torch.rand(len(batch[0]), generator=generator)
+            seen.extend(in_order)
+        streams.append((seen, generator.get_state(), torch.get_rng_state()))
+    (old, old_gen, old_rng), (new, new_gen, new_rng) = streams
+    assert len(old) == len(new)
+    for a, b in zip(old, new):
+        assert all(x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(a, b))
+    assert torch.equal(old_gen, new_gen) and torch.equal(old_rng, new_rng)
+
+
+def test_train_stage_gives_the_same_weights_and_history_as_with_data_loaders(tmp_path, monkeypatch):
+    from facecmp.training import loop
+
+    samples = _random_samples(1500)
+    runs = []
+    for batches in (_data_loader, loop.TensorBatches):
+        monkeypatch.setattr(loop, "TensorBatches", batches)
+        runs.append(train_stage(fresh_nets(), "pnet", samples, tmp_path / batches.__name__, TrainSettings(epochs=3), progress=False))
+    old, new = runs
+    assert old.history == new.history and old.best_epoch == new.best_epoch
+    assert all(torch.equal(old.state_dict[k], new.state_dict[k]) for k in old.state_dict)

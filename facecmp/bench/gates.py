@@ -29,6 +29,14 @@ every dataset::
     at_least = 2.0
     dataset = "dexter"               # optional: only for this dataset's runs
 
+    [[curve]]                        # the label budget (benchmarks/test_curve.py): a tiny `facecmp curve`
+    dataset = "default"
+    frames = "10,all"                # the curve it was measured on (CurveSettings); other runs skip it
+    stages = "pnet"
+    epochs = 2
+    by = 0.10                        # AP (metric) at the largest point >= AP at the smallest + by
+    measured = 0.14                  # the measured difference
+
 Speed gates are ratios measured in the same run, never absolute seconds. A failed gate says
 which gate failed and by how much.
 
@@ -81,7 +89,11 @@ SETTING_KEYS = ("test", "n_test_images", "dev_per_folder", "seed", "test_fingerp
 # Keys of a dataset table that record when and how its numbers were measured.
 RECORD_KEYS = ("measured_date", "measured_command")
 # Top-level tables that are not datasets.
-NOT_DATASETS = ("speed", "process_speed", "margins")
+NOT_DATASETS = ("speed", "process_speed", "margins", "curve")
+# The two points a `[[curve]]` gate compares (its BeatsGate's variants), and the keys that say
+# which curve it was measured on.
+CURVE_POINTS = ("largest-point", "smallest-point")
+CURVE_KEYS = ("frames", "stages", "epochs")
 DEFAULT_MARGINS = {"accuracy": 0.05, "relative": 0.25, "within": 0.002, "speed": 0.10}
 MIN_SPEED_RUNS = 3
 
@@ -356,13 +368,48 @@ def _speed(path: Path, i: int, entry, list_name: str) -> SpeedGate:
     )
 
 
-def _speed_list(doc: dict, list_name: str, dataset: str | None, path: Path, every: bool = False) -> list[SpeedGate]:
-    """Every entry of ``[[list_name]]`` checked; those limited to another dataset left out (unless ``every``)."""
+def list_of_tables(doc: dict, list_name: str, path: Path) -> list:
+    """The entries of ``[[list_name]]`` (none when absent); GatesFileError when it is not a list."""
     entries = doc.get(list_name, [])
     if not isinstance(entries, list):
         raise GatesFileError(f"{path}: '{list_name}' must be a list of tables ([[{list_name}]])")
+    return entries
+
+
+def _speed_list(doc: dict, list_name: str, dataset: str | None, path: Path, every: bool = False) -> list[SpeedGate]:
+    """Every entry of ``[[list_name]]`` checked; those limited to another dataset left out (unless ``every``)."""
+    entries = list_of_tables(doc, list_name, path)
     gates = [_speed(path, i, e, list_name) for i, e in enumerate(entries)]
     return [g for g, e in zip(gates, entries) if every or e.get("dataset", dataset) == dataset]
+
+
+@dataclass(frozen=True)
+class CurveGate:
+    """A `[[curve]]` entry: the curve to measure (``frames``, ``stages``, ``epochs``) and the gate on it."""
+
+    dataset: str
+    frames: str
+    stages: str
+    epochs: int | None
+    gate: BeatsGate
+
+
+def curve_gates(doc: dict, dataset: str | None, path: Path = Path("gates.toml")) -> list[CurveGate]:
+    """The ``[[curve]]`` entries for ``dataset`` (every one when None), checked."""
+    gates = []
+    for i, entry in enumerate(list_of_tables(doc, "curve", path)):
+        key = f"[[curve]] #{i + 1}"
+        if not isinstance(entry, dict) or not {"dataset", "frames", "stages"} <= set(entry):
+            raise GatesFileError(f"{path}: {key}: expected dataset, frames, stages (and by, measured)")
+        extra = set(entry) - {"dataset", "metric", "by", "measured", *CURVE_KEYS}
+        if extra:
+            raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
+        measured = _number(path, key, entry["measured"]) if "measured" in entry else None
+        beats = BeatsGate(f"curve.{entry['dataset']}", *CURVE_POINTS, _metric(path, key, entry.get("metric", "ap_cava")),
+                          _number(path, key, entry.get("by", 0.0)), measured)
+        epochs = entry.get("epochs")
+        gates.append(CurveGate(entry["dataset"], str(entry["frames"]), str(entry["stages"]), int(epochs) if epochs else None, beats))
+    return [g for g in gates if dataset is None or g.dataset == dataset]
 
 
 def _minimum(path: Path, key: str, value) -> tuple[float, float | None]:
@@ -504,8 +551,10 @@ def audit(path: str | Path, variants) -> list[str]:
     from facecmp.bench.robustness import load_robustness_gates
 
     gates += load_robustness_gates(path, None) + load_recognition_gates(path, None)
+    gates += [c.gate for c in curve_gates(doc, None, path)]
     for gate in gates:
-        unknown = [v for v in getattr(gate, "variants", ()) if v not in known]  # recognition gates name recognizer kinds (checked on reading)
+        # recognition gates name recognizer kinds (checked on reading); curve gates name their two points
+        unknown = [v for v in getattr(gate, "variants", ()) if v not in known and v not in CURVE_POINTS]
         if unknown:
             problems.append(f"{path}: gate {gate.name}: no variant {', '.join(unknown)} in the registry ({', '.join(sorted(known))})")
         reason = _slack(gate, margins)

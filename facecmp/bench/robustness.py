@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 
 import pytest
 
-from facecmp.bench.gates import FloorOrRelation, GateFailed, GatesFileError
+from facecmp.bench.gates import FloorOrRelation, GateFailed, GatesFileError, list_of_tables
 
 GATE_METRICS = ("clean_ap", "mpc", "rpc", "worst")
 DEFAULT_CORRUPTIONS = "contrast,gaussian_noise,defocus_blur,jpeg_compression"  # a quick axis on generated data
@@ -102,11 +102,8 @@ def load_robustness_gates(path: str | Path, dataset: str | None) -> list[Robustn
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise GatesFileError(f"{path}: not valid TOML ({exc}); fix the file or remove it") from None
-    entries = doc.get("robustness", [])
-    if not isinstance(entries, list):
-        raise GatesFileError(f"{path}: 'robustness' must be a list of tables ([[robustness]])")
     gates = []
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(list_of_tables(doc, "robustness", path)):
         where = f"{path}: robustness[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("variant"), str):
             raise GatesFileError(f"{where}: expected a table with variant = \"...\"")

@@ -3,9 +3,6 @@ per-image timings between variants, and whole-process timings of ``facecmp detec
 
 from __future__ import annotations
 
-import math
-import statistics
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -50,27 +47,11 @@ class Timings:
 
     def paired_ms_per_image(self, names: Sequence[str], n_images: int, rounds: int = 3) -> dict[str, float]:
         """Median over images of each variant's fastest of ``rounds`` timings, timed image by
-        image in turn (a, b, a, b, ...).
+        image in turn (a, b, a, b, ...): :func:`facecmp.detection.inference.interleaved_ms_per_image`."""
+        from facecmp.detection.inference import interleaved_ms_per_image
 
-        Interleaving makes a ratio between variants robust to other processes taking the CPU
-        for a while, which would skew one variant's separate benchmark but not the other's; the
-        fastest of a few rounds drops the runs another process interrupted.
-        """
         detectors = {n: self._prepared(n).detector for n in names}
-        images = [img for _, img in self.speed_images(n_images)]
-        for detector in detectors.values():
-            # Warm-up over every image: the first call at each new tensor shape (pyramid levels,
-            # crop batches) pays one-off kernel set-up that is not per-image cost.
-            for image in images:
-                detector.detect_batch([image])
-        fastest: dict[str, list[float]] = {n: [math.inf] * len(images) for n in names}
-        for _ in range(rounds):
-            for i, image in enumerate(images):
-                for name, detector in detectors.items():
-                    start = time.perf_counter()
-                    detector.detect_batch([image])
-                    fastest[name][i] = min(fastest[name][i], time.perf_counter() - start)
-        return {n: 1000.0 * statistics.median(t) for n, t in fastest.items()}
+        return interleaved_ms_per_image(detectors, [img for _, img in self.speed_images(n_images)], rounds)
 
     def process_times(self, models: Sequence[str], rounds: int = 3) -> ProcessTimes:
         """Whole ``facecmp detect`` processes over every test image, alternating between

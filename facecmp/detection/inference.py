@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -120,6 +123,33 @@ def run_detector(
             bar.update(len(batch))
     seconds = time.perf_counter() - start
     return DetectionRun(detections_to_predictions(per_image), per_image, seconds)
+
+
+# How interleaved_ms_per_image measures, for charts and reports ({n} images, {rounds} rounds).
+INTERLEAVED_NOTE = ("median over {n} test images of the fastest of {rounds} rounds, the variants timed in turn "
+                    "image by image in one process ({threads} torch threads)")
+
+
+def interleaved_ms_per_image(detectors: Mapping[str, DetectorLike], images: Sequence[np.ndarray], rounds: int = 3) -> dict[str, float]:
+    """Median over ``images`` of each detector's fastest of ``rounds`` timings, the detectors timed
+    image by image in turn (a, b, a, b, ...), after one warm-up pass over every image.
+
+    Interleaving makes a ratio between detectors robust to other processes taking the CPU for a
+    while, which would skew one detector's separate timing but not the other's; the fastest of a
+    few rounds drops the runs another process interrupted. The warm-up pays the one-off set-up
+    of each new tensor shape (pyramid levels, crop batches), which is not per-image cost.
+    """
+    for detector in detectors.values():
+        for image in images:
+            detector.detect_batch([image])
+    fastest: dict[str, list[float]] = {n: [math.inf] * len(images) for n in detectors}
+    for _ in range(rounds):
+        for i, image in enumerate(images):
+            for name, detector in detectors.items():
+                start = time.perf_counter()
+                detector.detect_batch([image])
+                fastest[name][i] = min(fastest[name][i], time.perf_counter() - start)
+    return {n: 1000.0 * statistics.median(t) for n, t in fastest.items()}
 
 
 def detections_to_predictions(per_image: dict[str, Detections]) -> Predictions:

@@ -25,6 +25,9 @@ CASCADE_VARIANTS = ("finetuned-pnet-rnet", "finetuned-cascade")
 PEER_VARIANTS = ("opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full")
 DEFAULT_TEST_PER_FOLDER = 50
 DEFAULT_DEV_PER_FOLDER = 25
+# The report's ms/image: the variants timed in turn on this many test images (the fastest of SPEED_ROUNDS each).
+SPEED_IMAGES = 10
+SPEED_ROUNDS = 3
 
 
 @dataclass
@@ -105,8 +108,21 @@ def evaluate_prepared(
     return VariantResult(name, run.predictions, evaluation, run.ms_per_image, prepared.training_seconds, dict(prepared.settings))
 
 
-def evaluate_variant(variant: Variant, ctx: VariantContext, test: Dataset, *, progress: bool = True) -> VariantResult:
-    return evaluate_prepared(variant.name, variant.prepare(ctx), test, progress=progress)
+def timed_interleaved(results: Sequence[VariantResult], detectors, test: Dataset,
+                      n_images: int = SPEED_IMAGES, rounds: int = SPEED_ROUNDS) -> list[VariantResult]:
+    """``results`` with ms/image timed interleaved (:func:`interleaved_ms_per_image`) on the first
+    ``n_images`` test images, and how, in each result's ``ms_per_image_source``. Variants timed one
+    after the other over the whole test set are not comparable on a machine whose load changes."""
+    import torch
+
+    from facecmp.data.images import read_image
+    from facecmp.detection.inference import INTERLEAVED_NOTE, interleaved_ms_per_image
+
+    images = [read_image(r.path) for r in test.images[:n_images]]
+    ms = interleaved_ms_per_image(detectors, images, rounds)
+    source = INTERLEAVED_NOTE.format(n=len(images), rounds=rounds, threads=torch.get_num_threads())
+    return [dataclasses.replace(r, ms_per_image=ms[r.name], settings={**r.settings, "ms_per_image_source": source})
+            for r in results]
 
 
 def run_comparison(
@@ -132,11 +148,14 @@ def run_comparison(
         device=device, seed=seed, epochs=epochs,
         checkpoints={"finetuned-pnet": checkpoint} if checkpoint else {},
     )
-    results = []
+    results, detectors = [], {}
     for variant in get_variants(variants):
-        result = evaluate_variant(variant, ctx, splits.test)
+        prepared = variant.prepare(ctx)
+        result = evaluate_prepared(variant.name, prepared, splits.test)
         save_predictions(out / "predictions" / variant.name, result.predictions)
         results.append(result)
+        detectors[variant.name] = prepared.detector
+    results = timed_interleaved(results, detectors, splits.test)
     notes = [data_note(splits, seed=seed), *variant_notes(results)]
     write_report(out, results, dataset=splits.test, title=title, notes=notes)
     print(results_table(results))

@@ -77,8 +77,21 @@ def results_table(results: Sequence[VariantResult], fmt: str = "github") -> str:
     return tabulate(rows, headers=COLUMNS, tablefmt=fmt, floatfmt=(None, ".3f", ".3f", ".3f", ".3f", ".1f", None))
 
 
+def speed_note(results: Sequence[VariantResult]) -> str:
+    """How the chart's ms/image were measured: the variants' ``ms_per_image_source``, said once
+    when they share it ("not recorded" where a variant has none)."""
+    sources = [r.settings.get("ms_per_image_source") or "not recorded" for r in results]
+    if len(set(sources)) == 1:
+        return f"measured: {sources[0]}"
+    return "measured: " + "; ".join(f"{r.name}: {s}" for r, s in zip(results, sources))
+
+
 def plot_speed(results: Sequence[VariantResult], path: Path) -> Path:
-    fig = Figure(figsize=(6.4, 0.6 + 0.5 * len(results)), dpi=100)
+    """Bars of ms/image, with how they were measured (:func:`speed_note`) written under them."""
+    import textwrap
+
+    note = textwrap.fill(speed_note(results), 95)
+    fig = Figure(figsize=(6.4, 0.9 + 0.5 * len(results) + 0.16 * note.count("\n")), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     names = [r.name for r in results]
@@ -87,7 +100,8 @@ def plot_speed(results: Sequence[VariantResult], path: Path) -> Path:
     ax.set_xlabel("ms per image (lower is better)")
     for y, r in enumerate(results):
         ax.text(r.ms_per_image, y, f" {r.ms_per_image:.1f}", va="center", fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05 + 0.03 * note.count("\n"), 1, 1))
+    fig.text(0.01, 0.01, note, fontsize=6.5, va="bottom", ha="left", color="0.3")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
