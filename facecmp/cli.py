@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", action="store_true", help="also run the peer detectors: opencv-haar, dlib-hog, dlib-hog-trained (pip install 'facecmp[peers]'), blazeface, blazeface-full (make mediapipe-venv)")
     p.add_argument("--recognizers", default="", help="task 2: comma-separated recognizer kinds to train and score on the last "
                    "fine-tuned variant's detections (probe-pretrained, probe-finetuned, finetune)")
+    p.add_argument("--source-test", type=Path, default=None, help="also score every variant on this source-domain test set "
+                   "(any format; WIDER FACE with eval_tools/ground_truth/*.mat: its official protocol) and report both domains")
+    p.add_argument("--source-split", default=None, help="with --source-test: score split:N images per folder (WIDER: per event), "
+                   "chosen with --seed (default: all)")
     _add_format_option(p)
 
     p = sub.add_parser("convert", help="write a dataset (any format) as COCO, Pascal VOC, YOLO, WIDER FACE or the course layout")
@@ -526,7 +530,7 @@ def cmd_compare(args) -> int:
         args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
         seed=args.seed, device=args.device, allow_missing=args.allow_missing,
         variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()) + (PEER_VARIANTS if args.peers else ()), fmt=args.format,
-        recognizers=recognizers,
+        recognizers=recognizers, source_test=args.source_test, source_split=args.source_split,
     )
     print(f"report: {report_dir / 'report.md'}")
     return 0
