@@ -127,18 +127,22 @@ def plot_tradeoff(results: Sequence[VariantResult], source: Mapping, path: Path)
         points = [(m, v) for m, v in source[r.name].metrics.items() if m in markers]
         line = ax.plot([x] * len(points), [v for _, v in points], linewidth=1, alpha=0.5)[0]
         for m, v in points:
-            ax.scatter([x], [v], marker=markers[m], color=line.get_color(),
-                       label=SOURCE_LABELS[m] if m not in shown and len(points) > 1 else None)
+            ax.scatter([x], [v], marker=markers[m], color=line.get_color())
             shown.add(m)
-        ax.annotate(r.name, (x, points[0][1]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        right = x > 0.7  # keep the name inside the axes
+        ax.annotate(r.name, (x, points[0][1]), textcoords="offset points", xytext=(-5 if right else 5, 4), fontsize=8,
+                    ha="right" if right else "left")
     ax.set_xlim(0.0, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("target-domain AP (course evaluator)")
     ax.set_ylabel("source-domain AP" + (" (WIDER FACE protocol)" if "wider_easy" in shown else ""))
-    ax.set_title("What fine-tuning buys on the target, and what it costs on the source")
+    ax.set_title("Gain on the target domain vs cost on the source domain")
     ax.grid(True, alpha=0.4)
-    if len(shown) > 1:
-        ax.legend(loc="lower left", fontsize="small")
+    if len(shown) > 1:  # one marker per source metric, in grey: the colours are the variants
+        from matplotlib.lines import Line2D
+
+        ax.legend([Line2D([], [], marker=markers[m], color="grey", linestyle="") for m in markers if m in shown],
+                  [SOURCE_LABELS[m] for m in markers if m in shown], loc="lower left", fontsize="small")
     fig.tight_layout()
     return save_figure(fig, path)
 
