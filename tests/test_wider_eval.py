@@ -248,6 +248,7 @@ def test_submission_round_trip_keeps_every_image_and_sorts_by_score(tmp_path):
     text = (tmp_path / "wider" / "0--Parade" / "p_1.txt").read_text().splitlines()
     assert text[:2] == ["p_1", "2"] and text[2].split() == ["0.00", "0.00", "10.00", "20.00", "0.75000000"]
     back = read_submission(tmp_path)  # the folder above wider/ works too
+    assert set(read_submission(tmp_path / "wider")) == set(back)  # and event folders written by another detector
     assert set(back) == {"0--Parade/p_1", "1--Meeting/m_1"} and back["1--Meeting/m_1"].shape == (0, 5)
     np.testing.assert_allclose(back["0--Parade/p_1"], rows)
 
