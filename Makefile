@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test,onnx,robustness,peers]'
+	$(BIN)/python -m pip install -q -e '.[test,onnx,robustness,peers,wider]'
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0 imagecorruptions==1.1.2
 	touch $(STAMP)
 

@@ -125,15 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "for every character the checkpoint's recognizer knows")
 
     p = sub.add_parser("evaluate", help="score course-format predictions against ground truth")
-    p.add_argument("--pred", required=True, type=Path, help="folder with the three .npy files")
-    p.add_argument("--gt", type=Path, help="ground-truth file (task1_gt_validare.txt layout); task 1")
+    p.add_argument("--pred", required=True, type=Path, help="folder with the three .npy files (--protocol wider: with wider/<event>/<name>.txt, "
+                   "or the submission folder itself)")
+    p.add_argument("--gt", type=Path, help="ground-truth file (task1_gt_validare.txt layout); task 1. --protocol wider: the folder "
+                   "with wider_face_val.mat and wider_{easy,medium,hard}_val.mat")
+    p.add_argument("--protocol", choices=("course", "wider"), default="course", help="course: the course's task-1 evaluator "
+                   "(default); wider: WIDER FACE's official easy / medium / hard AP (needs facecmp[wider])")
     p.add_argument("--iou", type=_probability, default=0.3, help="IoU threshold for a true positive (default 0.3)")
     p.add_argument("--name", default="all_faces", help="prediction file suffix (default all_faces; task 2: a character)")
     p.add_argument("--json", type=Path, help="write the metrics as JSON here")
     p.add_argument("--plot", type=Path, help="write the precision-recall curve (PNG) here")
     p.add_argument("--task2", action="store_true", help="score task 2 (who is it): every character of --gt-dir against --pred's files")
     p.add_argument("--gt-dir", type=Path, help="task 2: folder with task2_<character>_gt_validare.txt (e.g. validare/)")
-    p.add_argument("--allow-missing", action="store_true", help="task 2: score only the images present in --gt-dir's image folder")
+    p.add_argument("--allow-missing", action="store_true", help="task 2: score only the images present in --gt-dir's image folder; "
+                   "--protocol wider: score only the ground-truth images that have a prediction file")
     p.add_argument("--min-score", type=_probability, default=0.5, help="task 2 confusion matrix: a face counts as recognised "
                    "when its best character score is at least this (default 0.5)")
     p.add_argument("--confusion", type=Path, help="task 2: write the confusion matrix (PNG) here")
@@ -178,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peers", action="store_true", help="also run the peer detectors: opencv-haar, dlib-hog, dlib-hog-trained (pip install 'facecmp[peers]'), blazeface, blazeface-full (make mediapipe-venv)")
     p.add_argument("--recognizers", default="", help="task 2: comma-separated recognizer kinds to train and score on the last "
                    "fine-tuned variant's detections (probe-pretrained, probe-finetuned, finetune)")
+    p.add_argument("--source-test", type=Path, default=None, help="also score every variant on this source-domain test set "
+                   "(any format; WIDER FACE with eval_tools/ground_truth/*.mat: its official protocol) and report both domains")
+    p.add_argument("--source-split", default=None, help="with --source-test: score split:N images per folder (WIDER: per event), "
+                   "chosen with --seed (default: all)")
     _add_format_option(p)
 
     p = sub.add_parser("curve", help="the label budget: fine-tune on nested subsets of the training frames, AP against frames")
@@ -238,7 +247,7 @@ def cmd_detect(args) -> int:
     import torch
 
     from facecmp.detection.detector import load_detector
-    from facecmp.detection.inference import images_to_detect, run_detector
+    from facecmp.detection.inference import images_to_detect, is_wider_dataset, run_detector, wider_submission
     from facecmp.data.predictions import save_predictions
 
     _require_output_folder(args.out, "--out")
@@ -258,6 +267,16 @@ def cmd_detect(args) -> int:
     save_predictions(args.out, run.predictions)
     print(f"{len(dataset)} images, {len(run.predictions)} faces, {run.images_per_second:.1f} images/s ({run.ms_per_image:.1f} ms/image)")
     print(f"wrote {args.out}/detections_all_faces.npy, scores_all_faces.npy, file_names_all_faces.npy")
+    if is_wider_dataset(args.images):
+        from facecmp.data.wider_protocol import SUBMISSION_FOLDER, write_submission
+
+        flat = [k for k in run.per_image if "/" not in k]
+        if flat:
+            print(f"warning: no WIDER FACE submission written: {len(flat)} images are not in an event folder "
+                  f"(e.g. {flat[0]}); the format needs WIDER_val/images/<event>/<name>.jpg", file=sys.stderr)
+        else:
+            written = write_submission(args.out / SUBMISSION_FOLDER, wider_submission(run.per_image))
+            print(f"wrote {args.out}/{SUBMISSION_FOLDER}/<event>/<name>.txt for {len(written)} images (WIDER FACE submission format)")
     if args.characters:
         from facecmp.detection.recognizer import task2_predictions
 
@@ -288,6 +307,8 @@ def cmd_evaluate(args) -> int:
         _require_plot_format(args.plot)
     if args.task2:
         return _evaluate_task2(args)
+    if args.protocol == "wider":
+        return _evaluate_wider(args)
     if args.gt is None:
         raise DataError("evaluate: --gt FILE is required for task 1 (or use --task2 --gt-dir FOLDER for task 2)")
     preds = load_predictions(args.pred, name=args.name)
@@ -314,6 +335,37 @@ def cmd_evaluate(args) -> int:
         write_json(args.json, s)
     if args.plot:
         plot_pr_curves({args.pred.name or "predictions": result}, args.plot)
+    return 0
+
+
+def _evaluate_wider(args) -> int:
+    from facecmp.atomic import write_json
+    from facecmp.data.wider_protocol import find_submission, read_submission, read_wider_ground_truth
+    from facecmp.evaluation.plots import plot_wider_curves
+    from facecmp.evaluation.wider import score_submission
+
+    if args.gt is None:
+        raise DataError("evaluate --protocol wider: --gt GT_DIR is required (the folder with wider_face_val.mat and "
+                        "wider_{easy,medium,hard}_val.mat)")
+    folder = find_submission(args.pred)
+    if folder is None:
+        raise DataError(f"{args.pred}: no WIDER FACE submission found; --protocol wider reads {args.pred}/wider/<event>/<name>.txt "
+                        "or <event>/<name>.txt folders (image name, box count, `x y w h score` lines), which `facecmp detect` "
+                        "writes on a WIDER FACE dataset (the course's .npy files do not list the images without detections)")
+    submission = read_submission(folder)
+    gt = read_wider_ground_truth(args.gt)
+    score = score_submission(submission, gt, allow_missing=args.allow_missing, pred=str(folder))
+    for line in score.warnings(str(folder), str(args.gt)):
+        print(f"warning: {line}", file=sys.stderr)
+    ev = score.evaluation
+    for difficulty, curve in ev.curves.items():
+        print(f"{difficulty:<7} AP {curve.ap:.4f}   ({curve.n_faces} faces)")
+    print(f"{ev.n_images} images, {ev.n_detections} detections (WIDER FACE protocol: IoU 0.5, 1,000 thresholds)")
+    if args.json:
+        write_json(args.json, {"wider": {**ev.summary(), "missing_images": len(score.missing),
+                                         "unknown_prediction_files": len(score.strangers)}})
+    if args.plot:
+        plot_wider_curves(ev, args.plot)
     return 0
 
 
@@ -496,7 +548,7 @@ def cmd_compare(args) -> int:
         args.data, args.out, test=args.test, checkpoint=args.checkpoint, epochs=args.epochs,
         seed=args.seed, device=args.device, allow_missing=args.allow_missing,
         variants=COMPARE_VARIANTS + (CASCADE_VARIANTS if args.cascade else ()) + (PEER_VARIANTS if args.peers else ()), fmt=args.format,
-        recognizers=recognizers,
+        recognizers=recognizers, source_test=args.source_test, source_split=args.source_split,
     )
     print(f"report: {report_dir / 'report.md'}")
     return 0

@@ -321,7 +321,8 @@ def test_the_audit_reaches_every_gate_family_of_the_real_file(tmp_path):
     text = REAL_GATES.read_text()
     headers = ["[[speed]]", "[[process_speed]]", "[[robustness]]", "[[recognition]]"]
     for dataset in datasets_in(load_document(REAL_GATES)):
-        headers += [f"[[{dataset}.relations]]"]
+        if f"\n[[{dataset}.relations]]" in text:  # a table may hold floors only (wider-face)
+            headers += [f"[[{dataset}.relations]]"]
     assert len(headers) >= 6
     for header in headers:
         start = text.index("\n" + header)

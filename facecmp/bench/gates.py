@@ -83,7 +83,11 @@ from typing import Mapping
 
 from facecmp.errors import FacecmpError
 
-METRICS = ("ap_cava", "ap_voc", "recall", "precision")
+TARGET_METRICS = ("ap_cava", "ap_voc", "recall", "precision")
+# A source-domain dataset's table (benchmarks/test_source.py) gates facecmp.study.source's metrics:
+# wider_easy / wider_medium / wider_hard (WIDER's protocol), source_ap_cava ... (the course evaluator).
+SOURCE_METRICS = ("wider_easy", "wider_medium", "wider_hard", "source_ap_cava", "source_ap_voc", "source_recall", "source_precision")
+METRICS = TARGET_METRICS + SOURCE_METRICS
 # Keys of a dataset table that describe how its numbers were measured (not gates).
 SETTING_KEYS = ("test", "n_test_images", "dev_per_folder", "seed", "test_fingerprint")
 # Keys of a dataset table that record when and how its numbers were measured.
@@ -288,8 +292,8 @@ class GateSet:
     speed: list[SpeedGate] = field(default_factory=list)
     process_speed: list[SpeedGate] = field(default_factory=list)
 
-    def minimums_for(self, variant: str) -> list[MinimumGate]:
-        return [g for g in self.minimums if g.variant == variant]
+    def minimums_for(self, variant: str, metrics=TARGET_METRICS) -> list[MinimumGate]:
+        return [g for g in self.minimums if g.variant == variant and g.metric in metrics]
 
     def mismatch(self, run: Mapping[str, object]) -> str | None:
         """Why the accuracy gates do not apply to a run with these settings (None when they do)."""

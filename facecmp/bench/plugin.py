@@ -6,7 +6,7 @@ Nothing is loaded until a test requests one of the fixtures below.
 
 Fixtures: ``facecmp_session``, ``facecmp_splits``, ``variant`` (every
 selected variant), ``variant_prepared`` (its ready detector), ``variant_result`` (that variant's detections + evaluation, computed once per
-session), ``facecmp_gates`` (the gates of this dataset), ``facecmp_relation`` / ``facecmp_speed_gate``
+session), ``source_result`` (the same on --facecmp-source-data), ``facecmp_gates`` (the gates of this dataset), ``facecmp_relation`` / ``facecmp_speed_gate``
 (parametrized over the relational / speed gates of the gates file).
 """
 
@@ -40,6 +40,11 @@ def pytest_addoption(parser):
     group.addoption("--facecmp-recognizers", default=None, metavar="KINDS",
                     help="task 2: comma-separated recognizer kinds to train and gate (default: all; see facecmp.detection.recognizer.KINDS)")
     group.addoption("--facecmp-gates", default=None, help=f"gates file (default: {GATES_FILE} beside the test module)")
+    group.addoption("--facecmp-source-data", default=None, metavar="ROOT",
+                    help="also score the variants on this source-domain test set (any format; WIDER FACE with its .mat "
+                    "files: the official protocol); gated by the [<folder name>] table of the gates file")
+    group.addoption("--facecmp-source-split", default=None, metavar="split:N",
+                    help="score N source images per folder (WIDER: per event), chosen with the seed (default: all)")
     robustness.add_options(group)
 
 
@@ -59,6 +64,8 @@ def _options(config: pytest.Config) -> BenchOptions:
         workers=opt("--facecmp-workers"),
         dev_per_folder=opt("--facecmp-dev"),
         recognizers=tuple(k.strip() for k in recognizers.split(",") if k.strip()) if recognizers else None,
+        source_data=Path(opt("--facecmp-source-data")) if opt("--facecmp-source-data") else None,
+        source_split=opt("--facecmp-source-split"),
     )
 
 
@@ -146,6 +153,14 @@ def variant_prepared(facecmp_session: BenchSession, variant: str):
 @pytest.fixture
 def variant_result(facecmp_session: BenchSession, variant: str):
     return _facecmp_errors_as_failures(facecmp_session.result, variant)
+
+
+@pytest.fixture
+def source_result(facecmp_session: BenchSession, variant: str):
+    """The variant scored on --facecmp-source-data (skipped when the run gave none)."""
+    if facecmp_session.options.source_data is None:
+        pytest.skip("no --facecmp-source-data given: the source-domain benchmarks need a second test set")
+    return _facecmp_errors_as_failures(facecmp_session.source_result, variant)
 
 
 @pytest.fixture

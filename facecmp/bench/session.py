@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the study (torch, matplotlib) is imported when a test first
     from facecmp.data.records import Dataset
     from facecmp.study.compare import Splits
     from facecmp.study.report import VariantResult
+    from facecmp.study.source import SourceDomain, SourceResult
     from facecmp.study.variants import Prepared, VariantContext
 
 DEFAULT_SPLIT = "split:50"
@@ -49,6 +50,8 @@ class BenchOptions:
     seed: int = 0
     epochs: int | None = None
     recognizers: tuple[str, ...] | None = None  # task 2's recognizer kinds; None: every kind
+    source_data: Path | None = None  # a source-domain test set (facecmp.study.source); None: none
+    source_split: str | None = None  # split:N of it per folder (WIDER: per event); None: all of it
     # Parameters of the generated dataset (tests use a tiny one).
     synthetic: dict = dataclasses.field(default_factory=dict)
 
@@ -60,6 +63,7 @@ class BenchSession:
         self.options = options
         self._prepared: dict[str, Prepared | Exception] = {}
         self._results: dict[str, VariantResult | Exception] = {}
+        self._source_results: dict[str, SourceResult | Exception] = {}
         # Speed measurements of this run (pytest-benchmark's, paired, whole-process).
         self.timings = Timings(lambda: self.test, self.prepared)
         self.report_path: Path | None = None  # where write_report put the report, once it has
@@ -157,6 +161,36 @@ class BenchSession:
 
         return self._once(self._results, name, compute)
 
+    # -- the source domain ---------------------------------------------------------------------
+    @cached_property
+    def source(self) -> SourceDomain:
+        """The source-domain test set (raises FacecmpError when --facecmp-source-data was not given or is unusable)."""
+        from facecmp.errors import FacecmpError
+        from facecmp.study.source import load_source_domain
+
+        if self.options.source_data is None:
+            raise FacecmpError("no source-domain data: pass --facecmp-source-data ROOT (e.g. ../shared/datasets/wider-face)")
+        return load_source_domain(self.options.source_data, split=self.options.source_split, seed=self.options.seed)
+
+    def source_result(self, name: str) -> SourceResult:
+        """The variant scored on the source-domain test set (computed once)."""
+        from facecmp.study.source import score_source
+
+        def compute() -> SourceResult:
+            return score_source(name, self.prepared(name), self.source, workers=self.options.workers, progress=False)
+
+        return self._once(self._source_results, name, compute)
+
+    def source_run_settings(self) -> dict:
+        """How this run chose its source images; compared with the settings of the source dataset's gates."""
+        from facecmp.training.samples import data_fingerprint
+
+        return {"test": self.source.selection, "n_test_images": len(self.source.test), "seed": self.options.seed,
+                "test_fingerprint": data_fingerprint(self.source.test)[:16]}
+
+    def source_evaluated(self) -> dict[str, SourceResult]:
+        return {n: r for n, r in self._source_results.items() if not isinstance(r, Exception)}
+
     @staticmethod
     def _once(memo: dict, name: str, compute):
         # A failure is remembered too, so each test of a broken variant fails fast with the same
@@ -223,5 +257,6 @@ class BenchSession:
         results = self.final_results()
         if not results:
             return None
+        source = self.source_evaluated()
         return write_report(out, results, dataset=self.test, title=f"facecmp benchmarks on {self.dataset_key}",
-                            notes=self.notes())
+                            notes=self.notes(), source=source, source_note=self.source.describe() if source else None)

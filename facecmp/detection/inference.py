@@ -165,6 +165,24 @@ def detections_to_predictions(per_image: dict[str, Detections]) -> Predictions:
     )
 
 
+def wider_submission(per_image: dict[str, Detections]) -> dict[str, np.ndarray]:
+    """Per-image detections as WIDER FACE submission rows (``<event>/<name> -> x y w h score``, best first)."""
+    from facecmp.data.wider_protocol import image_key, to_submission_boxes
+
+    return {image_key(key): to_submission_boxes(d.boxes, d.scores) for key, d in per_image.items()}
+
+
+def is_wider_dataset(path: Path) -> bool:
+    """Whether ``images_to_detect(path)`` reads a WIDER FACE dataset (so detect also writes its submission format)."""
+    from facecmp.data.formats import find_formats
+    from facecmp.data.images import IMAGE_SUFFIXES
+
+    path = Path(path)
+    if not path.is_dir() or any(p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+        return False
+    return list(find_formats(path)) == ["wider"]
+
+
 def images_to_detect(path: Path) -> Dataset:
     """A folder of images, or a labelled dataset (a course test folder or archive, COCO, VOC,
     YOLO, WIDER FACE) whose test images we should run on."""

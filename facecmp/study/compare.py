@@ -16,7 +16,7 @@ from facecmp.evaluation.evaluator import evaluate
 from facecmp.detection.inference import run_detector
 from facecmp.data.predictions import save_predictions
 from facecmp.study.report import VariantResult, data_note, results_table, variant_notes, write_report
-from facecmp.study.variants import Prepared, Variant, VariantContext, get_variants
+from facecmp.study.variants import Prepared, VariantContext, get_variants
 
 COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
 # `compare --cascade` adds the RNet/ONet fine-tunes (minutes more on CPU).
@@ -140,25 +140,44 @@ def run_comparison(
     title: str = "facecmp: pretrained vs fine-tuned MTCNN",
     fmt: str | None = None,
     recognizers: Sequence[str] = (),
+    source_test: str | Path | None = None,
+    source_split: str | None = None,
 ) -> Path:
+    """The study; with ``source_test`` every variant is also scored on that source-domain test set
+    (:mod:`facecmp.study.source`), its detections in ``out/source/<variant>/``."""
     out = Path(out)
     splits = choose_splits(root, test, seed=seed, allow_missing=allow_missing, fmt=fmt)
+    source = None
+    if source_test is not None:
+        from facecmp.study.source import load_source_domain
+
+        source = load_source_domain(source_test, split=source_split, seed=seed)  # bad source data fails before training
     ctx = VariantContext(
         train=splits.train, dev=splits.dev, cache_dir=Path(cache_dir) if cache_dir else out / "cache",
         device=device, seed=seed, epochs=epochs,
         checkpoints={"finetuned-pnet": checkpoint} if checkpoint else {},
     )
-    results, detectors = [], {}
+    results, detectors, source_results = [], {}, {}
     for variant in get_variants(variants):
         prepared = variant.prepare(ctx)
         result = evaluate_prepared(variant.name, prepared, splits.test)
         save_predictions(out / "predictions" / variant.name, result.predictions)
         results.append(result)
         detectors[variant.name] = prepared.detector
+        if source is not None:
+            from facecmp.study.source import score_source
+
+            source_results[variant.name] = score_source(variant.name, prepared, source, out=out / "source" / variant.name)
     results = timed_interleaved(results, detectors, splits.test)
     notes = [data_note(splits, seed=seed), *variant_notes(results)]
-    write_report(out, results, dataset=splits.test, title=title, notes=notes)
+    write_report(out, results, dataset=splits.test, title=title, notes=notes,
+                 source=source_results, source_note=source.describe() if source else None)
     print(results_table(results))
+    if source is not None:
+        from facecmp.study.report import source_table
+
+        print(source.describe())
+        print(source_table(results, source_results))
     if recognizers:  # task 2 on the detections of the last fine-tuned variant
         from facecmp.study.recognition import study_task2, task2_table
 

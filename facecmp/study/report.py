@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -107,6 +107,67 @@ def plot_speed(results: Sequence[VariantResult], path: Path) -> Path:
     return path
 
 
+SOURCE_LABELS = {"wider_easy": "WIDER easy", "wider_medium": "WIDER medium", "wider_hard": "WIDER hard",
+                 "source_ap_cava": "source AP (course)", "source_ap_voc": "source AP (VOC)",
+                 "source_recall": "source recall", "source_precision": "source precision"}
+
+
+def source_table(results: Sequence[VariantResult], source: Mapping, fmt: str = "github") -> str:
+    """Target-domain AP beside source-domain AP, one row per variant scored on both."""
+    scored = [r for r in results if r.name in source]
+    metrics = list(source[scored[0].name].metrics) if scored else []
+    rows = []
+    for r in scored:
+        s = r.evaluation.summary()
+        rows.append([r.name, s["ap_cava"], s["ap_voc"], *(source[r.name].metrics[m] for m in metrics)])
+    headers = ("variant", "target AP (course)", "target AP (VOC)", *(SOURCE_LABELS.get(m, m) for m in metrics))
+    return tabulate(rows, headers=headers, tablefmt=fmt, floatfmt=".3f")
+
+
+def plot_tradeoff(results: Sequence[VariantResult], source: Mapping, path: Path) -> Path:
+    """Each variant as a point: target-domain AP (course) across, source-domain AP up (WIDER: one
+    marker per difficulty, the three joined)."""
+    from facecmp.evaluation.plots import save_figure
+
+    fig = Figure(figsize=(6.4, 5.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    markers = {"wider_easy": "o", "wider_medium": "s", "wider_hard": "^", "source_ap_cava": "o"}
+    shown = set()
+    for r in results:
+        if r.name not in source:
+            continue
+        x = r.evaluation.summary()["ap_cava"]
+        points = [(m, v) for m, v in source[r.name].metrics.items() if m in markers]
+        line = ax.plot([x] * len(points), [v for _, v in points], linewidth=1, alpha=0.5)[0]
+        for m, v in points:
+            ax.scatter([x], [v], marker=markers[m], color=line.get_color())
+            shown.add(m)
+        right = x > 0.7  # keep the name inside the axes
+        ax.annotate(r.name, (x, points[0][1]), textcoords="offset points", xytext=(-5 if right else 5, 4), fontsize=8,
+                    ha="right" if right else "left")
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlabel("target-domain AP (course evaluator)")
+    ax.set_ylabel("source-domain AP" + (" (WIDER FACE protocol)" if "wider_easy" in shown else ""))
+    ax.set_title("Gain on the target domain vs cost on the source domain")
+    ax.grid(True, alpha=0.4)
+    if len(shown) > 1:  # one marker per source metric, in grey: the colours are the variants
+        from matplotlib.lines import Line2D
+
+        ax.legend([Line2D([], [], marker=markers[m], color="grey", linestyle="") for m in markers if m in shown],
+                  [SOURCE_LABELS[m] for m in markers if m in shown], loc="lower left", fontsize="small")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def _source_section(results: Sequence[VariantResult], source: Mapping | None, note: str | None) -> list[str]:
+    if not source:
+        return []
+    return ["## Target domain and source domain", "", *( [note, ""] if note else []), source_table(results, source), "",
+            "![target vs source](tradeoff.png)", ""]
+
+
 def _coco_per_variant(results: Sequence[VariantResult], dataset: Dataset) -> dict[str, dict] | None:
     """COCO's metrics of each variant (pycocotools), or None when the optional extra is not installed."""
     from facecmp.evaluation.coco import available, coco_metrics
@@ -134,8 +195,12 @@ def write_report(
     title: str = "facecmp comparison",
     notes: Sequence[str] = (),
     n_samples: int = 6,
+    source: Mapping | None = None,
+    source_note: str | None = None,
 ) -> Path:
-    """Write report.md, results.json, pr_curves.png, speed.png, samples.png into ``out_dir``."""
+    """Write report.md, results.json, pr_curves.png, speed.png, samples.png into ``out_dir``; with
+    ``source`` (variant -> :class:`facecmp.study.source.SourceResult`) also the target-vs-source
+    table and tradeoff.png."""
     from facecmp.study.gallery import pick_sample_images, plot_detection_grid
 
     out = Path(out_dir)
@@ -145,10 +210,15 @@ def write_report(
     keys = pick_sample_images(dataset, n_samples)
     plot_detection_grid(dataset, {r.name: (r.predictions, r.evaluation) for r in results}, out / "samples.png", keys)
     coco = _coco_per_variant(results, dataset)
+    source = {k: v for k, v in (source or {}).items() if k in {r.name for r in results}}
+    if source:
+        plot_tradeoff(results, source, out / "tradeoff.png")
     write_json(
         out / "results.json",
         {"title": title, "dataset": dataset.name, "n_images": len(dataset), "n_faces": dataset.n_faces,
-         "variants": [r.as_json() | ({"coco": coco[r.name]} if coco else {}) for r in results]},
+         **({"source": source_note} if source else {}),
+         "variants": [r.as_json() | ({"coco": coco[r.name]} if coco else {})
+                      | ({"source": source[r.name].metrics} if r.name in source else {}) for r in results]},
     )
     lines = [
         f"# {title}",
@@ -162,6 +232,7 @@ def write_report(
         "VOC average precision with the monotone envelope.",
         "",
         *_coco_section(coco),
+        *_source_section(results, source, source_note),
         *[f"- {n}" for n in notes],
         "",
         "![precision-recall](pr_curves.png)",
