@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import importlib
 import json
 import shutil
 import time
@@ -287,7 +288,7 @@ def _calibrated_peer(
         if ctx.dev is None:
             raise FacecmpError(f"{name} needs a dev split with ground truth to calibrate on")
         path = ctx.cache_dir / f"{name}-settings-{_fingerprint(code_fingerprint(), grid, _dataset_fingerprint(ctx.dev))}.json"
-        stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), ctx.dev, grid, progress=ctx.progress))
+        stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), ctx.dev, grid, progress=ctx.progress, name=name))
         return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"]})
 
     return prepare
@@ -351,3 +352,35 @@ for _model, _name in (("short", "blazeface"), ("full", "blazeface-full")):
             _calibrated_peer(_name, _blazeface_at(_model), BLAZEFACE_GRID), needs_training_data=True,
         )
     )
+
+
+# -- modern CNN peers and an anime face detector (issue #23). Each grid's last coordinate is a
+# score cut applied after the model's own suppression, so one scan per other setting serves all.
+def _score_cut_peer(name: str, description: str, build_path: str, grid: Sequence[Sequence[float]]) -> Variant:
+    def build(point: Sequence[float]):
+        module, _, attr = build_path.partition(":")
+        return getattr(importlib.import_module(module), attr)(point)
+
+    def calibration():
+        from facecmp.detection.peers import score_cut_calibration
+
+        return score_cut_calibration(build, grid)
+
+    return Variant(name, description, _calibrated_peer(name, build, grid, calibration), needs_training_data=True)
+
+
+YUNET_GRID = ((0.0,), (0.3,), (0.5,), (0.7,))
+DLIB_CNN_GRID = ((0.0,), (0.5,), (1.0,))
+RETINAFACE_GRID = tuple((float(side), cut) for side in (0, 800) for cut in (0.0, 0.8, 0.95))
+ANIMEFACE_GRID = ((0.0,), (0.5,), (0.8,))
+for _variant in (
+    _score_cut_peer("yunet", "YuNet (libfacedetection's CNN, yuface wheel); confidence cut calibrated on the dev split",
+                    "facecmp.detection.peers.yunet:yunet_at", YUNET_GRID),
+    _score_cut_peer("dlib-cnn", "dlib's MMOD CNN face detector (face_recognition_models' weights); score cut calibrated on the dev split",
+                    "facecmp.detection.peers.dlib_cnn:dlib_cnn_at", DLIB_CNN_GRID),
+    _score_cut_peer("retinaface", "RetinaFace MobileNetV2 (TensorFlow frozen graph, own environment); input side and score cut "
+                    "calibrated on the dev split", "facecmp.detection.peers.retinaface_tf:retinaface_at", RETINAFACE_GRID),
+    _score_cut_peer("animeface", "nagadomi's anime face detector (own environment, Pillow<=11.3); likelihood cut calibrated on the "
+                    "dev split", "facecmp.detection.peers.animeface_nvxs:animeface_at", ANIMEFACE_GRID),
+):
+    register(_variant)
