@@ -85,9 +85,12 @@ def _single_threaded(_worker_id: int) -> None:
 def _detected_batches(detector, dataset: Dataset, batch_size: int, workers: int):
     """Yield lists of ``(key, Detections)`` in dataset order."""
     if workers > 0:
+        # A detector whose native library cannot be used in a forked copy of a process that has
+        # used it (dlib's CNN thread pool hangs there) says so; its workers are spawned instead.
+        context = None if getattr(detector, "fork_safe", True) else "spawn"
         loader = DataLoader(
             _Detected(dataset, detector, batch_size), batch_size=None, num_workers=workers,
-            worker_init_fn=_single_threaded,
+            worker_init_fn=_single_threaded, multiprocessing_context=context,
         )
         for item in loader:
             if isinstance(item, FacecmpError):

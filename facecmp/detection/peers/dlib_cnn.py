@@ -33,6 +33,10 @@ class DlibCnnSettings:
 
 
 class DlibCnnDetector:
+    # dlib's CNN runs on a thread pool that a forked child of a process that used it inherits
+    # without its threads: detection there hangs. Worker processes are spawned for it instead.
+    fork_safe = False
+
     def __init__(self, settings: DlibCnnSettings = DlibCnnSettings()):
         self.settings = settings
         import_peer("dlib", NAME)
