@@ -181,3 +181,29 @@ def test_compare_fails_on_a_peer_it_cannot_run(monkeypatch, faces, tmp_path):
     with pytest.raises(MissingPeerError, match="facecmp\\[yunet\\]"):
         compare.run_comparison(faces, tmp_path / "out", variants=("yunet",))
     assert not (tmp_path / "out" / "report.md").exists()
+
+
+PARENT_STATE: list[str] = []  # filled by the test in this process: a forked worker inherits it, a spawned one does not
+
+
+class NotForkSafe:
+    """Says its native library cannot run in a forked copy; scores 1 in a worker started afresh."""
+
+    fork_safe = False
+
+    def detect_batch(self, images):
+        spawned = float(not PARENT_STATE)
+        return [Detections(np.array([[0, 0, 9, 9]], np.float32), np.array([spawned], np.float32)) for _ in images]
+
+
+def test_a_detector_that_is_not_fork_safe_runs_in_spawned_workers(faces):
+    from facecmp.detection.inference import run_detector
+
+    few = load_archive(faces).test
+    few = few.subset([r.key for r in few.images[:2]])
+    PARENT_STATE.append("used here")
+    try:
+        run = run_detector(NotForkSafe(), few, workers=1, progress=False)
+    finally:
+        PARENT_STATE.clear()
+    assert [float(d.scores[0]) for d in run.per_image.values()] == [1.0, 1.0]
