@@ -207,3 +207,9 @@ def test_a_detector_that_is_not_fork_safe_runs_in_spawned_workers(faces):
     finally:
         PARENT_STATE.clear()
     assert [float(d.scores[0]) for d in run.per_image.values()] == [1.0, 1.0]
+
+
+def test_a_detector_that_answered_on_the_dev_split_is_not_silent_where_it_finds_nothing(faces):
+    train = load_archive(faces).train  # a human-face detector on cartoons may find nothing on the test set
+    result = evaluate_prepared("quiet", Prepared(Silent(), settings={"dev_detections": 6}), train, progress=False)
+    assert result.evaluation.ap_cava == 0.0

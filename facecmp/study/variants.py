@@ -289,7 +289,9 @@ def _calibrated_peer(
             raise FacecmpError(f"{name} needs a dev split with ground truth to calibrate on")
         path = ctx.cache_dir / f"{name}-settings-{_fingerprint(code_fingerprint(), grid, _dataset_fingerprint(ctx.dev))}.json"
         stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), ctx.dev, grid, progress=ctx.progress, name=name))
-        return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"]})
+        # What it found on the dev split: a peer that answered there is not silent where it finds nothing.
+        found_on_dev = max(int(row.get("n_detections", 0)) for row in stored["table"])
+        return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"], "dev_detections": found_on_dev})
 
     return prepare
 
