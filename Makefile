@@ -9,8 +9,10 @@ DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
 
 MEDIAPIPE_VENV ?= .venv-mediapipe
+RETINAFACE_VENV ?= .venv-retinaface
+ANIMEFACE_VENV ?= .venv-animeface
 
-.PHONY: install test demo bench tox clean mediapipe-venv docs
+.PHONY: install test demo bench tox clean mediapipe-venv retinaface-venv animeface-venv peer-venvs docs
 
 install: $(STAMP)
 
@@ -63,3 +65,26 @@ $(MEDIAPIPE_VENV)/.installed: Makefile
 	test -x $(MEDIAPIPE_VENV)/bin/python || $(PYTHON) -m venv $(MEDIAPIPE_VENV)
 	$(MEDIAPIPE_VENV)/bin/python -m pip install -q mediapipe==0.10.14
 	touch $@
+
+# RetinaFace's own environment (facecmp.detection.peers.retinaface_tf): the retinaface wheel's
+# metadata pins tensorflow 2.5, streamlit and opencv 4.6, so it goes in --no-deps beside
+# tensorflow-cpu; the worker loads its frozen graph with TensorFlow alone. ~50 s, ~1.6 GB.
+retinaface-venv: $(RETINAFACE_VENV)/.installed
+
+$(RETINAFACE_VENV)/.installed: Makefile
+	test -x $(RETINAFACE_VENV)/bin/python || $(PYTHON) -m venv $(RETINAFACE_VENV)
+	$(RETINAFACE_VENV)/bin/python -m pip install -q tensorflow-cpu==2.21.0
+	$(RETINAFACE_VENV)/bin/python -m pip install -q --no-deps retinaface==1.1.1
+	touch $@
+
+# The anime face detector's own environment (facecmp.detection.peers.animeface_nvxs): on Pillow 12
+# or 13 animeface silently finds nothing, so it keeps Pillow <= 11.3. ~15 s, ~120 MB.
+animeface-venv: $(ANIMEFACE_VENV)/.installed
+
+$(ANIMEFACE_VENV)/.installed: Makefile
+	test -x $(ANIMEFACE_VENV)/bin/python || $(PYTHON) -m venv $(ANIMEFACE_VENV)
+	$(ANIMEFACE_VENV)/bin/python -m pip install -q animeface==2.0.3 'pillow<=11.3' numpy
+	touch $@
+
+# Every peer that needs an environment of its own.
+peer-venvs: mediapipe-venv retinaface-venv animeface-venv

@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", required=True, type=Path, help="folder of images, or a labelled dataset (course test folder or archive, COCO, VOC, YOLO, WIDER FACE): its test images")
     p.add_argument("--out", required=True, type=Path, help="folder for detections/scores/file_names_all_faces.npy")
     p.add_argument("--model", default="pretrained", help="'pretrained', a checkpoint folder from `facecmp finetune`, 'facenet-reference' (facenet-pytorch's own MTCNN), "
-        "or a peer: 'opencv-haar', 'dlib-hog' (facecmp[peers]), 'blazeface', 'blazeface-full' (make mediapipe-venv)")
+        "or a peer: 'opencv-haar', 'dlib-hog', 'yunet', 'dlib-cnn' (facecmp[peers]), 'blazeface', 'blazeface-full' (make mediapipe-venv), "
+        "'retinaface' (make retinaface-venv), 'animeface' (make animeface-venv)")
     p.add_argument(
         "--batch-size", type=_positive_int, default=None,
         help="images per network call (default 1 on CPU, where worker processes give the parallelism; "
@@ -180,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--cascade", action="store_true", help="also fine-tune RNet and ONet (finetuned-pnet-rnet, finetuned-cascade)")
-    p.add_argument("--peers", action="store_true", help="also run the peer detectors: opencv-haar, dlib-hog, dlib-hog-trained (pip install 'facecmp[peers]'), blazeface, blazeface-full (make mediapipe-venv)")
+    p.add_argument("--peers", action="store_true", help="also run the peer detectors (each must run, or the comparison fails with its reason): opencv-haar, dlib-hog, "
+                   "dlib-hog-trained, yunet, dlib-cnn (pip install 'facecmp[peers]'), blazeface, blazeface-full (make mediapipe-venv), "
+                   "retinaface (make retinaface-venv), animeface (make animeface-venv)")
     p.add_argument("--recognizers", default="", help="task 2: comma-separated recognizer kinds to train and score on the last "
                    "fine-tuned variant's detections (probe-pretrained, probe-finetuned, finetune)")
     p.add_argument("--source-test", type=Path, default=None, help="also score every variant on this source-domain test set "

@@ -23,3 +23,16 @@ class MissingPeerError(ModelError):
     The CLI reports it like any ModelError (one line, exit 2); the benchmark plugin skips the
     variant with the same line instead of failing.
     """
+
+
+class BrokenPeerError(ModelError):
+    """A peer detector's package or environment is there but does not work (an import fails for
+    another reason than absence, a worker that does not start, a version known to answer nothing).
+
+    Unlike a missing peer it is never skipped: the message says what failed and how to rebuild it.
+    """
+
+
+class SilentPeerError(ModelError):
+    """A detector found no face on any image of a set that has faces: an environment that runs but
+    answers nothing (animeface on Pillow >= 12 does this), never a result to report as AP 0."""

@@ -1,7 +1,10 @@
-"""Peer detectors (OpenCV's Haar cascade, dlib's HOG, dlib trained on our boxes) behind our interface.
+"""Peer detectors (OpenCV's Haar cascade, dlib's HOG and CNN, dlib trained on our boxes, YuNet,
+BlazeFace, RetinaFace, animeface) behind our interface.
 
-Each test needs its optional package and is skipped without it, with the line that says what to
-install; the missing-package tests hide an installed package to check that line and exit code.
+Each test needs its optional package or environment and is skipped without it, with the line that
+says what to install; the missing / broken / silent tests fake those states (hidden packages,
+packages that fail to import, Pythons that cannot run a worker, detectors that answer nothing),
+so they need no real environment.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def tiny(tmp_path_factory) -> Path:
     return generate_dataset(tmp_path_factory.mktemp("data") / "tiny", n_train_per_character=4, n_test=2, seed=3)
 
 
-@pytest.mark.parametrize("model", ["opencv-haar", "dlib-hog", "blazeface", "blazeface-full"])
+@pytest.mark.parametrize("model", ["opencv-haar", "dlib-hog", "blazeface", "blazeface-full", "yunet", "dlib-cnn", "retinaface"])
 def test_a_peer_finds_a_real_face(model):
     try:
         found = load_detector(model).detect_batch([read_image(GRACE_HOPPER)])[0]
@@ -231,9 +234,15 @@ def test_mixing_dlib_with_mtcnn_stages_is_a_usage_error(tiny, tmp_path):
     assert_user_error(code, err, "--stages dlib-hog alone")
 
 
+NEW_PEERS = ("yunet", "dlib-cnn", "retinaface", "animeface")
+
+
 def test_peers_are_named_models():
-    assert {"opencv-haar", "dlib-hog", "blazeface", "blazeface-full"} <= set(NAMED_MODELS)
-    assert {"opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full"} <= set(REGISTRY)
+    assert {"opencv-haar", "dlib-hog", "blazeface", "blazeface-full", *NEW_PEERS} <= set(NAMED_MODELS)
+    assert {"opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full", *NEW_PEERS} <= set(REGISTRY)
+    from facecmp.study.compare import PEER_VARIANTS
+
+    assert set(NEW_PEERS) <= set(PEER_VARIANTS)
 
 
 MISSING_PEER = """
@@ -250,20 +259,31 @@ register(Variant("absent-peer", "a peer whose package is not installed", absent)
 """
 
 
-def test_the_benchmark_plugin_skips_a_missing_peer_with_its_line(pytester, tiny):
+def _run_plugin(pytester, tiny, conftest: str, *options: str):
     saved = dict(REGISTRY)
     try:
-        pytester.makeconftest(MISSING_PEER)
+        pytester.makeconftest("from facecmp.study.variants import REGISTRY\nREGISTRY.clear()\n" + conftest)
         pytester.makepyfile(test_peer="def test_evaluated(variant, variant_result):\n    pass\n")
-        result = pytester.runpytest(
-            "-p", "no:cacheprovider", "-rs", "--facecmp-data", str(tiny), "--facecmp-dev", "0",
-            "--facecmp-cache", str(pytester.path / "cache"), "--facecmp-variants", "absent-peer",
+        return pytester.runpytest(
+            "-p", "no:cacheprovider", "-rsf", "--facecmp-data", str(tiny), "--facecmp-dev", "0",
+            "--facecmp-cache", str(pytester.path / "cache"), *options,
         )
     finally:
         REGISTRY.clear()
         REGISTRY.update(saved)
+
+
+def test_the_benchmark_plugin_skips_a_missing_peer_nobody_asked_for(pytester, tiny):
+    result = _run_plugin(pytester, tiny, MISSING_PEER)  # every registered variant: absent-peer only
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*absent-peer needs the optional package 'dlib-bin': pip install 'facecmp?dlib?'*"])
+
+
+def test_a_missing_peer_asked_for_by_name_fails_the_run_with_its_line(pytester, tiny):
+    result = _run_plugin(pytester, tiny, MISSING_PEER, "--facecmp-variants", "absent-peer")
+    result.assert_outcomes(errors=1)  # its fixture fails: an error, never a skip
+    result.stdout.fnmatch_lines(["*absent-peer needs the optional package 'dlib-bin': pip install 'facecmp?dlib?'*asked for by name*"])
+    assert "Traceback" not in result.stdout.str()
 
 
 def test_dlib_calibration_cuts_one_scan_into_what_each_threshold_finds():
@@ -276,3 +296,87 @@ def test_dlib_calibration_cuts_one_scan_into_what_each_threshold_finds():
         for cut, direct in zip(shared(point).detect_batch(images), dlib_hog_at(point).detect_batch(images)):
             np.testing.assert_array_equal(cut.boxes, direct.boxes)
             np.testing.assert_allclose(cut.scores, direct.scores, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- issue #23 peers
+
+
+def _grace_found(model: str):
+    try:
+        found = load_detector(model).detect_batch([read_image(GRACE_HOPPER)])[0]
+    except MissingPeerError as exc:
+        pytest.skip(str(exc))
+    return found
+
+
+@pytest.mark.parametrize("model", ["yunet", "retinaface"])
+def test_cnn_peers_give_five_landmarks_inside_the_face(model):
+    found = _grace_found(model)
+    assert found.landmarks is not None and found.landmarks.shape == (len(found), 5, 2)
+    best = int(np.argmax(found.scores))
+    (x1, y1, x2, y2), points = found.boxes[best], found.landmarks[best]
+    assert np.all((points[:, 0] >= x1) & (points[:, 0] <= x2) & (points[:, 1] >= y1) & (points[:, 1] <= y2))
+    assert points[0, 0] < points[1, 0] and points[2, 1] < points[3, 1]  # eyes left to right, nose above the mouth
+
+
+def test_yunet_pins_its_threads_and_shrinks_images_it_would_warn_about():
+    need("yuface", "yunet")
+    import warnings
+
+    from facecmp.detection.peers.yunet import MAX_SIDE, _omp_set_num_threads, yunet_at
+
+    assert _omp_set_num_threads() is not None  # the wheel's own OpenMP runtime, pinned to 1 thread per call
+    image = read_image(GRACE_HOPPER)
+    big = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)  # 1200 x 1024: above the 960 px it warns at
+    assert max(big.shape[:2]) > MAX_SIDE
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # yuface's own warning would be an error here
+        found = yunet_at((0.0,)).detect(big)
+    best = int(np.argmax(found.scores))
+    assert pairwise_iou(2 * GRACE_FACE, found.boxes[best : best + 1].astype(np.float64))[0, 0] >= 0.5
+
+
+@pytest.mark.parametrize("model, build, grid", [
+    ("yunet", "facecmp.detection.peers.yunet:yunet_at", "YUNET_GRID"),
+    ("retinaface", "facecmp.detection.peers.retinaface_tf:retinaface_at", "RETINAFACE_GRID"),
+])
+def test_a_score_cut_calibration_finds_what_each_point_finds(model, build, grid):
+    import importlib
+
+    from facecmp.detection.peers import score_cut_calibration
+    from facecmp.study import variants
+
+    module, _, attr = build.partition(":")
+    at = getattr(importlib.import_module(module), attr)
+    points = getattr(variants, grid)
+    images = [read_image(GRACE_HOPPER), read_image(GRACE_HOPPER)[::2, ::2].copy()]
+    try:
+        shared = score_cut_calibration(at, points)
+        for point in points:
+            for cut, direct in zip(shared(point).detect_batch(images), at(point).detect_batch(images)):
+                np.testing.assert_allclose(cut.boxes, direct.boxes, atol=1e-3)
+                np.testing.assert_allclose(cut.scores, direct.scores, rtol=1e-6)
+    except MissingPeerError as exc:
+        pytest.skip(str(exc))
+
+
+def test_dlib_cnn_reads_its_weights_without_importing_face_recognition_models():
+    need("dlib", "dlib-cnn")
+    from facecmp.detection.peers.dlib_cnn import DlibCnnDetector
+
+    try:
+        detector = DlibCnnDetector()
+    except MissingPeerError as exc:
+        pytest.skip(str(exc))
+    assert detector.weights.name == "mmod_human_face_detector.dat" and detector.weights.stat().st_size > 100_000
+    assert "face_recognition_models" not in sys.modules  # its __init__ needs pkg_resources
+
+
+def test_animeface_runs_in_its_environment_on_a_pillow_it_answers_on():
+    try:
+        detector = load_detector("animeface")
+        found = detector.detect_batch([read_image(GRACE_HOPPER)])[0]  # a photo: no anime face expected
+    except MissingPeerError as exc:
+        pytest.skip(str(exc))
+    pillow = tuple(int(v) for v in detector.version.split("Pillow ")[1].split(".")[:2])
+    assert pillow <= (11, 3) and found.boxes.shape == (len(found), 4)

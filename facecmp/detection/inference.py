@@ -18,7 +18,7 @@ from tqdm import tqdm
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection.base import Detections, DetectorLike
-from facecmp.errors import FacecmpError
+from facecmp.errors import FacecmpError, SilentPeerError
 from facecmp.data.predictions import Predictions
 
 
@@ -60,7 +60,8 @@ class _Detected(TorchDataset):
 
     Each worker runs the cascade single-threaded on its own images: on a few CPU cores this
     uses them far better than intra-op threads on small tensors. Data errors travel back as
-    values so the main process can raise them without a worker traceback in the message.
+    values so the main process can raise them without a worker traceback in the message, and
+    so do the errors of a peer detector that cannot run.
     """
 
     def __init__(self, dataset: Dataset, detector, batch_size: int):
@@ -73,11 +74,11 @@ class _Detected(TorchDataset):
 
     def __getitem__(self, b: int):
         records = self.records[b * self.batch_size : (b + 1) * self.batch_size]
-        try:
+        try:  # data errors, and a peer that cannot run (missing, broken)
             images = [read_image(r.path) for r in records]
+            return [(r.key, d) for r, d in zip(records, self.detector.detect_batch(images))]
         except FacecmpError as exc:
             return exc
-        return [(r.key, d) for r, d in zip(records, self.detector.detect_batch(images))]
 
 
 def _single_threaded(_worker_id: int) -> None:
@@ -87,9 +88,12 @@ def _single_threaded(_worker_id: int) -> None:
 def _detected_batches(detector, dataset: Dataset, batch_size: int, workers: int):
     """Yield lists of ``(key, Detections)`` in dataset order."""
     if workers > 0:
+        # A detector whose native library cannot be used in a forked copy of a process that has
+        # used it (dlib's CNN thread pool hangs there) says so; its workers are spawned instead.
+        context = None if getattr(detector, "fork_safe", True) else "spawn"
         loader = DataLoader(
             _Detected(dataset, detector, batch_size), batch_size=None, num_workers=workers,
-            worker_init_fn=_single_threaded,
+            worker_init_fn=_single_threaded, multiprocessing_context=context,
         )
         for item in loader:
             if isinstance(item, FacecmpError):
@@ -204,3 +208,20 @@ def images_to_detect(path: Path) -> Dataset:
             "COCO / VOC / YOLO / WIDER FACE dataset with a test part (a training part alone: give its image folder)"
         )
     return test
+
+
+# A set this large with faces, on which a detector finds nothing at all, means a detector that
+# answers nothing (an environment that runs but is broken), not a result to report as AP 0.
+SILENT_MIN_IMAGES = 20
+
+
+def require_answers(name: str, detector, n_detections: int, dataset: Dataset) -> None:
+    """A SilentPeerError when ``detector`` (called ``name``) found ``n_detections == 0`` faces on
+    ``dataset``, which has faces on at least SILENT_MIN_IMAGES images."""
+    with_faces = sum(1 for r in dataset.images if len(r.boxes))
+    if n_detections == 0 and with_faces >= SILENT_MIN_IMAGES:
+        hint = getattr(detector, "silent_hint", "") or "check that it runs on one of these images with `facecmp detect`"
+        raise SilentPeerError(
+            f"{name} found no face on any of the {len(dataset)} images of {dataset.name}, which has {dataset.n_faces} faces "
+            f"on {with_faces} images: it answers nothing, so its AP would mean nothing; {hint}"
+        )

@@ -13,7 +13,7 @@ from facecmp.data.layout import load_test_set
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate
-from facecmp.detection.inference import run_detector
+from facecmp.detection.inference import require_answers, run_detector
 from facecmp.data.predictions import save_predictions
 from facecmp.study.report import VariantResult, data_note, results_table, variant_notes, write_report
 from facecmp.study.variants import Prepared, VariantContext, get_variants
@@ -22,7 +22,9 @@ COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
 # `compare --cascade` adds the RNet/ONet fine-tunes (minutes more on CPU).
 CASCADE_VARIANTS = ("finetuned-pnet-rnet", "finetuned-cascade")
 # `compare --peers` adds the detectors people reach for instead (optional extras, facecmp[peers]).
-PEER_VARIANTS = ("opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full")
+PEER_VARIANTS = (
+    "opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full", "yunet", "dlib-cnn", "retinaface", "animeface",
+)
 DEFAULT_TEST_PER_FOLDER = 50
 DEFAULT_DEV_PER_FOLDER = 25
 # The report's ms/image: the variants timed in turn on this many test images (the fastest of SPEED_ROUNDS each).
@@ -104,6 +106,8 @@ def evaluate_prepared(
 ) -> VariantResult:
     """Detect with a ready variant on every test image and evaluate against the ground truth."""
     run = run_detector(prepared.detector, test, workers=workers, progress=progress, desc=name)
+    if not prepared.settings.get("dev_detections"):  # it found faces on the dev split: it answers, this set has none for it
+        require_answers(name, prepared.detector, len(run.predictions.scores), test)
     evaluation = evaluate(run.predictions, test.ground_truth())
     return VariantResult(name, run.predictions, evaluation, run.ms_per_image, prepared.training_seconds, dict(prepared.settings))
 

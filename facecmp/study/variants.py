@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import shutil
 import time
@@ -236,7 +237,7 @@ register(
 # -- peers: the detectors people reach for instead (issue #14) ------------------------------
 # Their packages, in the keys of their cached calibrations and trained detectors (BlazeFace runs
 # in its own environment: its mediapipe version is not covered).
-PEER_LIBRARIES = ("opencv-python-headless", "dlib-bin")
+PEER_LIBRARIES = ("opencv-python-headless", "dlib-bin", "yuface", "face_recognition_models")
 # opencv-haar's dev grid: (min_neighbors, score) with score 0 = level weight, 1 = neighbour count.
 HAAR_GRID = tuple((float(n), float(k)) for k in (0, 1) for n in (1, 3, 5))
 
@@ -277,8 +278,10 @@ def _calibrated_peer(
         if ctx.dev is None:
             raise FacecmpError(f"{name} needs a dev split with ground truth to calibrate on")
         path = ctx.cache_dir / f"{name}-settings-{_fingerprint(environment_key(*PEER_LIBRARIES), grid, _dataset_fingerprint(ctx.dev))}.json"
-        stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), ctx.dev, grid, progress=ctx.progress))
-        return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"]})
+        stored = _cached_calibration(path, lambda: best_setting((calibration or (lambda: build))(), ctx.dev, grid, progress=ctx.progress, name=name))
+        # What it found on the dev split: a peer that answered there is not silent where it finds nothing.
+        found_on_dev = max(int(row.get("n_detections", 0)) for row in stored["table"])
+        return Prepared(build(stored["thresholds"]), stored["seconds"], {"thresholds": stored["thresholds"], "dev_detections": found_on_dev})
 
     return prepare
 
@@ -342,3 +345,35 @@ for _model, _name in (("short", "blazeface"), ("full", "blazeface-full")):
             _calibrated_peer(_name, _blazeface_at(_model), BLAZEFACE_GRID), needs_training_data=True,
         )
     )
+
+
+# -- modern CNN peers and an anime face detector (issue #23). Each grid's last coordinate is a
+# score cut applied after the model's own suppression, so one scan per other setting serves all.
+def _score_cut_peer(name: str, description: str, build_path: str, grid: Sequence[Sequence[float]]) -> Variant:
+    def build(point: Sequence[float]):
+        module, _, attr = build_path.partition(":")
+        return getattr(importlib.import_module(module), attr)(point)
+
+    def calibration():
+        from facecmp.detection.peers import score_cut_calibration
+
+        return score_cut_calibration(build, grid)
+
+    return Variant(name, description, _calibrated_peer(name, build, grid, calibration), needs_training_data=True)
+
+
+YUNET_GRID = ((0.0,), (0.3,), (0.5,), (0.7,))
+DLIB_CNN_GRID = ((0.0,), (0.5,), (1.0,))
+RETINAFACE_GRID = tuple((float(side), cut) for side in (0, 800) for cut in (0.0, 0.8, 0.95))
+ANIMEFACE_GRID = ((0.0,), (0.5,), (0.8,))
+for _variant in (
+    _score_cut_peer("yunet", "YuNet (libfacedetection's CNN, yuface wheel); confidence cut calibrated on the dev split",
+                    "facecmp.detection.peers.yunet:yunet_at", YUNET_GRID),
+    _score_cut_peer("dlib-cnn", "dlib's MMOD CNN face detector (face_recognition_models' weights); score cut calibrated on the dev split",
+                    "facecmp.detection.peers.dlib_cnn:dlib_cnn_at", DLIB_CNN_GRID),
+    _score_cut_peer("retinaface", "RetinaFace MobileNetV2 (TensorFlow frozen graph, own environment); input side and score cut "
+                    "calibrated on the dev split", "facecmp.detection.peers.retinaface_tf:retinaface_at", RETINAFACE_GRID),
+    _score_cut_peer("animeface", "nagadomi's anime face detector (own environment, Pillow<=11.3); likelihood cut calibrated on the "
+                    "dev split", "facecmp.detection.peers.animeface_nvxs:animeface_at", ANIMEFACE_GRID),
+):
+    register(_variant)

@@ -31,7 +31,7 @@ from facecmp.detection.base import Detections, DetectorLike
 from facecmp.detection.detector import Detector
 from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate, pairwise_iou
-from facecmp.detection.inference import detections_to_predictions
+from facecmp.detection.inference import detections_to_predictions, require_answers
 
 Thresholds = tuple[float, float, float]
 
@@ -91,6 +91,7 @@ def best_setting(
     dataset: Dataset,
     grid: Sequence[tuple[float, ...]],
     progress: bool = True,
+    name: str = "the detector",
 ) -> tuple[tuple[float, ...], list[dict]]:
     """Any detector's calibration: the grid point with the best ``ap_cava`` on ``dataset`` (first on
     ties) and the whole table; ``detector_factory(point)`` is built and run once per point.
@@ -101,10 +102,12 @@ def best_setting(
     _require_calibration_input(grid, dataset)
     images = _decoded(dataset, progress)
     ground_truth = dataset.ground_truth()
-    table = [
-        score_setting(lambda image, d=detector_factory(tuple(point)): d.detect_batch([image])[0], point, images, ground_truth)
-        for point in tqdm(grid, desc="calibrating", disable=not progress, unit="setting")
-    ]
+    table, detectors = [], []
+    for point in tqdm(grid, desc="calibrating", disable=not progress, unit="setting"):
+        detectors.append(detector_factory(tuple(point)))
+        table.append(score_setting(lambda image, d=detectors[-1]: d.detect_batch([image])[0], point, images, ground_truth))
+    if all(row["n_detections"] == 0 for row in table):
+        require_answers(name, detectors[0], 0, dataset)
     return tuple(grid[_best_row(table)]), table
 
 

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from facecmp.detection.base import Detections, DetectorSettings
-from facecmp.detection.peers import detections, import_peer
+from facecmp.detection.peers import detections, import_peer, score_cut_calibration
 from facecmp.errors import ModelError
 
 # A checkpoint folder of dlib detectors: facecmp.json with "kind": KIND, one .svm file per detector.
@@ -84,49 +84,12 @@ def dlib_hog_at(point: Sequence[float], files: Sequence[Path] = (), name: str = 
     return DlibHogDetector(DlibHogSettings(upsample=int(point[0]), adjust_threshold=float(point[1])), files, name=name)
 
 
-class _ScoreCut:
-    """``base``'s detections scoring above ``threshold``: what ``base``'s detectors find when run at
-    ``adjust_threshold = threshold`` instead of its lower one. dlib keeps the windows above the
-    threshold, then suppresses greedily in score order, so a box's fate depends only on boxes that
-    score higher; the cut gives the same boxes without scanning the image again."""
-
-    def __init__(self, base: "_Memo", threshold: float):
-        self.base, self.threshold = base, threshold
-
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        out = []
-        for found in self.base.detect_batch(images):
-            keep = found.scores >= self.threshold
-            out.append(Detections(found.boxes[keep], found.scores[keep]))
-        return out
-
-
-class _Memo:
-    """A detector whose answer per image object is computed once (calibration reuses the images)."""
-
-    def __init__(self, detector: DlibHogDetector):
-        self.detector, self.seen = detector, {}
-
-    def detect_batch(self, images: Sequence[np.ndarray]) -> list[Detections]:
-        for image in images:
-            if id(image) not in self.seen:
-                self.seen[id(image)] = (image, self.detector.detect(image))  # the image kept alive: ids stay unique
-        return [self.seen[id(image)][1] for image in images]
-
-
 def calibration_detectors(files: Sequence[Path] = (), name: str = "dlib-hog"):
     """``point -> detector`` for :data:`CALIBRATION_GRID`: one scan per upsample, at the grid's lowest
-    adjust_threshold, cut at each higher one (the same detections as running at it)."""
-    lowest = min(a for _u, a in CALIBRATION_GRID)
-    bases: dict[int, _Memo] = {}
-
-    def at(point: Sequence[float]):
-        upsample = int(point[0])
-        if upsample not in bases:
-            bases[upsample] = _Memo(dlib_hog_at((upsample, lowest), files, name))
-        return _ScoreCut(bases[upsample], float(point[1]))
-
-    return at
+    adjust_threshold, cut at each higher one (dlib keeps the windows above the threshold, then
+    suppresses greedily in score order, so a box's fate depends only on boxes that score higher:
+    the same detections as running at it)."""
+    return score_cut_calibration(lambda point: dlib_hog_at(point, files, name), CALIBRATION_GRID)
 
 
 def dlib_hog(settings: DetectorSettings = DetectorSettings()) -> DlibHogDetector:
