@@ -105,20 +105,11 @@ def instrument(profile: Profile) -> None:
 
 
 def _time_batches(p: Profile, loop) -> None:
-    """Batch assembly: each ``next()`` on the training batches, whatever serves them."""
-    real_iter = loop.TensorBatches.__iter__
+    """Batch assembly: each ``next()`` on the training and validation DataLoaders (sampling, the
+    per-item ``__getitem__`` and the collate)."""
+    from torch.utils.data.dataloader import _BaseDataLoaderIter
 
-    def timed_iter(self):
-        it = real_iter(self)
-        while True:
-            with p.part("batch assembly"):
-                try:
-                    batch = next(it)
-                except StopIteration:
-                    return
-            yield batch
-
-    loop.TensorBatches.__iter__ = timed_iter
+    p.wrap(_BaseDataLoaderIter, "__next__", "batch assembly")
 
 
 def main() -> None:

@@ -29,38 +29,6 @@ from facecmp.errors import ModelError
 from facecmp.training.losses import LossWeights, mtcnn_loss
 from facecmp.training.samples import SampleDataset, SampleSet, hflip
 
-class TensorBatches:
-    """The batches ``DataLoader(dataset, batch_size, shuffle, generator=generator)`` yields, cut
-    from the dataset's contiguous tensors with one index per batch instead of one
-    ``__getitem__`` per sample and a collate (benchmarks/profile_finetune.py: "batch assembly").
-
-    Identical batches and random streams: the same samplers (torch's RandomSampler /
-    SequentialSampler in a BatchSampler, iterated lazily as DataLoader does) and the one draw
-    DataLoader makes per epoch for its workers' base seed (from ``generator``, or the global RNG
-    without one); tests/test_training.py compares both, batch by batch and run by run.
-    """
-
-    def __init__(self, dataset: SampleDataset, batch_size: int, shuffle: bool = False, generator=None):
-        self.tensors = (dataset.images, dataset.labels, dataset.offsets)
-        self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
-
-    def __len__(self) -> int:
-        return -(-len(self.tensors[1]) // self.batch_size)
-
-    def __iter__(self):
-        from torch.utils.data import BatchSampler, RandomSampler, SequentialSampler
-
-        n = len(self.tensors[1])
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # DataLoader's base-seed draw
-        sampler = RandomSampler(range(n), generator=self.generator) if self.shuffle else SequentialSampler(range(n))
-        for batch in BatchSampler(sampler, self.batch_size, drop_last=False):
-            if self.shuffle:
-                index = torch.tensor(batch)
-                yield tuple(t[index] for t in self.tensors)
-            else:  # consecutive samples: views, no copy (validation does not modify its batches)
-                yield tuple(t[batch[0] : batch[-1] + 1] for t in self.tensors)
-
-
 def state_file(stage: str) -> str:
     """The file in ``out_dir`` that checkpoints ``stage``'s training after every epoch."""
     return f"train_state_{stage}.pt"
@@ -291,8 +259,10 @@ def train_stage(
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ModelError(f"only {len(samples)} training samples were mined; need at least 2 (more images or faces?)")
     generator = torch.Generator().manual_seed(seed)
-    train_loader = TensorBatches(SampleDataset(samples.take(train_idx)), settings.batch_size, shuffle=True, generator=generator)
-    val_loader = TensorBatches(SampleDataset(samples.take(val_idx)), 1024)
+    train_loader = torch.utils.data.DataLoader(
+        SampleDataset(samples.take(train_idx)), batch_size=settings.batch_size, shuffle=True, generator=generator, num_workers=0
+    )
+    val_loader = torch.utils.data.DataLoader(SampleDataset(samples.take(val_idx)), batch_size=1024, shuffle=False, num_workers=0)
     val_weights = LossWeights(settings.loss.classification, settings.loss.box, hard_ratio=1.0)
 
     # Optimizer over this stage only, with a per-epoch exponential decay.
