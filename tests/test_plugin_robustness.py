@@ -68,3 +68,35 @@ def test_a_bad_axis_is_a_usage_error(pytester, tiny_data):
     result = run(pytester, tiny_data, "--facecmp-corruptions", "contrast,blurr")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--facecmp-corruptions/--facecmp-severities: unknown corruption 'blurr'; valid: gaussian_noise*"])
+
+
+class _Session:
+    """Just what BenchRobustness.grid_names reads: the selected variants, how each prepares, and
+    which the run named (--facecmp-variants)."""
+
+    def __init__(self, names, missing, requested=None):
+        self.variant_names, self.missing, self.asked_for = names, missing, requested
+
+    def prepared(self, name):
+        from facecmp.errors import MissingPeerError
+
+        if name in self.missing:
+            raise MissingPeerError(f"{name} needs the optional package 'x': pip install 'facecmp[x]'")
+        return object()
+
+    def requested(self, name):
+        return self.asked_for is not None and name in self.asked_for
+
+
+def test_the_grid_leaves_out_an_uninstalled_peer_unless_it_was_asked_for_by_name():
+    import pytest
+
+    from facecmp.bench.robustness import BenchRobustness
+    from facecmp.errors import MissingPeerError
+
+    every = BenchRobustness(_Session(["pretrained", "dlib-cnn", "yunet"], missing={"dlib-cnn"}), settings=None)
+    assert every.grid_names() == ["pretrained", "yunet"]
+    assert every.grid_names(["pretrained"]) == ["pretrained"]
+    named = BenchRobustness(_Session(["pretrained", "dlib-cnn"], missing={"dlib-cnn"}, requested=("pretrained", "dlib-cnn")), None)
+    with pytest.raises(MissingPeerError, match="dlib-cnn needs"):
+        named.grid_names()

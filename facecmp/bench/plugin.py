@@ -99,7 +99,7 @@ def _facecmp_errors_as_failures(fn, *args, requested: bool = False):
 
 
 def _requested(session: BenchSession, variant: str) -> bool:
-    return session.options.variants is not None and variant in session.options.variants
+    return session.requested(variant)
 
 
 def skip_unless_selected(session: BenchSession, names) -> None:

@@ -163,11 +163,30 @@ class BenchRobustness:
 
         return CellCache(self.session.options.cache_dir / "robustness", data_fingerprint(self.session.test), self.settings.seed)
 
+    def grid_names(self, names: Sequence[str] | None = None) -> list[str]:
+        """``names``, or every selected variant that can run here: an optional peer that is not
+        installed and was not asked for by name is left out of the grid, as its accuracy test is
+        skipped (asked for by name, its MissingPeerError fails the run)."""
+        if names:
+            return list(names)
+        from facecmp.errors import MissingPeerError
+
+        out = []
+        for name in self.session.variant_names:
+            try:
+                self.session.prepared(name)
+            except MissingPeerError:
+                if self.session.requested(name):
+                    raise
+                continue
+            out.append(name)
+        return out
+
     def grid_variants(self, names: Sequence[str] | None = None):
         from facecmp.study.robustness import GridVariant, variant_identity
 
         out = []
-        for name in names or self.session.variant_names:
+        for name in self.grid_names(names):
             prepared = self.session.prepared(name)
             out.append(GridVariant(name, prepared.detector, variant_identity(name, prepared.detector, prepared.settings)))
         return out
@@ -189,7 +208,7 @@ class BenchRobustness:
         """
         from facecmp.study.robustness import variant_summary
 
-        names = list(names or self.session.variant_names)
+        names = self.grid_names(names)
         if compute:
             cells = {n: {} for n in names}
             for condition in reversed(self.conditions):

@@ -85,6 +85,10 @@ class BenchSession:
         chosen = {v.name for v in get_variants(list(wanted))}
         return [name for name in REGISTRY if name in chosen]
 
+    def requested(self, name: str) -> bool:
+        """Whether the run asked for ``name`` by name (``--facecmp-variants``)."""
+        return self.options.variants is not None and name in self.options.variants
+
     # -- data ------------------------------------------------------------------------------
     @cached_property
     def root(self) -> Path:

@@ -31,7 +31,8 @@ PEER_PACKAGES: dict[str, tuple[str, str]] = {
 
 def missing_line(model: str, module: str) -> str:
     package, extra = PEER_PACKAGES[module.split(".")[0]]
-    return f"{model} needs the optional package {package!r}: pip install 'facecmp[{extra}]' (or 'facecmp[peers]' for every peer)"
+    also = "" if extra == "dlib-cnn" else " (or 'facecmp[peers]' for every peer in this environment)"  # `peers` leaves dlib-cnn out
+    return f"{model} needs the optional package {package!r}: pip install 'facecmp[{extra}]'{also}"
 
 
 def broken_line(model: str, module: str, problem: str) -> str:
