@@ -98,10 +98,6 @@ def _facecmp_errors_as_failures(fn, *args, requested: bool = False):
         pytest.fail(str(exc), pytrace=False)
 
 
-def _requested(session: BenchSession, variant: str) -> bool:
-    return session.requested(variant)
-
-
 def skip_unless_selected(session: BenchSession, names) -> None:
     """Skip the calling test when a variant it needs was left out with ``--facecmp-variants``
     (the runner's explicit choice; every other reason a gate cannot be evaluated fails)."""
@@ -156,12 +152,12 @@ def facecmp_splits(facecmp_session: BenchSession):
 
 @pytest.fixture
 def variant_prepared(facecmp_session: BenchSession, variant: str):
-    return _facecmp_errors_as_failures(facecmp_session.prepared, variant, requested=_requested(facecmp_session, variant))
+    return _facecmp_errors_as_failures(facecmp_session.prepared, variant, requested=facecmp_session.requested(variant))
 
 
 @pytest.fixture
 def variant_result(facecmp_session: BenchSession, variant: str):
-    return _facecmp_errors_as_failures(facecmp_session.result, variant, requested=_requested(facecmp_session, variant))
+    return _facecmp_errors_as_failures(facecmp_session.result, variant, requested=facecmp_session.requested(variant))
 
 
 @pytest.fixture
