@@ -142,10 +142,13 @@ class BenchSession:
     def variant_context(self) -> VariantContext:
         from facecmp.study.variants import VariantContext
 
+        from facecmp.study.source import retain_context
+
         splits = self.splits
         return VariantContext(
             train=splits.train, dev=splits.dev, cache_dir=self.options.cache_dir, device=self.options.device,
             seed=self.options.seed, epochs=self.options.epochs, progress=False,
+            **(retain_context(self.source, self.test) if self.options.source_data is not None else {}),
         )
 
     # -- variants ----------------------------------------------------------------------------

@@ -40,6 +40,10 @@ class VariantContext:
     progress: bool = True
     # variant name -> an existing checkpoint folder to use instead of training
     checkpoints: dict[str, Path] = field(default_factory=dict)
+    # Source-domain images a ``-retain`` variant keeps (facecmp.training.retain), and the test sets
+    # (what, images) they must not share an image with.
+    retain: Dataset | None = None
+    retain_excluded: tuple[tuple[str, Dataset | None], ...] = ()
 
 
 @dataclass
@@ -132,8 +136,11 @@ def _facenet_reference(ctx: VariantContext) -> Prepared:
 
 
 # -- fine-tuned -----------------------------------------------------------------------------
-def _checkpoint_folder(ctx: VariantContext, stages: tuple[str, ...], augment=None) -> Path:
+def _checkpoint_folder(ctx: VariantContext, stages: tuple[str, ...], augment=None, retain=None) -> Path:
     parts = (environment_key(), stages, _dataset_fingerprint(ctx.train), _dataset_fingerprint(ctx.dev), ctx.seed, ctx.epochs)
+    if retain is not None:  # the retain recipe and the source images it keeps
+        key = _fingerprint(*parts, dataclasses.asdict(retain), _dataset_fingerprint(ctx.retain))
+        return ctx.cache_dir / f"finetuned-{'-'.join(stages)}-retain-{key}"
     if augment is not None:  # only then, so the folders of the unaugmented variants keep their keys
         key = _fingerprint(*parts, dataclasses.asdict(augment))
         return ctx.cache_dir / f"finetuned-{'-'.join(stages)}-augmented-{key}"
@@ -160,9 +167,10 @@ def _reuse_finished_stages(ctx: VariantContext, stages: tuple[str, ...], folder:
             return
 
 
-def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...], augment=None) -> Path:
+def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...], augment=None, retain=None) -> Path:
     """The checkpoint for ``stages`` on this context's data: reused when cached, else trained (resumably).
-    ``augment`` (an AugmentSettings): mined with augmented copies of the training frames too."""
+    ``augment`` (an AugmentSettings): mined with augmented copies of the training frames too; ``retain``
+    (a RetainSettings): keeping the source images ``ctx.retain``."""
     from facecmp.training.finetune import FinetuneSettings, finetune
     from facecmp.training.loop import state_file
 
@@ -170,23 +178,43 @@ def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...]
         return ctx.checkpoints[name]
     if ctx.train is None:
         raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
-    folder = _checkpoint_folder(ctx, stages, augment)
+    if retain is not None:
+        _require_retain(ctx, name)
+    folder = _checkpoint_folder(ctx, stages, augment, retain)
     if not (folder / META_FILE).is_file():
-        _reuse_finished_stages(ctx, stages, folder, augment)
+        if retain is None:  # a retain run's PNet differs from the plain one's
+            _reuse_finished_stages(ctx, stages, folder, augment)
         finetune(
-            ctx.train, folder, FinetuneSettings(stages=stages, epochs=ctx.epochs or None, seed=ctx.seed, augment=augment), dev=ctx.dev,
-            device=ctx.device, resume=any((folder / state_file(s)).is_file() for s in stages),
+            ctx.train, folder, FinetuneSettings(stages=stages, epochs=ctx.epochs or None, seed=ctx.seed, augment=augment, retain=retain),
+            dev=ctx.dev, device=ctx.device, resume=any((folder / state_file(s)).is_file() for s in stages),
             cache_dir=ctx.cache_dir / f"samples-{code_fingerprint()}", progress=ctx.progress,
+            retain=ctx.retain if retain is not None else None,
         )
     return folder
 
 
-def _from_checkpoint(name: str, stages: tuple[str, ...], augmented: bool = False) -> Callable[[VariantContext], Prepared]:
+def _require_retain(ctx: VariantContext, name: str) -> None:
+    """A ``-retain`` variant needs source images apart from every test set."""
+    from facecmp.training.retain import refuse_overlap, require_faces
+
+    if ctx.retain is None or len(ctx.retain) == 0:
+        raise FacecmpError(
+            f"{name} keeps the source domain and trains on its images that are not tested on: pass a source-domain set "
+            "with a split (compare --source-test ROOT --source-split split:1, or --facecmp-source-data ROOT "
+            "--facecmp-source-split split:1), or train it with `facecmp finetune --retain ROOT`"
+        )
+    require_faces(ctx.retain)
+    for what, test in ctx.retain_excluded:
+        refuse_overlap(ctx.retain, test, what)
+
+
+def _from_checkpoint(name: str, stages: tuple[str, ...], augmented: bool = False, retained: bool = False) -> Callable[[VariantContext], Prepared]:
     def prepare(ctx: VariantContext) -> Prepared:
         from facecmp.detection.checkpoint import load_checkpoint
         from facecmp.training.augment import AugmentSettings
+        from facecmp.training.retain import RetainSettings
 
-        folder = finetuned_checkpoint(ctx, name, stages, AugmentSettings() if augmented else None)
+        folder = finetuned_checkpoint(ctx, name, stages, AugmentSettings() if augmented else None, RetainSettings() if retained else None)
         meta = load_checkpoint(folder).meta
         timings = meta.get("timings") or {}
         detector = Detector.from_checkpoint(folder, device=ctx.device)
@@ -233,6 +261,13 @@ register(
     )
 )
 
+register(
+    Variant(
+        "finetuned-cascade-retain", "finetuned-cascade keeping the source domain: source-domain crops replayed in every stage's "
+        "samples (facecmp finetune --retain ROOT; the source images not tested on)",
+        _from_checkpoint("finetuned-cascade-retain", ("pnet", "rnet", "onet"), retained=True), needs_training_data=True,
+    )
+)
 
 # -- peers: the detectors people reach for instead (issue #14) ------------------------------
 # Their packages, in the keys of their cached calibrations and trained detectors (BlazeFace runs
