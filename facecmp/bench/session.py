@@ -76,12 +76,14 @@ class BenchSession:
 
     @cached_property
     def variant_names(self) -> list[str]:
-        """The selected variants in registry order (raises FacecmpError naming unknown ones)."""
+        """The selected variants in registry order (raises FacecmpError naming unknown ones). Without
+        --facecmp-variants, a variant that trains on source-domain images is left out of a run
+        without --facecmp-source-data (asked for by name there, it fails saying what it needs)."""
         from facecmp.study.variants import REGISTRY, get_variants
 
         wanted = self.options.variants
         if wanted is None:
-            return list(REGISTRY)
+            return [n for n, v in REGISTRY.items() if not (v.needs_source_data and self.options.source_data is None)]
         chosen = {v.name for v in get_variants(list(wanted))}
         return [name for name in REGISTRY if name in chosen]
 

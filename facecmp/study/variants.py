@@ -59,6 +59,9 @@ class Variant:
     description: str
     prepare: Callable[[VariantContext], Prepared]
     needs_training_data: bool = False
+    # Trains on source-domain images (a ``-retain`` variant): a benchmark run without
+    # --facecmp-source-data leaves it out unless it is asked for by name.
+    needs_source_data: bool = False
 
 
 REGISTRY: dict[str, Variant] = {}
@@ -266,6 +269,7 @@ register(
         "finetuned-cascade-retain", "finetuned-cascade keeping the source domain: source-domain crops replayed in every stage's "
         "samples (facecmp finetune --retain ROOT; the source images not tested on)",
         _from_checkpoint("finetuned-cascade-retain", ("pnet", "rnet", "onet"), retained=True), needs_training_data=True,
+        needs_source_data=True,
     )
 )
 
