@@ -469,9 +469,7 @@ def cmd_finetune(args) -> int:
             raise FacecmpError("--augment trains in one process for now: drop --nproc / torchrun, or drop --augment")
     if (args.nproc or 1) > 1 and not under_torchrun:
         if args.resume:
-            from facecmp.training.ddp import require_world_size
-
-            require_world_size(args.out, args.nproc)
+            distributed.require_world_size(args.out, args.nproc)
         return distributed.launch_local(args.nproc, _without_nproc(args.argv), args.threads, args.device)
     if "recognizer" in stages:
         return _finetune_with_recognizer(args, tuple(s for s in stages if s != "recognizer"))

@@ -68,3 +68,35 @@ def test_relative_imports_are_not_used():
             if isinstance(node, ast.ImportFrom) and node.level > 0:
                 relative.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert relative == []
+
+
+def _training_loop_functions(package: Path) -> set[str]:
+    """``path:function`` of every function under ``package/training`` that builds a ``torch.optim`` optimizer or
+    schedule, or calls ``.step()`` / ``.backward()``: the functions that make up a training loop."""
+    found = set()
+    for path in sorted((package / "training").rglob("*.py")):
+        for func in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(func):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                stepping = node.func.attr in ("step", "backward") and not node.args
+                building = "torch.optim" in ast.unparse(node.func)
+                if stepping or building:
+                    found.add(f"{path.relative_to(package.parent).as_posix()}:{func.name}")
+    return found
+
+
+def test_one_training_loop_serves_one_process_and_ddp():
+    """The cascade's stages train in one loop, whatever the number of processes (loop.train_stage with its
+    epoch function run_epoch); the task-2 recognizer, another network, has its own. A second stage loop (as
+    training/ddp.py was: its own optimizer, schedule and epochs) would show up here."""
+    assert _training_loop_functions(PACKAGE) == {
+        "facecmp/training/loop.py:run_epoch",
+        "facecmp/training/loop.py:train_stage",
+        "facecmp/training/recognizer.py:train_recognizer",
+    }
+    wrapping = sorted(p.relative_to(PACKAGE.parent).as_posix() for p in PACKAGE.rglob("*.py")
+                      if "DistributedDataParallel(" in p.read_text())
+    assert wrapping == ["facecmp/training/distributed.py"], "only the distribution module wraps a net in DDP"

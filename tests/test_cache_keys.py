@@ -80,7 +80,8 @@ def test_relabelled_data_gets_new_samples_and_recognizer_crops(data, monkeypatch
 
 
 def test_sample_keys_name_the_code_and_the_library_versions(data, monkeypatch):
-    from facecmp.training import hard_mining, samples
+    from facecmp.training import hard_mining
+    from facecmp.training.samples import mining as samples
 
     key = samples.mining_fingerprint(data, samples.MiningSettings(), 0)
     monkeypatch.setattr(samples, "library_versions", lambda: {"torch": "0.0-other"})
