@@ -90,7 +90,7 @@ def _add_detector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
-# The labelling formats `--data` reads (facecmp.data.formats.FORMATS; listed here so the parser stays import-light).
+# The labelling formats `--data` reads (facecmp.data.archive.FORMATS; listed here so the parser stays import-light).
 FORMATS = ("course", "coco", "voc", "yolo", "wider")
 
 
@@ -385,7 +385,7 @@ def _coco_metrics(preds, gt) -> dict | None:
 
 
 def cmd_convert(args) -> int:
-    from facecmp.data.formats import convert
+    from facecmp.data.convert import convert
 
     result = convert(args.data, args.to, args.out, fmt=args.format, link=not args.copy)
     for problem in result.warnings:

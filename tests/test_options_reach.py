@@ -77,12 +77,12 @@ def test_compare_and_robustness_pass_threads_format_and_device(monkeypatch, tmp_
 
 def test_check_and_convert_pass_the_format(monkeypatch, tmp_path):
     import facecmp.data
-    import facecmp.data.formats
+    import facecmp.data.convert
 
     seen = {}
     check = recorder(seen, "check")
     monkeypatch.setattr(facecmp.data, "check_dataset", lambda data, fmt: check(fmt=fmt))
-    monkeypatch.setattr(facecmp.data.formats, "convert", recorder(seen, "convert"))
+    monkeypatch.setattr(facecmp.data.convert, "convert", recorder(seen, "convert"))
     run(["check", "--data", tmp_path, "--format", "yolo"])
     run(["convert", "--data", tmp_path, "--to", "coco", "--out", tmp_path / "c", "--format", "yolo"])
     assert seen["check"]["fmt"] == "yolo" and seen["convert"]["fmt"] == "yolo"

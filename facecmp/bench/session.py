@@ -102,7 +102,7 @@ class BenchSession:
     @cached_property
     def test_selection(self) -> str:
         """``archive`` when the archive has its own test part, else the split spec used."""
-        from facecmp.data.formats import has_test_part  # any labelling format, not only the course layout
+        from facecmp.data.archive import has_test_part  # any labelling format, not only the course layout
 
         return "archive" if has_test_part(self.root) else self.options.split
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from facecmp.data import load_archive, split_dataset
-from facecmp.data.layout import load_test_set
+from facecmp.data.archive import load_test_set
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from facecmp.data.layout import load_test_set
+from facecmp.data.archive import load_test_set
 from facecmp.data.records import Dataset
 from facecmp.data.split import split_dataset
 from facecmp.data.wider_protocol import FACES_FILE, SUBMISSION_FOLDER, WiderGroundTruth, read_wider_ground_truth, write_submission
