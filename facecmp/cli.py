@@ -456,7 +456,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from facecmp.study.compare import finetune_from_archive
+    from facecmp.study.finetune import finetune_from_archive
     from facecmp.training import distributed
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
@@ -513,7 +513,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _finetune_with_recognizer(args, stages: tuple[str, ...]) -> int:
-    from facecmp.study.compare import finetune_from_archive
+    from facecmp.study.finetune import finetune_from_archive
     from facecmp.study.recognition import recognizer_from_archive
     from facecmp.training.recognizer import RecognizerSettings
 
@@ -586,7 +586,7 @@ def cmd_robustness(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from facecmp.study.compare import run_demo
+    from facecmp.study.demo import run_demo
 
     report_dir = run_demo(args.out, seed=args.seed)
     print(f"report: {report_dir / 'report.md'}")

@@ -43,19 +43,19 @@ def run(argv) -> None:
 
 
 def test_finetune_passes_threads_format_and_device(monkeypatch, tmp_path):
-    from facecmp.study import compare
+    from facecmp.study import finetune
 
     seen = {}
-    monkeypatch.setattr(compare, "finetune_from_archive", recorder(seen, "detector"))
+    monkeypatch.setattr(finetune, "finetune_from_archive", recorder(seen, "detector"))
     run(["--threads", THREADS, "finetune", "--data", tmp_path, "--out", tmp_path / "o", "--format", "coco", "--device", DEVICE])
     assert seen["detector"]["fmt"] == "coco" and seen["detector"]["device"] == DEVICE and seen["detector"]["threads"] == THREADS
 
 
 def test_finetune_with_a_recognizer_passes_format_and_device_to_both_stages(monkeypatch, tmp_path):
-    from facecmp.study import compare, recognition
+    from facecmp.study import finetune, recognition
 
     seen = {}
-    monkeypatch.setattr(compare, "finetune_from_archive", recorder(seen, "detector", stop=False))
+    monkeypatch.setattr(finetune, "finetune_from_archive", recorder(seen, "detector", stop=False))
     monkeypatch.setattr(recognition, "recognizer_from_archive", recorder(seen, "recognizer"))
     run(["--threads", THREADS, "finetune", "--data", tmp_path, "--out", tmp_path / "o", "--stages", "pnet,recognizer",
          "--format", "coco", "--device", DEVICE])

@@ -82,7 +82,7 @@ def recognizer_from_archive(
 ) -> Recognizer:
     """``facecmp finetune --stages recognizer``: the same train/dev split as the detector's fine-tuning
     (the archive read as ``fmt``, None: found from its files), trained on ``device``."""
-    from facecmp.study.compare import training_split
+    from facecmp.study.finetune import training_split
 
     out = Path(out)
     if resume and not (out / STATE_FILE).is_file() and source is None:

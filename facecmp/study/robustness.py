@@ -543,7 +543,7 @@ def run_robustness(
     fmt: str | None = None,
 ) -> list[dict]:
     """``facecmp robustness``: choose the test set as ``compare`` does, run the grid, write the report."""
-    from facecmp.study.compare import choose_splits
+    from facecmp.study.splits import choose_splits
     from facecmp.study.variants import VariantContext
     from facecmp.data.fingerprint import data_fingerprint
 
