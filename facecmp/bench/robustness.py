@@ -16,7 +16,7 @@ Gates, in the gates file beside the benchmarks::
     # beats = "pretrained-calibrated"   # ... or a relation: metric(variant) >= metric(other) + by
     # by = 0.40
     measured = 0.746              # what was measured when the gate was set (for beats: the difference);
-                                  # facecmp.bench.gates.audit holds the gate to gates.toml's [margins]
+                                  # facecmp.bench.audit holds the gate to gates.toml's [margins]
     corruptions = "benchmark"     # optional: the axis it was measured on; other runs skip it
     severities = "3"
 """
