@@ -64,7 +64,8 @@ def test_finetune_with_a_recognizer_passes_format_and_device_to_both_stages(monk
 
 
 def test_compare_and_robustness_pass_threads_format_and_device(monkeypatch, tmp_path):
-    from facecmp.study import compare, robustness
+    from facecmp.study import compare
+    from facecmp.study.robustness import run as robustness
 
     seen = {}
     monkeypatch.setattr(compare, "run_comparison", recorder(seen, "compare"))

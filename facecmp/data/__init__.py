@@ -1,6 +1,6 @@
 """Data: archives and their records: the course layout and the labelling formats (``formats/``),
-annotations, images, splits, face sizes, ``facecmp check``, task-2 ground truth, the common
-corruptions, course prediction files and the built-in generated dataset.
+annotations, images, splits, face sizes, ``facecmp check`` and ``facecmp convert``, task-2 ground
+truth, course prediction files, cache fingerprints and the built-in generated dataset.
 
 Imports only the top-level helpers (errors, atomic)."""
 
