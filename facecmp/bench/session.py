@@ -187,7 +187,7 @@ class BenchSession:
 
     def source_run_settings(self) -> dict:
         """How this run chose its source images; compared with the settings of the source dataset's gates."""
-        from facecmp.training.samples import data_fingerprint
+        from facecmp.data.fingerprint import data_fingerprint
 
         return {"test": self.source.selection, "n_test_images": len(self.source.test), "seed": self.options.seed,
                 "test_fingerprint": data_fingerprint(self.source.test)[:16]}

@@ -127,7 +127,7 @@ def require_disjoint(test: Dataset, *training: Dataset | None) -> None:
 
 
 def _fingerprint(ds: Dataset | None) -> str | None:
-    from facecmp.training.samples import data_fingerprint
+    from facecmp.data.fingerprint import data_fingerprint
 
     return None if ds is None else data_fingerprint(ds)[:20]
 
