@@ -244,13 +244,14 @@ def test_cli_augment_with_dlib_is_a_usage_error(tiny, tmp_path, capsys):
 
 
 def test_the_augmented_variant_trains_into_its_own_folder(tiny, tmp_path):
-    from facecmp.study.variants import REGISTRY, VariantContext, _checkpoint_folder
+    from facecmp.study.caching import checkpoint_folder
+    from facecmp.study.variants import REGISTRY, VariantContext
 
     _, archive = tiny
     assert "finetuned-cascade-augmented" in REGISTRY and REGISTRY["finetuned-cascade-augmented"].needs_training_data
     ctx = VariantContext(train=archive.train, dev=None, cache_dir=tmp_path)
     stages = ("pnet", "rnet", "onet")
-    plain, augmented = _checkpoint_folder(ctx, stages), _checkpoint_folder(ctx, stages, AugmentSettings())
+    plain, augmented = checkpoint_folder(ctx, stages), checkpoint_folder(ctx, stages, AugmentSettings())
     assert plain != augmented and "augmented" in augmented.name and "augmented" not in plain.name
 
 

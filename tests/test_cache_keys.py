@@ -138,20 +138,21 @@ def test_robustness_cells_are_keyed_by_code_libraries_and_weights(tmp_path, monk
 
 
 def test_checkpoint_and_calibration_keys_name_libraries_and_pretrained_weights(data, tmp_path, monkeypatch):
-    from facecmp.study import variants
+    from facecmp.study import caching
+    from facecmp.study.registry import VariantContext
 
-    ctx = variants.VariantContext(train=data, dev=None, cache_dir=tmp_path)
-    folder = variants._checkpoint_folder(ctx, ("pnet",))
-    key = variants.environment_key()
+    ctx = VariantContext(train=data, dev=None, cache_dir=tmp_path)
+    folder = caching.checkpoint_folder(ctx, ("pnet",))
+    key = caching.environment_key()
     assert set(key) == {"code", "libraries", "pretrained_weights"}
     assert {"torch", "torchvision", "numpy", "pillow"} <= set(key["libraries"])
-    monkeypatch.setattr(variants, "library_versions", lambda *extra: {"torch": "0.0-other"})
-    assert variants.environment_key() != key and variants._checkpoint_folder(ctx, ("pnet",)) != folder
+    monkeypatch.setattr(caching, "library_versions", lambda *extra: {"torch": "0.0-other"})
+    assert caching.environment_key() != key and caching.checkpoint_folder(ctx, ("pnet",)) != folder
     monkeypatch.undo()
     import facecmp.detection.models as models
 
     monkeypatch.setattr(models, "pretrained_weights_digest", lambda: "other weights")
-    assert variants.environment_key() != key
+    assert caching.environment_key() != key
 
 
 def test_tox_gives_each_environment_its_own_cache():
