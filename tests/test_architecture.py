@@ -164,3 +164,13 @@ def test_no_import_cycles_not_even_through_function_level_imports():
         steps = [f"{a} (line {graph[a][b]})" for a, b in zip(cycle, cycle[1:])]
         named.append(" -> ".join(steps + [cycle[-1]]) + f"; in the cycle's component: {', '.join(component)}")
     assert named == []
+
+
+def test_the_evaluation_layer_is_pure_it_never_runs_a_detector():
+    """Evaluation scores detections it is given: no module of it imports the detection layer."""
+    graph = _import_graph()
+    evaluation = [m for m in graph if m.startswith("facecmp.evaluation")]
+    assert len(evaluation) >= 5, "no evaluation modules found: the check would pass on nothing"
+    wrong = [f"{m} imports {t} (line {line})" for m in evaluation for t, line in graph[m].items()
+             if t.startswith("facecmp.detection")]
+    assert wrong == []
