@@ -13,10 +13,9 @@ import numpy as np
 from facecmp.study.robustness.cells import Cell
 from facecmp.study.robustness.conditions import BENCHMARK_CORRUPTIONS, CLEAN, Condition
 
-METRICS = ("ap_cava", "ap_voc")
-
 
 def mean_or_none(values: Sequence[float]) -> float | None:
+    """The mean of ``values``, None when there are none (a grid without such cells)."""
     return float(np.mean(values)) if values else None
 
 
