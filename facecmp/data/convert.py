@@ -19,6 +19,9 @@ from facecmp.errors import DataError
 
 @dataclass
 class Converted:
+    """What :func:`convert` wrote: the new folder, the formats read and written, images and faces per
+    part, the warnings of the reading, and the annotation files written."""
+
     out: Path
     fmt: str
     to: str
