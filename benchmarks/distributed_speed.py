@@ -56,7 +56,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from facecmp.study.compare import choose_splits, parse_split
+    from facecmp.study.splits import choose_splits, parse_split
 
     torch.set_num_threads(args.threads)
     holdout = parse_split(args.test) if args.test else 0

@@ -16,7 +16,7 @@ from tabulate import tabulate
 from facecmp.data import load_archive, split_dataset
 from facecmp.data.facesizes import suggest_min_face_size
 from facecmp.detection.detector import Detector
-from facecmp.evaluation.min_face import min_face_tradeoff
+from facecmp.study.min_face import min_face_tradeoff
 
 
 def main(argv=None) -> None:

@@ -127,7 +127,7 @@ def main() -> None:
 
     torch = import_torch_frozen()
     torch.set_num_threads(args.threads)
-    from facecmp.study.compare import training_split
+    from facecmp.study.finetune import training_split
     from facecmp.study.curve import nested_order, nested_subset
     from facecmp.training.finetune import FinetuneSettings, finetune
 

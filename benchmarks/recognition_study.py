@@ -27,7 +27,7 @@ from facecmp.detection.detector import Detector
 from facecmp.detection.models import pretrained_network
 from facecmp.detection.recognizer import KINDS, Recognizer
 from facecmp.evaluation.task2 import plot_confusion
-from facecmp.study.compare import choose_splits
+from facecmp.study.splits import choose_splits
 from facecmp.study.recognition import compare_recognizers, recognition_cost
 from facecmp.training.recognizer import RecognizerSettings, train_recognizer
 

@@ -24,7 +24,7 @@ NEEDS = ("pretrained-calibrated", "finetuned-pnet")
 
 def test_curve_gate(facecmp_session, facecmp_gates, request):
     from facecmp.study.curve import CurveSettings, run_curve
-    from facecmp.study.variants import code_fingerprint
+    from facecmp.data.fingerprint import code_fingerprint
 
     session = facecmp_session
     gates = curve_gates(load_document(_gates_path(request.config, request.path)), session.dataset_key)

@@ -90,7 +90,7 @@ def _add_detector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
 
 
-# The labelling formats `--data` reads (facecmp.data.formats.FORMATS; listed here so the parser stays import-light).
+# The labelling formats `--data` reads (facecmp.data.archive.FORMATS; listed here so the parser stays import-light).
 FORMATS = ("course", "coco", "voc", "yolo", "wider")
 
 
@@ -231,9 +231,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--thresholds", type=_thresholds, default=None, help="stage thresholds P,R,O stored in cascade.json (default 0.6,0.7,0.7, or the checkpoint's)")
 
     p = sub.add_parser("robustness", help="every variant on clean and corrupted test frames: P_clean, mPC, rPC")
-    from facecmp.study import robustness_cli
-
-    robustness_cli.add_options(p)
+    p.add_argument("--data", required=True, type=Path, help="course archive root")
+    p.add_argument("--test", default=None, help="test folder, or 'split' / 'split:N' (as compare; default: validare/, else split:50)")
+    p.add_argument("--out", required=True, type=Path, help="report folder (robustness.md, robustness.json, heatmap.png, ...)")
+    p.add_argument("--variants", default="pretrained-calibrated,finetuned-cascade", help="comma-separated variants (default pretrained-calibrated,finetuned-cascade)")
+    p.add_argument(
+        "--checkpoint", action="append", default=[],
+        help="reuse a fine-tuned checkpoint instead of training: NAME=DIR for variant NAME, or DIR when one fine-tuned variant is asked for (repeatable)",
+    )
+    p.add_argument("--corruptions", default="benchmark", help="all (19), benchmark (the 15), extra (4), geometric (scale, mirror) or comma-separated names (default benchmark)")
+    p.add_argument("--severities", default="1,2,3,4,5", help="comma-separated severities 1-5 (default 1,2,3,4,5)")
+    p.add_argument("--workers", type=int, default=2, help="processes that corrupt and detect, one thread each (default 2; 0 = this process)")
+    p.add_argument("--seed", type=int, default=0, help="split seed and corruption seed (default 0)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--cache", type=Path, default=None, help="cache folder for checkpoints and grid cells (default OUT/cache); a rerun resumes from it")
+    p.add_argument("--dev-per-folder", type=int, default=25, help="dev images per training folder for threshold calibration (default 25, as compare)")
+    p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--device", type=_device, default="cpu")
     _add_format_option(p)
 
@@ -393,7 +406,7 @@ def _coco_metrics(preds, gt) -> dict | None:
 
 
 def cmd_convert(args) -> int:
-    from facecmp.data.formats import convert
+    from facecmp.data.convert import convert
 
     result = convert(args.data, args.to, args.out, fmt=args.format, link=not args.copy)
     for problem in result.warnings:
@@ -464,7 +477,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_finetune(args) -> int:
-    from facecmp.study.compare import finetune_from_archive
+    from facecmp.study.finetune import finetune_from_archive
     from facecmp.training import distributed
 
     stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
@@ -479,9 +492,7 @@ def cmd_finetune(args) -> int:
             raise FacecmpError("--retain trains in one process for now: drop --nproc / torchrun, or drop --retain")
     if (args.nproc or 1) > 1 and not under_torchrun:
         if args.resume:
-            from facecmp.training.ddp import require_world_size
-
-            require_world_size(args.out, args.nproc)
+            distributed.require_world_size(args.out, args.nproc)
         return distributed.launch_local(args.nproc, _without_nproc(args.argv), args.threads, args.device)
     if "recognizer" in stages:
         return _finetune_with_recognizer(args, tuple(s for s in stages if s != "recognizer"))
@@ -532,7 +543,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _finetune_with_recognizer(args, stages: tuple[str, ...]) -> int:
-    from facecmp.study.compare import finetune_from_archive
+    from facecmp.study.finetune import finetune_from_archive
     from facecmp.study.recognition import recognizer_from_archive
     from facecmp.training.recognizer import RecognizerSettings
 
@@ -600,13 +611,38 @@ def cmd_export(args) -> int:
 
 
 def cmd_robustness(args) -> int:
-    from facecmp.study.robustness_cli import run_command
+    from facecmp.study.robustness.compat import missing_dependency
+    from facecmp.study.robustness.conditions import parse_corruptions, parse_severities
+    from facecmp.study.robustness.grid import RobustnessSettings
+    from facecmp.study.robustness.report import summary_table
+    from facecmp.study.robustness.run import checkpoints_by_variant, run_robustness
+    from facecmp.study.variants import get_variants
 
-    return run_command(args)
+    if args.workers < 0 or args.dev_per_folder < 0:
+        raise FacecmpError(f"--workers {args.workers} / --dev-per-folder {args.dev_per_folder}: expected 0 or more")
+    corruptions = parse_corruptions(args.corruptions)
+    severities = parse_severities(args.severities)
+    variants = tuple(n.strip() for n in args.variants.split(",") if n.strip())
+    get_variants(variants)  # unknown names: one line listing the valid ones
+    checkpoints = checkpoints_by_variant(args.checkpoint, variants)
+    problem = missing_dependency()
+    if problem:
+        raise FacecmpError(problem)
+    if args.out.exists() and not args.out.is_dir():
+        raise FacecmpError(f"{args.out}: --out must be a folder, but a file of that name exists; choose another path")
+    settings = RobustnessSettings(corruptions=corruptions, severities=severities, seed=args.seed, workers=args.workers)
+    summaries = run_robustness(
+        args.data, args.out, test=args.test, variants=variants, checkpoints=checkpoints, settings=settings,
+        epochs=args.epochs, device=args.device, cache_dir=args.cache, allow_missing=args.allow_missing,
+        dev_per_folder=args.dev_per_folder, fmt=args.format,
+    )
+    print(summary_table(summaries))
+    print(f"report: {args.out / 'robustness.md'}")
+    return 0
 
 
 def cmd_demo(args) -> int:
-    from facecmp.study.compare import run_demo
+    from facecmp.study.demo import run_demo
 
     report_dir = run_demo(args.out, seed=args.seed)
     print(f"report: {report_dir / 'report.md'}")

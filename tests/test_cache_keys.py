@@ -80,7 +80,8 @@ def test_relabelled_data_gets_new_samples_and_recognizer_crops(data, monkeypatch
 
 
 def test_sample_keys_name_the_code_and_the_library_versions(data, monkeypatch):
-    from facecmp.training import hard_mining, samples
+    from facecmp.training import hard_mining
+    from facecmp.training.samples import mining as samples
 
     key = samples.mining_fingerprint(data, samples.MiningSettings(), 0)
     monkeypatch.setattr(samples, "library_versions", lambda: {"torch": "0.0-other"})
@@ -117,40 +118,42 @@ def test_a_recognizer_is_keyed_by_its_checkpoint_content_not_its_path(data, tmp_
 
 
 def test_robustness_cells_are_keyed_by_code_libraries_and_weights(tmp_path, monkeypatch):
-    from facecmp.data.corruptions import CLEAN
-    from facecmp.study import robustness as R
+    from facecmp.study.robustness import cells
+    from facecmp.study.robustness.cells import Cell, CellCache, GridVariant
+    from facecmp.study.robustness.conditions import CLEAN
 
-    variant = R.GridVariant("v", object(), {"name": "v"})
-    cache = R.CellCache(tmp_path, "data", 0)
+    variant = GridVariant("v", object(), {"name": "v"})
+    cache = CellCache(tmp_path, "data", 0)
     assert set(cache.environment) == {"code", "libraries", "pretrained_weights"}
     assert {"torch", "torchvision", "numpy", "pillow", "imagecorruptions"} <= set(cache.environment["libraries"])
-    cache.put(variant, CLEAN, R.Cell(0.5, 0.5, 1, 1, 1))
+    cache.put(variant, CLEAN, Cell(0.5, 0.5, 1, 1, 1))
     assert cache.get(variant, CLEAN) is not None
-    monkeypatch.setattr(R, "library_versions", lambda *extra: {"torch": "0.0-other"})
-    other = R.CellCache(tmp_path, "data", 0)
+    monkeypatch.setattr(cells, "library_versions", lambda *extra: {"torch": "0.0-other"})
+    other = CellCache(tmp_path, "data", 0)
     assert other.path(variant, CLEAN) != cache.path(variant, CLEAN) and other.get(variant, CLEAN) is None
     monkeypatch.undo()
     import facecmp.detection.models as models
 
     monkeypatch.setattr(models, "pretrained_weights_digest", lambda: "other weights")
-    assert R.CellCache(tmp_path, "data", 0).get(variant, CLEAN) is None
+    assert CellCache(tmp_path, "data", 0).get(variant, CLEAN) is None
 
 
 def test_checkpoint_and_calibration_keys_name_libraries_and_pretrained_weights(data, tmp_path, monkeypatch):
-    from facecmp.study import variants
+    from facecmp.study import caching
+    from facecmp.study.registry import VariantContext
 
-    ctx = variants.VariantContext(train=data, dev=None, cache_dir=tmp_path)
-    folder = variants._checkpoint_folder(ctx, ("pnet",))
-    key = variants.environment_key()
+    ctx = VariantContext(train=data, dev=None, cache_dir=tmp_path)
+    folder = caching.checkpoint_folder(ctx, ("pnet",))
+    key = caching.environment_key()
     assert set(key) == {"code", "libraries", "pretrained_weights"}
     assert {"torch", "torchvision", "numpy", "pillow"} <= set(key["libraries"])
-    monkeypatch.setattr(variants, "library_versions", lambda *extra: {"torch": "0.0-other"})
-    assert variants.environment_key() != key and variants._checkpoint_folder(ctx, ("pnet",)) != folder
+    monkeypatch.setattr(caching, "library_versions", lambda *extra: {"torch": "0.0-other"})
+    assert caching.environment_key() != key and caching.checkpoint_folder(ctx, ("pnet",)) != folder
     monkeypatch.undo()
     import facecmp.detection.models as models
 
     monkeypatch.setattr(models, "pretrained_weights_digest", lambda: "other weights")
-    assert variants.environment_key() != key
+    assert caching.environment_key() != key
 
 
 def test_tox_gives_each_environment_its_own_cache():

@@ -31,12 +31,19 @@ from facecmp.detection.models import pretrained_network
 from facecmp.evaluation.evaluator import evaluate
 from facecmp.data.images import read_image
 from facecmp.training.calibrate import best_thresholds
-from facecmp.training.ddp import per_rank_batch, train_stage_ddp
-from facecmp.training.distributed import Dist, DistributedError, init_from_env, require_slots
+from facecmp.training.distributed import (
+    Dist,
+    DistributedError,
+    best_thresholds_sharded,
+    init_from_env,
+    mine_hard_samples_sharded,
+    mine_samples_sharded,
+    per_rank_batch,
+    require_slots,
+)
 from facecmp.training.hard_mining import default_hard_mining, mine_hard_samples
-from facecmp.training.loop import TrainSettings
+from facecmp.training.loop import TrainSettings, train_stage
 from facecmp.training.samples import MiningSettings, mine_samples
-from facecmp.training.sharded import best_thresholds_sharded, mine_hard_samples_sharded, mine_samples_sharded
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 pytestmark = pytest.mark.skipif(CORES < 2, reason="two processes need two cores")
@@ -78,12 +85,12 @@ def _rank_work(rank: int, world_size: int, port: int, root: str, out: str) -> No
         factory = lambda t: Detector(settings=DetectorSettings(thresholds=t))  # noqa: E731
         best, table = best_thresholds_sharded(factory, data.test, GRID, dist, progress=False)
         nets = _pretrained()
-        result = train_stage_ddp(nets, "pnet", pnet_samples, Path(out) / "train", FAST, dist, seed=0, progress=False)
+        result = train_stage(nets, "pnet", pnet_samples, Path(out) / "train", FAST, seed=0, progress=False, dist=dist)
         # Interrupted after epoch 1 (as when a rank dies), resumed to 2 epochs: as if never stopped.
         two = dataclasses.replace(FAST, epochs=2)
-        whole = train_stage_ddp(_pretrained(), "pnet", pnet_samples, Path(out) / "whole", two, dist, seed=0, progress=False)
-        resumed = train_stage_ddp(_pretrained(), "pnet", pnet_samples, Path(out) / "train", two, dist, seed=0, resume=True,
-                                  progress=False)
+        whole = train_stage(_pretrained(), "pnet", pnet_samples, Path(out) / "whole", two, seed=0, progress=False, dist=dist)
+        resumed = train_stage(_pretrained(), "pnet", pnet_samples, Path(out) / "train", two, seed=0, resume=True,
+                              progress=False, dist=dist)
         torch.save({
             "pnet_samples": pnet_samples, "rnet_samples": rnet_samples, "best": best, "table": table,
             "trained": result.state_dict, "history": result.history,
@@ -249,8 +256,8 @@ def _nccl_rank(rank: int, world_size: int, port: int, root: str, out: str) -> No
     try:
         data = load_archive(root)
         samples = mine_samples_sharded(data.train, MiningSettings(), 0, dist, progress=False)
-        result = train_stage_ddp(_pretrained(), "pnet", samples, Path(out) / "train", FAST, dist, seed=0,
-                                 device=f"cuda:{rank}", progress=False)
+        result = train_stage(_pretrained(), "pnet", samples, Path(out) / "train", FAST, seed=0,
+                             device=f"cuda:{rank}", progress=False, dist=dist)
         torch.save({k: v.cpu() for k, v in result.state_dict.items()}, Path(out) / f"nccl{rank}.pt")
     finally:
         torch_dist.destroy_process_group()

@@ -24,7 +24,7 @@ from facecmp.detection.detector import Detector
 from facecmp.detection.inference import detections_to_predictions
 from facecmp.detection.models import STAGES, pretrained_network
 from facecmp.evaluation.evaluator import evaluate
-from facecmp.study.compare import choose_splits
+from facecmp.study.splits import choose_splits
 from facecmp.training import TrainSettings, train_stage
 from facecmp.training.samples import MiningSettings, mine_samples
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from facecmp.data import ImageRecord, load_archive
-from facecmp.data.formats import FORMATS, convert, find_formats, read_parts, resolve_format
+from facecmp.data.archive import FORMATS, find_formats, read_parts, resolve_format
+from facecmp.data.convert import convert
 from facecmp.data.formats import coco, course, voc, wider, yolo
 from facecmp.data.formats.common import FACE, TEST, TRAIN, continuous_to_inclusive, inclusive_to_xywh, split_role
 from facecmp.data.records import Dataset

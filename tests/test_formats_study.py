@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from facecmp.data import load_archive
-from facecmp.data.formats import convert
+from facecmp.data.convert import convert
 from facecmp.data.synthetic import generate_dataset
 from facecmp.detection.checkpoint import load_checkpoint
 from facecmp.detection.detector import Detector

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from facecmp.data import ImageRecord, load_archive
-from facecmp.data.formats import FORMATS, READERS, convert
+from facecmp.data.archive import FORMATS, READERS
+from facecmp.data.convert import convert
 from facecmp.data.formats.common import TRAIN
 from facecmp.data.records import Dataset
 from facecmp.data.synthetic import generate_dataset

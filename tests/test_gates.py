@@ -251,7 +251,7 @@ measured = 0.026
 
 
 def test_the_real_gates_file_sits_within_its_margins_and_names_real_variants():
-    from facecmp.bench.gates import audit
+    from facecmp.bench.audit import audit
     from facecmp.study.variants import REGISTRY
 
     assert audit(REAL_GATES, REGISTRY) == []
@@ -266,7 +266,7 @@ def test_the_real_gates_file_gates_every_variant_on_the_generated_data():
 
 
 def test_audit_passes_gates_set_within_the_margins(tmp_path):
-    from facecmp.bench.gates import audit
+    from facecmp.bench.audit import audit
 
     assert audit(write(tmp_path, AUDITED), ["a", "b"]) == []
     gates = load_gates(write(tmp_path, AUDITED), "d")
@@ -305,7 +305,7 @@ def test_audit_passes_gates_set_within_the_margins(tmp_path):
     ],
 )
 def test_audit_names_each_gate_too_far_from_its_measurement(tmp_path, change, expected):
-    from facecmp.bench.gates import audit
+    from facecmp.bench.audit import audit
 
     text = AUDITED.replace(*change)
     assert text != AUDITED
@@ -316,7 +316,8 @@ def test_audit_names_each_gate_too_far_from_its_measurement(tmp_path, change, ex
 def test_the_audit_reaches_every_gate_family_of_the_real_file(tmp_path):
     """Dropping the first recorded measurement of each family (dataset floors and relations of every
     dataset table, speed, process speed, robustness, recognition) makes the real file fail the audit."""
-    from facecmp.bench.gates import audit, datasets_in, load_document
+    from facecmp.bench.audit import audit
+    from facecmp.bench.gates import datasets_in, load_document
     from facecmp.study.variants import REGISTRY
 
     text = REAL_GATES.read_text()
@@ -352,7 +353,8 @@ measured = 0.12
 
 
 def test_curve_gates_compare_the_largest_point_with_the_smallest_and_are_audited(tmp_path):
-    from facecmp.bench.gates import CURVE_POINTS, audit, curve_gates, load_document
+    from facecmp.bench.audit import audit
+    from facecmp.bench.gates import CURVE_POINTS, curve_gates, load_document
 
     path = write(tmp_path, AUDITED + CURVE)
     (entry,) = curve_gates(load_document(path), "d", path)

@@ -4,7 +4,7 @@ import pytest
 from facecmp.data.facesizes import face_sides, min_face_advice, suggest_min_face_size
 from facecmp.data.records import Dataset, ImageRecord
 from facecmp.detection.detector import Detector
-from facecmp.evaluation.min_face import min_face_tradeoff
+from facecmp.study.min_face import min_face_tradeoff
 
 
 def _dataset(sides):

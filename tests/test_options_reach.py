@@ -43,19 +43,19 @@ def run(argv) -> None:
 
 
 def test_finetune_passes_threads_format_and_device(monkeypatch, tmp_path):
-    from facecmp.study import compare
+    from facecmp.study import finetune
 
     seen = {}
-    monkeypatch.setattr(compare, "finetune_from_archive", recorder(seen, "detector"))
+    monkeypatch.setattr(finetune, "finetune_from_archive", recorder(seen, "detector"))
     run(["--threads", THREADS, "finetune", "--data", tmp_path, "--out", tmp_path / "o", "--format", "coco", "--device", DEVICE])
     assert seen["detector"]["fmt"] == "coco" and seen["detector"]["device"] == DEVICE and seen["detector"]["threads"] == THREADS
 
 
 def test_finetune_with_a_recognizer_passes_format_and_device_to_both_stages(monkeypatch, tmp_path):
-    from facecmp.study import compare, recognition
+    from facecmp.study import finetune, recognition
 
     seen = {}
-    monkeypatch.setattr(compare, "finetune_from_archive", recorder(seen, "detector", stop=False))
+    monkeypatch.setattr(finetune, "finetune_from_archive", recorder(seen, "detector", stop=False))
     monkeypatch.setattr(recognition, "recognizer_from_archive", recorder(seen, "recognizer"))
     run(["--threads", THREADS, "finetune", "--data", tmp_path, "--out", tmp_path / "o", "--stages", "pnet,recognizer",
          "--format", "coco", "--device", DEVICE])
@@ -64,7 +64,8 @@ def test_finetune_with_a_recognizer_passes_format_and_device_to_both_stages(monk
 
 
 def test_compare_and_robustness_pass_threads_format_and_device(monkeypatch, tmp_path):
-    from facecmp.study import compare, robustness
+    from facecmp.study import compare
+    from facecmp.study.robustness import run as robustness
 
     seen = {}
     monkeypatch.setattr(compare, "run_comparison", recorder(seen, "compare"))
@@ -77,12 +78,12 @@ def test_compare_and_robustness_pass_threads_format_and_device(monkeypatch, tmp_
 
 def test_check_and_convert_pass_the_format(monkeypatch, tmp_path):
     import facecmp.data
-    import facecmp.data.formats
+    import facecmp.data.convert
 
     seen = {}
     check = recorder(seen, "check")
     monkeypatch.setattr(facecmp.data, "check_dataset", lambda data, fmt: check(fmt=fmt))
-    monkeypatch.setattr(facecmp.data.formats, "convert", recorder(seen, "convert"))
+    monkeypatch.setattr(facecmp.data.convert, "convert", recorder(seen, "convert"))
     run(["check", "--data", tmp_path, "--format", "yolo"])
     run(["convert", "--data", tmp_path, "--to", "coco", "--out", tmp_path / "c", "--format", "yolo"])
     assert seen["check"]["fmt"] == "yolo" and seen["convert"]["fmt"] == "yolo"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from facecmp.data.corruptions import missing_dependency
+from facecmp.study.robustness.compat import missing_dependency
 from test_plugin import BENCHMARKS, FAKES, restore_registry, run, tiny_data  # noqa: F401 (fixtures)
 
 pytest_plugins = ["pytester"]

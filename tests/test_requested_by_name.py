@@ -21,10 +21,10 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def _robustness_extra_missing():
-    import facecmp.data.corruptions as corruptions
+    import facecmp.study.robustness.compat as compat
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(corruptions, "missing_dependency", lambda: "corruptions need the robustness extra (imagecorruptions missing)")
+        patch.setattr(compat, "missing_dependency", lambda: "corruptions need the robustness extra (imagecorruptions missing)")
         yield
 '''
 

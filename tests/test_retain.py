@@ -186,6 +186,7 @@ def test_a_resumed_retain_run_ends_where_the_uninterrupted_one_does(target, reta
 
 def test_the_variant_needs_source_images_and_keys_its_cache_by_them(target, retain_images, source_root, tmp_path):
     from facecmp.study import variants as V
+    from facecmp.study.caching import checkpoint_folder
     from facecmp.study.source import load_source_domain, retain_context
 
     ctx = V.VariantContext(train=target.train, dev=target.test, cache_dir=tmp_path)
@@ -194,10 +195,10 @@ def test_the_variant_needs_source_images_and_keys_its_cache_by_them(target, reta
     stages = ("pnet", "rnet", "onet")
     source = load_source_domain(source_root, split="split:1", seed=0)
     with_source = dataclasses.replace(ctx, **retain_context(source, target.test))
-    plain = V._checkpoint_folder(with_source, stages)
-    kept = V._checkpoint_folder(with_source, stages, retain=R.RetainSettings())
-    other_recipe = V._checkpoint_folder(with_source, stages, retain=R.RetainSettings(replay_share=0.5))
-    other_images = V._checkpoint_folder(dataclasses.replace(with_source, retain=retain_images.subset(
+    plain = checkpoint_folder(with_source, stages)
+    kept = checkpoint_folder(with_source, stages, retain=R.RetainSettings())
+    other_recipe = checkpoint_folder(with_source, stages, retain=R.RetainSettings(replay_share=0.5))
+    other_images = checkpoint_folder(dataclasses.replace(with_source, retain=retain_images.subset(
         [r.key for r in retain_images.images[:2]])), stages, retain=R.RetainSettings())
     assert len({plain, kept, other_recipe, other_images}) == 4 and "retain" in kept.name
     # A source test set that shares an image with the retain images is refused before training.

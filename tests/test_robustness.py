@@ -8,23 +8,26 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from facecmp.data import corruptions as C
 from facecmp.data import load_archive
 from facecmp.data.records import Dataset, ImageRecord
 from facecmp.data.synthetic import generate_dataset
 from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.errors import DataError
-from facecmp.study import robustness as R
+from facecmp.study.robustness.cells import Cell, CellCache, GridVariant, variant_identity
+from facecmp.study.robustness.compat import missing_dependency
+from facecmp.study.robustness.conditions import CLEAN, Condition
+from facecmp.study.robustness.grid import RobustnessSettings, run_grid
+from facecmp.study.robustness.metrics import summarize
 from facecmp.data.fingerprint import data_fingerprint
 
 from test_cli import assert_user_error, run_cli
 
-if C.missing_dependency():
-    pytest.skip(C.missing_dependency(), allow_module_level=True)
+if missing_dependency():
+    pytest.skip(missing_dependency(), allow_module_level=True)
 
 # one benchmark corruption, one extra, one geometric condition
-SETTINGS = R.RobustnessSettings(corruptions=("contrast", "speckle_noise", "mirror"), severities=(1,))
+SETTINGS = RobustnessSettings(corruptions=("contrast", "speckle_noise", "mirror"), severities=(1,))
 
 
 @pytest.fixture(scope="module")
@@ -53,75 +56,75 @@ def grid_variants(thresholds=(0.6, 0.7, 0.7)):
     out = []
     for name, t in (("strict", thresholds), ("loose", (0.5, 0.3, 0.3))):
         detector = Counting(Detector(settings=DetectorSettings(thresholds=t)))
-        out.append(R.GridVariant(name, detector, R.variant_identity(name, detector, {"thresholds": list(t)})))
+        out.append(GridVariant(name, detector, variant_identity(name, detector, {"thresholds": list(t)})))
     return out
 
 
 def test_metrics_follow_the_benchmark_definitions():
-    cell = lambda ap: R.Cell(ap, ap + 0.01, 10, 5, 8)  # noqa: E731
+    cell = lambda ap: Cell(ap, ap + 0.01, 10, 5, 8)  # noqa: E731
     cells = {
-        C.CLEAN: cell(0.8),
-        C.Condition("contrast", 1): cell(0.6), C.Condition("contrast", 3): cell(0.2),
-        C.Condition("fog", 1): cell(0.7), C.Condition("fog", 3): cell(0.5),
-        C.Condition("saturate", 3): cell(0.0),  # an extra corruption: reported, not in mPC
-        C.Condition("scale", 2): cell(0.1),  # geometric: reported, not in mPC
+        CLEAN: cell(0.8),
+        Condition("contrast", 1): cell(0.6), Condition("contrast", 3): cell(0.2),
+        Condition("fog", 1): cell(0.7), Condition("fog", 3): cell(0.5),
+        Condition("saturate", 3): cell(0.0),  # an extra corruption: reported, not in mPC
+        Condition("scale", 2): cell(0.1),  # geometric: reported, not in mPC
     }
-    s = R.summarize(cells)
+    s = summarize(cells)
     assert s["clean_ap"] == 0.8
     assert s["mpc"] == pytest.approx(0.5)
     assert s["rpc"] == pytest.approx(0.5 / 0.8)
     assert s["per_severity"] == {"1": pytest.approx(0.65), "3": pytest.approx(0.35)}
     assert s["per_corruption"]["contrast"] == {"1": 0.6, "3": 0.2} and s["per_corruption"]["scale"] == {"2": 0.1}
     assert s["mpc_corruptions"] == ["fog", "contrast"]
-    voc = R.summarize(cells, "ap_voc")
+    voc = summarize(cells, "ap_voc")
     assert voc["mpc"] == pytest.approx(0.51)
-    assert R.summarize({C.CLEAN: cell(0.0)})["rpc"] is None
+    assert summarize({CLEAN: cell(0.0)})["rpc"] is None
 
 
 def test_grid_workers_cache_and_resume(test_set, tmp_path):
     fingerprint = data_fingerprint(test_set)
     variants = grid_variants()
-    cache = R.CellCache(tmp_path / "cells", fingerprint, SETTINGS.seed)
-    in_process = R.run_grid(variants, test_set, SETTINGS, cache, progress=False)
+    cache = CellCache(tmp_path / "cells", fingerprint, SETTINGS.seed)
+    in_process = run_grid(variants, test_set, SETTINGS, cache, progress=False)
     n_conditions = 1 + 2 + 1  # clean, two corruptions at severity 1, mirror
     assert all(len(cells) == n_conditions for cells in in_process.values())
     assert all(v.detector.calls == n_conditions * len(test_set) for v in variants)
     # the loose thresholds find at least what the strict ones find on clean frames
-    assert in_process["loose"][C.CLEAN].n_true_positives >= in_process["strict"][C.CLEAN].n_true_positives
+    assert in_process["loose"][CLEAN].n_true_positives >= in_process["strict"][CLEAN].n_true_positives
     # worker processes give the same cells
-    spread = R.run_grid(grid_variants(), test_set, replace(SETTINGS, workers=2), R.CellCache(tmp_path / "other", fingerprint, 0), progress=False)
+    spread = run_grid(grid_variants(), test_set, replace(SETTINGS, workers=2), CellCache(tmp_path / "other", fingerprint, 0), progress=False)
     assert spread == in_process
     # a rerun reuses every cached cell: no detection at all
     again = grid_variants()
-    assert R.run_grid(again, test_set, SETTINGS, cache, progress=False) == in_process
+    assert run_grid(again, test_set, SETTINGS, cache, progress=False) == in_process
     assert all(v.detector.calls == 0 for v in again)
     # an interrupted run resumes: a deleted cell is recomputed alone
-    cache.path(variants[0], C.Condition("contrast", 1)).unlink()
+    cache.path(variants[0], Condition("contrast", 1)).unlink()
     resumed = grid_variants()
-    assert R.run_grid(resumed, test_set, SETTINGS, cache, progress=False) == in_process
+    assert run_grid(resumed, test_set, SETTINGS, cache, progress=False) == in_process
     assert [v.detector.calls for v in resumed] == [len(test_set), 0]
 
 
 def test_cached_cells_never_mix_other_checkpoints_seeds_or_data(test_set, tmp_path):
     fingerprint = data_fingerprint(test_set)
     settings = replace(SETTINGS, corruptions=("contrast",), severities=(3,))
-    R.run_grid(grid_variants()[:1], test_set, settings, R.CellCache(tmp_path, fingerprint, 0), progress=False)
+    run_grid(grid_variants()[:1], test_set, settings, CellCache(tmp_path, fingerprint, 0), progress=False)
     # other thresholds (another identity), another corruption seed, other data: all recomputed
     for variants, cache in (
-        (grid_variants((0.6, 0.7, 0.6))[:1], R.CellCache(tmp_path, fingerprint, 0)),
-        (grid_variants()[:1], R.CellCache(tmp_path, fingerprint, 1)),
-        (grid_variants()[:1], R.CellCache(tmp_path, "other-data", 0)),
+        (grid_variants((0.6, 0.7, 0.6))[:1], CellCache(tmp_path, fingerprint, 0)),
+        (grid_variants()[:1], CellCache(tmp_path, fingerprint, 1)),
+        (grid_variants()[:1], CellCache(tmp_path, "other-data", 0)),
     ):
-        R.run_grid(variants, test_set, settings, cache, progress=False)
+        run_grid(variants, test_set, settings, cache, progress=False)
         assert variants[0].detector.calls == 2 * len(test_set)
     # a cell file whose stored keys do not match its request is ignored, not trusted
     variant = grid_variants()[0]
-    cache = R.CellCache(tmp_path, fingerprint, 0)
-    path = cache.path(variant, C.CLEAN)
+    cache = CellCache(tmp_path, fingerprint, 0)
+    path = cache.path(variant, CLEAN)
     stored = json.loads(path.read_text())
     stored["keys"]["data"] = "tampered"
     path.write_text(json.dumps(stored))
-    assert cache.get(variant, C.CLEAN) is None
+    assert cache.get(variant, CLEAN) is None
 
 
 def test_checkpoint_identity_follows_the_weights(tmp_path):
@@ -146,7 +149,7 @@ def test_a_corruption_failing_on_an_image_stops_the_run_naming_it(test_set, tmp_
     broken = replace(test_set, images=[*test_set.images[:1], ImageRecord("tiny.png", tiny)])
     settings = replace(SETTINGS, corruptions=("contrast",), severities=(2,))
     with pytest.raises(DataError, match=r"corruption contrast at severity 2 failed on .*tiny\.png.*32x32"):
-        R.run_grid(grid_variants()[:1], broken, settings, R.CellCache(tmp_path / "c", "x", 0), progress=False)
+        run_grid(grid_variants()[:1], broken, settings, CellCache(tmp_path / "c", "x", 0), progress=False)
 
 
 def test_cli_writes_the_report_and_resumes(root, tmp_path):

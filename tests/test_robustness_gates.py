@@ -6,8 +6,9 @@ import pytest
 
 from facecmp.bench.gates import GateFailed, GatesFileError
 from facecmp.bench.robustness import check_gate, gate_values, load_robustness_gates, parse_axis
-from facecmp.data.corruptions import CLEAN, Condition
-from facecmp.study.robustness import Cell, variant_summary
+from facecmp.study.robustness.cells import Cell
+from facecmp.study.robustness.conditions import CLEAN, Condition
+from facecmp.study.robustness.metrics import variant_summary
 
 
 def summary(name, clean, aps):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from facecmp.data import load_training
 from facecmp.data.synthetic import generate_dataset
+from facecmp.errors import DataError
 from facecmp.training import augment as training_frames_module
 from facecmp.training import samples as S
 from facecmp.training.samples import DISCARD, NEGATIVE, PART, POSITIVE, MiningSettings
@@ -177,7 +178,7 @@ def test_second_mining_call_reads_the_cache(tiny_train, tmp_path, monkeypatch):
 def test_a_corrupt_cache_is_a_clear_error(tiny_train, tmp_path):
     first = S.mine_pnet_samples(tiny_train, SETTINGS, seed=0, cache_dir=tmp_path, progress=False)
     first.cache_path.write_bytes(b"not an npz")
-    with pytest.raises(S.DataError, match="unreadable sample cache.*delete it"):
+    with pytest.raises(DataError, match="unreadable sample cache.*delete it"):
         S.mine_pnet_samples(tiny_train, SETTINGS, seed=0, cache_dir=tmp_path, progress=False)
 
 

@@ -151,7 +151,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def splits(archive):
-    from facecmp.study.compare import training_split
+    from facecmp.study.finetune import training_split
 
     return training_split(archive, dev_per_folder=2)
 

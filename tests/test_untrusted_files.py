@@ -21,8 +21,8 @@ from facecmp.detection.checkpoint import META_FILE, load_checkpoint, save_checkp
 from facecmp.detection.models import build_network, pretrained_network
 from facecmp.detection.recognizer import RECOGNIZER_FILE, load_recognizer
 from facecmp.errors import DataError, FacecmpError, ModelError
-from facecmp.training.ddp import require_world_size
-from facecmp.training.loop import load_run_state, read_run_state, run_id_file, save_run_state, state_file
+from facecmp.training.distributed import require_world_size
+from facecmp.training.run_state import load_run_state, read_run_state, run_id_file, save_run_state, state_file
 from facecmp.training.samples import SampleSet, cached_samples, load_samples, save_samples
 from test_cli import assert_user_error, run_cli
 

@@ -8,7 +8,8 @@ import torch
 from facecmp.data import load_archive, split_dataset
 from facecmp.errors import FacecmpError
 from facecmp.data.synthetic import generate_dataset
-from facecmp.study.variants import VariantContext, finetuned_checkpoint, get_variants
+from facecmp.study.caching import finetuned_checkpoint
+from facecmp.study.variants import VariantContext, get_variants
 
 
 @pytest.fixture(scope="module")
@@ -43,30 +44,30 @@ def test_unknown_variant_names_are_listed():
 def test_the_code_hash_covers_every_source_file_of_training_detection_data_and_evaluation(tmp_path):
     import shutil
 
-    from facecmp.study import variants
+    from facecmp.data import fingerprint
 
     root = tmp_path / "facecmp"
-    package_dir = __import__("pathlib").Path(variants.__file__).resolve().parent.parent
-    for package in variants.CODE_PACKAGES:
+    package_dir = __import__("pathlib").Path(fingerprint.__file__).resolve().parent.parent
+    for package in fingerprint.CODE_PACKAGES:
         shutil.copytree(package_dir / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
-    before = variants.code_fingerprint(root=root)
-    assert before == variants.code_fingerprint()  # the same bytes, the same key
-    for package in variants.CODE_PACKAGES:
+    before = fingerprint.code_fingerprint(root=root)
+    assert before == fingerprint.code_fingerprint()  # the same bytes, the same key
+    for package in fingerprint.CODE_PACKAGES:
         source = next(p for p in sorted((root / package).glob("*.py")) if p.name != "__init__.py")
         original = source.read_bytes()
         source.write_bytes(original + b"\n# changed\n")
-        variants.code_fingerprint.cache_clear()
-        assert variants.code_fingerprint(root=root) != before, f"a change to {package}/{source.name} must change the key"
+        fingerprint.code_fingerprint.cache_clear()
+        assert fingerprint.code_fingerprint(root=root) != before, f"a change to {package}/{source.name} must change the key"
         source.write_bytes(original)
-        variants.code_fingerprint.cache_clear()
-    assert variants.code_fingerprint(root=root) == before
+        fingerprint.code_fingerprint.cache_clear()
+    assert fingerprint.code_fingerprint(root=root) == before
 
 
 def test_a_change_to_the_training_code_retrains(ctx, monkeypatch):
-    from facecmp.study import variants
+    from facecmp.study import caching
 
     cached = finetuned_checkpoint(ctx, "finetuned-pnet", ("pnet",))
-    monkeypatch.setattr(variants, "code_fingerprint", lambda: "other-code")
+    monkeypatch.setattr(caching, "code_fingerprint", lambda: "other-code")
     retrained = finetuned_checkpoint(ctx, "finetuned-pnet", ("pnet",))
     assert retrained != cached and (retrained / "pnet.pt").is_file()
     assert (ctx.cache_dir / "samples-other-code").is_dir()  # mined samples are not shared across code either

@@ -41,7 +41,8 @@ Speed gates are ratios measured in the same run, never absolute seconds. A faile
 which gate failed and by how much.
 
 Every gate also records what was measured when it was set, so that a gate cannot drift far
-below what the code achieves (``audit`` checks it; tests/test_gates.py runs it on the real file)::
+below what the code achieves (:func:`facecmp.bench.audit.audit` checks it; tests/test_gates.py runs it on the
+real file)::
 
     [margins]                        # how far below its measurement a gate may sit
     accuracy = 0.05                  # a floor (AP, recall, mAP, mPC ...) or a `beats` margin: at most
@@ -70,7 +71,7 @@ below what the code achieves (``audit`` checks it; tests/test_gates.py runs it o
 
 The ``[[robustness]]`` (facecmp/bench/robustness.py) and ``[[recognition]]`` (facecmp/bench/recognition.py)
 lists record ``measured = <value>`` (the measured difference for ``beats``) beside each gate too,
-and ``audit`` holds them to the same margins.
+and the audit holds them to the same margins.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class GateFailed(AssertionError):
     """A benchmark gate did not hold; the message says which and by how much."""
 
 
-def _num(v: float) -> str:
+def as_written(v: float) -> str:
     """A threshold as written: at least two decimals, more only when it has them."""
     text = f"{v:.2f}"
     return text if math.isclose(float(text), v, abs_tol=1e-12) else f"{v:g}"
@@ -139,7 +140,7 @@ class MinimumGate:
 
     @property
     def name(self) -> str:
-        return f"{self.scope}.{self.variant}.{self.metric} >= {_num(self.minimum)}"
+        return f"{self.scope}.{self.variant}.{self.metric} >= {as_written(self.minimum)}"
 
     def failure(self, values: Values) -> str | None:
         measured = values[self.variant][self.metric]
@@ -169,7 +170,7 @@ class BeatsGate:
 
     @property
     def name(self) -> str:
-        return f"{self.scope}.{self.variant}.{self.metric} >= {self.other}.{self.metric} + {_num(self.by)}"
+        return f"{self.scope}.{self.variant}.{self.metric} >= {self.other}.{self.metric} + {as_written(self.by)}"
 
     def failure(self, values: Values) -> str | None:
         a, b = values[self.variant][self.metric], values[self.other][self.metric]
@@ -195,7 +196,7 @@ class WithinGate:
 
     @property
     def name(self) -> str:
-        return f"{self.scope}.{self.variant}.{self.metric} within {_num(self.tolerance)} of {self.other}.{self.metric}"
+        return f"{self.scope}.{self.variant}.{self.metric} within {as_written(self.tolerance)} of {self.other}.{self.metric}"
 
     def failure(self, values: Values) -> str | None:
         a, b = values[self.variant][self.metric], values[self.other][self.metric]
@@ -231,7 +232,7 @@ class SpeedGate:
 
     @property
     def name(self) -> str:
-        return f"{self.scope}.{self.variant} >= {_num(self.at_least)}x as fast as {self.other}"
+        return f"{self.scope}.{self.variant} >= {as_written(self.at_least)}x as fast as {self.other}"
 
     def ratio(self, values: Values) -> float:
         return values[self.other][self.metric] / values[self.variant][self.metric]
@@ -315,7 +316,7 @@ def _where(path: Path, key: str) -> str:
     return f"{path}: [{key}]"
 
 
-def _number(path: Path, key: str, value) -> float:
+def number_at(path: Path, key: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise GatesFileError(f"{_where(path, key)}: expected a number, got {value!r}")
     return float(value)
@@ -335,13 +336,13 @@ def _relation(path: Path, scope: str, i: int, entry) -> BeatsGate | WithinGate:
     extra = set(entry) - {"variant", "metric", "beats", "by", "within", "tolerance", "measured"}
     if extra:
         raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
-    measured = _number(path, key, entry["measured"]) if "measured" in entry else None
+    measured = number_at(path, key, entry["measured"]) if "measured" in entry else None
     if "beats" in entry and "within" not in entry:
-        return BeatsGate(scope, entry["variant"], entry["beats"], metric, _number(path, key, entry.get("by", 0.0)), measured)
+        return BeatsGate(scope, entry["variant"], entry["beats"], metric, number_at(path, key, entry.get("by", 0.0)), measured)
     if "within" in entry and "beats" not in entry:
         if "tolerance" not in entry:
             raise GatesFileError(f"{path}: {key}: 'within' needs tolerance = <max AP difference>")
-        return WithinGate(scope, entry["variant"], entry["within"], metric, _number(path, key, entry["tolerance"]), measured)
+        return WithinGate(scope, entry["variant"], entry["within"], metric, number_at(path, key, entry["tolerance"]), measured)
     raise GatesFileError(f"{path}: {key}: expected exactly one of beats = \"other\" or within = \"other\"")
 
 
@@ -360,14 +361,14 @@ def _speed(path: Path, i: int, entry, list_name: str) -> SpeedGate:
     extra = set(entry) - {"variant", "faster_than", "at_least", "measured", "date", "command"} - optional
     if extra:
         raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
-    ratio = _number(path, key, entry["at_least"])
+    ratio = number_at(path, key, entry["at_least"])
     if ratio <= 0:
         raise GatesFileError(f"{path}: {key}: at_least must be a positive speed ratio, got {ratio}")
     runs = entry.get("measured", [])
     if not isinstance(runs, list):
         raise GatesFileError(f"{path}: {key}: measured must be a list of the ratios measured, one per run")
     return SpeedGate(
-        entry["variant"], entry["faster_than"], ratio, **measures, measured=tuple(_number(path, key, r) for r in runs),
+        entry["variant"], entry["faster_than"], ratio, **measures, measured=tuple(number_at(path, key, r) for r in runs),
         date=entry.get("date"), command=entry.get("command"),
     )
 
@@ -380,7 +381,7 @@ def list_of_tables(doc: dict, list_name: str, path: Path) -> list:
     return entries
 
 
-def _speed_list(doc: dict, list_name: str, dataset: str | None, path: Path, every: bool = False) -> list[SpeedGate]:
+def speed_list(doc: dict, list_name: str, dataset: str | None, path: Path, every: bool = False) -> list[SpeedGate]:
     """Every entry of ``[[list_name]]`` checked; those limited to another dataset left out (unless ``every``)."""
     entries = list_of_tables(doc, list_name, path)
     gates = [_speed(path, i, e, list_name) for i, e in enumerate(entries)]
@@ -408,9 +409,9 @@ def curve_gates(doc: dict, dataset: str | None, path: Path = Path("gates.toml"))
         extra = set(entry) - {"dataset", "metric", "by", "measured", *CURVE_KEYS}
         if extra:
             raise GatesFileError(f"{path}: {key}: unknown key(s) {', '.join(sorted(extra))}")
-        measured = _number(path, key, entry["measured"]) if "measured" in entry else None
+        measured = number_at(path, key, entry["measured"]) if "measured" in entry else None
         beats = BeatsGate(f"curve.{entry['dataset']}", *CURVE_POINTS, _metric(path, key, entry.get("metric", "ap_cava")),
-                          _number(path, key, entry.get("by", 0.0)), measured)
+                          number_at(path, key, entry.get("by", 0.0)), measured)
         epochs = entry.get("epochs")
         gates.append(CurveGate(entry["dataset"], str(entry["frames"]), str(entry["stages"]), int(epochs) if epochs else None, beats))
     return [g for g in gates if dataset is None or g.dataset == dataset]
@@ -422,16 +423,16 @@ def _minimum(path: Path, key: str, value) -> tuple[float, float | None]:
         extra = set(value) - {"at_least", "measured"}
         if extra or "at_least" not in value:
             raise GatesFileError(f"{_where(path, key)}: expected a number or {{ at_least = <gate>, measured = <value> }}")
-        measured = _number(path, key, value["measured"]) if "measured" in value else None
-        return _number(path, key, value["at_least"]), measured
-    return _number(path, key, value), None
+        measured = number_at(path, key, value["measured"]) if "measured" in value else None
+        return number_at(path, key, value["at_least"]), measured
+    return number_at(path, key, value), None
 
 
 def parse_gates(doc: dict, dataset: str, path: Path = Path("gates.toml")) -> GateSet:
     gates = GateSet(
         path, dataset, found=dataset in doc,
-        speed=_speed_list(doc, "speed", dataset, path),
-        process_speed=_speed_list(doc, "process_speed", dataset, path),
+        speed=speed_list(doc, "speed", dataset, path),
+        process_speed=speed_list(doc, "process_speed", dataset, path),
     )
     table = doc.get(dataset, {})
     if not isinstance(table, dict):
@@ -476,92 +477,3 @@ def load_document(path: str | Path) -> dict:
 def datasets_in(doc: dict) -> list[str]:
     """The dataset tables of a gates file."""
     return [k for k, v in doc.items() if isinstance(v, dict) and k not in NOT_DATASETS]
-
-
-def _margins(doc: dict, path: Path) -> dict[str, float]:
-    given = doc.get("margins", {})
-    unknown = set(given) - set(DEFAULT_MARGINS)
-    if unknown:
-        raise GatesFileError(f"{path}: [margins]: unknown key(s) {', '.join(sorted(unknown))}; use {', '.join(DEFAULT_MARGINS)}")
-    return {k: _number(path, f"margins.{k}", given.get(k, v)) for k, v in DEFAULT_MARGINS.items()}
-
-
-def _slack(gate: Gate, margins: Mapping[str, float]) -> str | None:
-    """Why ``gate`` is not set close enough under its recorded measurement (None when it is)."""
-    if isinstance(gate, SpeedGate):
-        runs = gate.measured
-        if len(runs) < MIN_SPEED_RUNS or not gate.date or not gate.command:
-            return f"needs measured = [>= {MIN_SPEED_RUNS} ratios, one per run], date and command (has {len(runs)} runs)"
-        slowest, spread = min(runs), max(runs) - min(runs)
-        # Room below the slowest run: the runs' own spread, or a share of it (margins.speed) when
-        # the runs happened to agree: another machine of the same kind still lands a few % lower.
-        room = max(spread, margins["speed"] * slowest)
-        if gate.at_least > slowest:
-            return f"is above its slowest measured run ({slowest:.2f}x of {', '.join(f'{r:.2f}' for r in runs)}): today's runs would fail"
-        if gate.at_least < slowest - room - 0.01:  # gates are written with two decimals
-            return (f"sits {slowest - gate.at_least:.2f}x below its slowest measured run {slowest:.2f}x, more than the "
-                    f"runs' spread or {_num(margins['speed'])} of the ratio ({room:.2f}x): set at_least >= {slowest - room:.2f}")
-        return None
-    if gate.measured is None:
-        return "has no measured value recorded (measure, then record it beside the gate)"
-    if isinstance(gate, WithinGate):
-        if gate.measured > gate.tolerance:
-            return f"measured difference {gate.measured:.3f} is over the tolerance: today's run would fail"
-        if gate.tolerance - gate.measured > margins["within"] + 1e-9:
-            return (f"tolerance {_num(gate.tolerance)} is {gate.tolerance - gate.measured:.3f} over the measured difference "
-                    f"{gate.measured:.3f} (margin {_num(margins['within'])})")
-        return None
-    bound = gate.bound  # a floor, or the margin of a `beats` relation
-    if bound > gate.measured + 1e-9:
-        return f"is above its measurement {gate.measured:.3f}: today's run would fail"
-    allowed = accuracy_margin(gate.measured, margins)
-    if gate.measured - bound > allowed + 1e-9:
-        margin = (_num(allowed) if allowed >= margins["accuracy"]
-                  else f"{_num(margins['relative'])} of the measurement, {allowed:.4f}")
-        return (f"sits {gate.measured - bound:.3f} below its measurement {gate.measured:.3f} (margin {margin}): "
-                f"set it to at least {gate.measured - allowed:.4f}")
-    if not gate.relation and bound <= 0:
-        return "is a floor at 0, which no measurement can fail"
-    return None
-
-
-def accuracy_margin(measured: float, margins: Mapping[str, float]) -> float:
-    """How far below its measurement a floor or a `beats` margin may sit: ``margins.accuracy``, or
-    ``margins.relative`` of the measurement when that is less (a gate at 0.01 under an AP of 0.020
-    would let the detector lose half of what it finds)."""
-    return min(margins["accuracy"], margins["relative"] * max(measured, 0.0))
-
-
-def audit(path: str | Path, variants) -> list[str]:
-    """Every problem with the gates file ``path``: a gate of any family (dataset tables, speed,
-    process speed, robustness, recognition) further below its recorded measurement than the file's
-    ``[margins]`` allow (or above it), a gate without a measurement, a floor at 0, a dataset table
-    without measured_date / measured_command, or a variant not in ``variants``."""
-    path = Path(path)
-    doc = load_document(path)
-    margins = _margins(doc, path)
-    known = set(variants)
-    problems = []
-    gates: list[Gate] = []
-    for dataset in datasets_in(doc):
-        table = parse_gates(doc, dataset, path)
-        missing = [k for k in RECORD_KEYS if not table.record.get(k)]
-        if missing:
-            problems.append(f"{path}: [{dataset}] needs {' and '.join(missing)} (when and how its numbers were measured)")
-        gates += table.minimums + table.relations
-    # the speed, robustness and recognition lists, whichever dataset each entry is for
-    gates += _speed_list(doc, "speed", None, path, every=True) + _speed_list(doc, "process_speed", None, path, every=True)
-    from facecmp.bench.recognition import load_recognition_gates
-    from facecmp.bench.robustness import load_robustness_gates
-
-    gates += load_robustness_gates(path, None) + load_recognition_gates(path, None)
-    gates += [c.gate for c in curve_gates(doc, None, path)]
-    for gate in gates:
-        # recognition gates name recognizer kinds (checked on reading); curve gates name their two points
-        unknown = [v for v in getattr(gate, "variants", ()) if v not in known and v not in CURVE_POINTS]
-        if unknown:
-            problems.append(f"{path}: gate {gate.name}: no variant {', '.join(unknown)} in the registry ({', '.join(sorted(known))})")
-        reason = _slack(gate, margins)
-        if reason:
-            problems.append(f"{path}: gate {gate.name} {reason}")
-    return problems

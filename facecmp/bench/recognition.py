@@ -7,7 +7,7 @@
     beats = "probe-pretrained"     # optional instead of a minimum: mAP >= the other kind's + by
     by = 0.02
     measured = 0.026               # what was measured when the gate was set (for beats: the difference);
-                                   # facecmp.bench.gates.audit holds the gate to gates.toml's [margins]
+                                   # facecmp.bench.audit holds the gate to gates.toml's [margins]
 
 Read from the same gates.toml as the other gates (``parse_gates`` ignores this list).
 """

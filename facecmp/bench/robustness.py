@@ -16,7 +16,7 @@ Gates, in the gates file beside the benchmarks::
     # beats = "pretrained-calibrated"   # ... or a relation: metric(variant) >= metric(other) + by
     # by = 0.40
     measured = 0.746              # what was measured when the gate was set (for beats: the difference);
-                                  # facecmp.bench.gates.audit holds the gate to gates.toml's [margins]
+                                  # facecmp.bench.audit holds the gate to gates.toml's [margins]
     corruptions = "benchmark"     # optional: the axis it was measured on; other runs skip it
     severities = "3"
 """
@@ -52,7 +52,7 @@ class RobustnessGate(FloorOrRelation):
 
     def mismatch(self, settings) -> str | None:
         """Why this gate does not apply to a run over ``settings`` (another axis), else None."""
-        from facecmp.data.corruptions import parse_corruptions, parse_severities
+        from facecmp.study.robustness.conditions import parse_corruptions, parse_severities
 
         if self.corruptions is not None and parse_corruptions(self.corruptions) != settings.corruptions:
             return f"{self.name} was measured on corruptions {self.corruptions!r}; this run: {','.join(settings.corruptions)}"
@@ -86,7 +86,7 @@ class RobustnessGate(FloorOrRelation):
 
 def gate_values(summary: Mapping) -> dict[str, float | None]:
     """``clean_ap``, ``mpc``, ``rpc`` and ``worst`` of one variant's summary (course AP)."""
-    from facecmp.data.corruptions import BENCHMARK_CORRUPTIONS
+    from facecmp.study.robustness.conditions import BENCHMARK_CORRUPTIONS
 
     cells = [ap for name, aps in summary["per_corruption"].items() if name in BENCHMARK_CORRUPTIONS for ap in aps.values()]
     return {"clean_ap": summary["clean_ap"], "mpc": summary["mpc"], "rpc": summary["rpc"], "worst": min(cells) if cells else None}
@@ -135,8 +135,8 @@ def check_gate(gate: RobustnessGate, summaries: Mapping[str, Mapping]) -> None:
 
 def parse_axis(corruptions: str | None, severities: str | None):
     """The plugin options as a ``RobustnessSettings`` (``none`` or an empty value: no robustness axis)."""
-    from facecmp.data.corruptions import parse_corruptions, parse_severities
-    from facecmp.study.robustness import RobustnessSettings
+    from facecmp.study.robustness.conditions import parse_corruptions, parse_severities
+    from facecmp.study.robustness.grid import RobustnessSettings
 
     if corruptions is None or corruptions.strip() in ("", "none"):
         return None
@@ -158,7 +158,7 @@ class BenchRobustness:
 
     @cached_property
     def cache(self):
-        from facecmp.study.robustness import CellCache
+        from facecmp.study.robustness.cells import CellCache
         from facecmp.data.fingerprint import data_fingerprint
 
         return CellCache(self.session.options.cache_dir / "robustness", data_fingerprint(self.session.test), self.settings.seed)
@@ -183,7 +183,7 @@ class BenchRobustness:
         return out
 
     def grid_variants(self, names: Sequence[str] | None = None):
-        from facecmp.study.robustness import GridVariant, variant_identity
+        from facecmp.study.robustness.cells import GridVariant, variant_identity
 
         out = []
         for name in self.grid_names(names):
@@ -195,7 +195,7 @@ class BenchRobustness:
         """``name -> condition -> Cell`` (cached cells reused, the rest computed and cached)."""
         from dataclasses import replace
 
-        from facecmp.study.robustness import run_grid
+        from facecmp.study.robustness.grid import run_grid
 
         settings = replace(self.settings, workers=self.session.options.workers)
         return run_grid(self.grid_variants(names), self.session.test, settings, self.cache, conditions=conditions, progress=False)
@@ -206,7 +206,7 @@ class BenchRobustness:
         Conditions run in reverse order, so that under pytest-xdist a gate test and the cell
         tests (in forward order) in another process rarely compute the same cell twice.
         """
-        from facecmp.study.robustness import variant_summary
+        from facecmp.study.robustness.metrics import variant_summary
 
         names = self.grid_names(names)
         if compute:
@@ -223,7 +223,7 @@ class BenchRobustness:
 
     def write_report(self, out: Path) -> Path | None:
         """robustness.md etc. beside the accuracy report, from the cached cells (no computing)."""
-        from facecmp.study.robustness import write_robustness_report
+        from facecmp.study.robustness.report import write_robustness_report
 
         summaries = self.summaries(compute=False)
         if not summaries:
@@ -232,7 +232,7 @@ class BenchRobustness:
                                        variants=self.grid_variants([s["name"] for s in summaries]))
 
     def table(self) -> str | None:
-        from facecmp.study.robustness import summary_table
+        from facecmp.study.robustness.report import summary_table
 
         summaries = self.summaries(compute=False)
         return summary_table(summaries) if summaries else None
@@ -308,7 +308,7 @@ STATE_KEY = pytest.StashKey["BenchRobustness | None"]()
 def facecmp_robustness(pytestconfig) -> BenchRobustness:
     """The session's robustness axis: skips when it is off, or when the robustness extra is missing
     and the run did not ask for the axis; fails with the same line when it did (--facecmp-corruptions)."""
-    from facecmp.data.corruptions import missing_dependency
+    from facecmp.study.robustness.compat import missing_dependency
 
     state = pytestconfig.stash.get(STATE_KEY, None)
     if state is None:

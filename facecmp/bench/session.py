@@ -19,13 +19,13 @@ from facecmp.bench.timing import Timing, Timings
 
 if TYPE_CHECKING:  # the study (torch, matplotlib) is imported when a test first needs it
     from facecmp.data.records import Dataset
-    from facecmp.study.compare import Splits
+    from facecmp.study.splits import Splits
     from facecmp.study.report import VariantResult
     from facecmp.study.source import SourceDomain, SourceResult
     from facecmp.study.variants import Prepared, VariantContext
 
 DEFAULT_SPLIT = "split:50"
-# Fewer dev images than `facecmp compare` (study.compare.DEFAULT_DEV_PER_FOLDER, 25): calibration
+# Fewer dev images than `facecmp compare` (study.splits.DEFAULT_DEV_PER_FOLDER, 25): calibration
 # runs the cascade over every dev image once per PNet threshold, and the generated-data gates were
 # measured with 5. The Dexter gates run with --facecmp-dev 25.
 BENCH_DEV_PER_FOLDER = 5
@@ -104,13 +104,13 @@ class BenchSession:
     @cached_property
     def test_selection(self) -> str:
         """``archive`` when the archive has its own test part, else the split spec used."""
-        from facecmp.data.formats import has_test_part  # any labelling format, not only the course layout
+        from facecmp.data.archive import has_test_part  # any labelling format, not only the course layout
 
         return "archive" if has_test_part(self.root) else self.options.split
 
     @cached_property
     def splits(self) -> Splits:
-        from facecmp.study.compare import choose_splits
+        from facecmp.study.splits import choose_splits
 
         test = None if self.test_selection == "archive" else self.test_selection
         splits = choose_splits(self.root, test, seed=self.options.seed, dev_per_folder=self.options.dev_per_folder)
@@ -192,7 +192,7 @@ class BenchSession:
 
     def source_run_settings(self) -> dict:
         """How this run chose its source images; compared with the settings of the source dataset's gates."""
-        from facecmp.training.samples import data_fingerprint
+        from facecmp.data.fingerprint import data_fingerprint
 
         return {"test": self.source.selection, "n_test_images": len(self.source.test), "seed": self.options.seed,
                 "test_fingerprint": data_fingerprint(self.source.test)[:16]}

@@ -110,7 +110,7 @@ def check_dataset(root: str | Path, fmt: str | None = None) -> CheckReport:
     Missing test images are one error problem (the count and the first names).
     Raises :class:`DataError` only when ``root`` has no recognisable layout.
     """
-    from facecmp.data.formats import read_parts, resolve_format
+    from facecmp.data.archive import read_parts, resolve_format
 
     root = Path(root)
     if resolve_format(root, fmt) == "course":

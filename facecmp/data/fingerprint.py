@@ -65,7 +65,7 @@ def files_digest(paths) -> str:
 @functools.lru_cache(maxsize=None)
 def code_fingerprint(packages: tuple[str, ...] = CODE_PACKAGES, root: Path | None = None) -> str:
     """A hash of the source files of ``<root>/<package>`` for each package (paths and bytes); an
-    entry may also name one file (``study/robustness.py``). ``root`` defaults to the installed
+    entry may also name a subpackage (``study/robustness``) or one file. ``root`` defaults to the installed
     ``facecmp`` folder."""
     root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()

@@ -1,4 +1,7 @@
-"""Finding and loading the course's folder layouts.
+"""The course reader: finding and loading the course's folder layouts.
+
+Any dataset, the course's included, is loaded through the format dispatch
+(:func:`facecmp.data.archive.load_archive`), which sits above this module.
 
 Training folder (``antrenare/``)::
 
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from facecmp.errors import DataError
@@ -45,15 +47,6 @@ TASK2_PATTERN = re.compile(r"^task2_(.+)_gt_validare\.txt$", re.IGNORECASE)
 TEST_ANNOTATIONS = "validare_annotations.txt"
 TRAIN_NAME = "antrenare"
 TEST_NAME = "validare"
-
-
-@dataclass
-class Archive:
-    """A course archive: its training part, its test part, or both."""
-
-    root: Path
-    train: Dataset | None
-    test: Dataset | None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -349,37 +342,6 @@ def archive_parts(root: str | Path) -> tuple[Path | None, Path | None]:
             "validare/validare/; the folder may also be antrenare/ or validare/ itself."
         )
     return train_dir, test_dir
-
-
-def load_archive(
-    root: str | Path, *, strict: bool = False, allow_missing: bool = False, fmt: str | None = None
-) -> Archive:
-    """A course archive: ``root`` holds ``antrenare/`` and/or ``validare/`` (any casing), or is one of them.
-
-    Or a dataset in another labelling format (COCO, Pascal VOC, YOLO, WIDER FACE), found from the files
-    present or named by ``fmt``: see :mod:`facecmp.data.formats`. Every command's ``--data`` comes here.
-    """
-    from facecmp.data.formats import load_formatted, resolve_format  # late: the formats build on this module
-
-    root = Path(root)
-    fmt = resolve_format(root, fmt)
-    if fmt != "course":
-        return load_formatted(root, fmt, strict=strict, allow_missing=allow_missing)
-    train_dir, test_dir = archive_parts(root)
-    train = load_training(train_dir, strict=strict) if train_dir else None
-    test = load_test(test_dir, strict=strict, allow_missing=allow_missing) if test_dir else None
-    return Archive(root, train, test)
-
-
-def load_test_set(path: str | Path, *, allow_missing: bool = False, fmt: str | None = None) -> Dataset:
-    """The labelled images to test on at ``path``: a course test folder, a course archive's test
-    part, or a dataset in another labelling format (its test part, else its only part)."""
-    archive = load_archive(path, allow_missing=allow_missing, fmt=fmt)
-    chosen = archive.test if archive.test is not None else archive.train
-    if chosen is None:
-        raise DataError(f"{path}: no labelled images found; expected a course test folder (validare/) or a dataset in "
-                        "one of the labelling formats (see `facecmp convert --help`)")
-    return chosen
 
 
 def find_parts(root: Path) -> tuple[Path | None, Path | None]:

@@ -178,7 +178,7 @@ def wider_submission(per_image: dict[str, Detections]) -> dict[str, np.ndarray]:
 
 def is_wider_dataset(path: Path) -> bool:
     """Whether ``images_to_detect(path)`` reads a WIDER FACE dataset (so detect also writes its submission format)."""
-    from facecmp.data.formats import find_formats
+    from facecmp.data.archive import find_formats
     from facecmp.data.images import IMAGE_SUFFIXES
 
     path = Path(path)
@@ -191,7 +191,7 @@ def images_to_detect(path: Path) -> Dataset:
     """A folder of images, or a labelled dataset (a course test folder or archive, COCO, VOC,
     YOLO, WIDER FACE) whose test images we should run on."""
     from facecmp.data import load_archive, load_image_folder
-    from facecmp.data.formats import find_formats
+    from facecmp.data.archive import find_formats
     from facecmp.data.images import IMAGE_SUFFIXES
     from facecmp.errors import DataError
 

@@ -1,21 +1,18 @@
-"""The study end to end: choose splits, prepare each variant, detect, evaluate, report."""
+"""The study end to end (``facecmp compare``): choose splits, prepare each variant, detect, evaluate, report."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from facecmp.data import load_archive, split_dataset
-from facecmp.data.layout import load_test_set
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate
 from facecmp.detection.inference import require_answers, run_detector
 from facecmp.data.predictions import save_predictions
 from facecmp.study.report import VariantResult, data_note, results_table, variant_notes, write_report
+from facecmp.study.splits import choose_splits
 from facecmp.study.variants import Prepared, VariantContext, get_variants
 
 COMPARE_VARIANTS = ("pretrained", "pretrained-calibrated", "finetuned-pnet")
@@ -25,80 +22,9 @@ CASCADE_VARIANTS = ("finetuned-pnet-rnet", "finetuned-cascade")
 PEER_VARIANTS = (
     "opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full", "yunet", "dlib-cnn", "retinaface", "animeface",
 )
-DEFAULT_TEST_PER_FOLDER = 50
-DEFAULT_DEV_PER_FOLDER = 25
 # The report's ms/image: the variants timed in turn on this many test images (the fastest of SPEED_ROUNDS each).
 SPEED_IMAGES = 10
 SPEED_ROUNDS = 3
-
-
-@dataclass
-class Splits:
-    train: Dataset | None
-    dev: Dataset | None
-    test: Dataset | None  # None only from carve_splits without a holdout
-
-
-def parse_split(spec: str) -> int | None:
-    """``split`` -> default count, ``split:N`` -> N, anything else -> None (a path)."""
-    if spec == "split":
-        return DEFAULT_TEST_PER_FOLDER
-    if spec.startswith("split:"):
-        try:
-            n = int(spec.split(":", 1)[1])
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise DataError(f"--test {spec!r}: expected split:N with N a positive number of images per training folder")
-        return n
-    return None
-
-
-def carve_splits(train_all: Dataset, *, holdout_per_folder: int, dev_per_folder: int, seed: int) -> Splits:
-    """The study's recipe for one training set: first ``holdout_per_folder`` test images per folder
-    (seed ``seed``), then ``dev_per_folder`` dev images per folder from the rest (seed ``seed + 1``);
-    what remains trains. Either count may be 0 (no such split: ``None``)."""
-    train, test = split_dataset(train_all, per_folder=holdout_per_folder, seed=seed) if holdout_per_folder > 0 else (train_all, None)
-    dev = None
-    if dev_per_folder > 0:
-        train, dev = split_dataset(train, per_folder=dev_per_folder, seed=seed + 1)
-    return Splits(train, dev, test)
-
-
-_REPORTED: set[str] = set()
-
-
-def report_data_warnings(*datasets: Dataset | None) -> None:
-    """Print each warning of the data read (boxes clipped or dropped, counted by kind) once per process, so a
-    study says what the policy changed as ``check`` and ``convert`` do."""
-    for ds in datasets:
-        for problem in (ds.problems if ds is not None else []):
-            if problem.severity == "warning" and str(problem) not in _REPORTED:
-                _REPORTED.add(str(problem))
-                print(f"warning: {problem}", file=sys.stderr)
-
-
-def choose_splits(
-    root: str | Path, test: str | None = None, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
-    allow_missing: bool = False, fmt: str | None = None,
-) -> Splits:
-    """Train / dev / test images for a study. A test split carved from the training images is never trained on.
-
-    ``root`` is a course archive or any labelling format (:mod:`facecmp.data.formats`), found or named by ``fmt``.
-    """
-    archive = load_archive(root, allow_missing=allow_missing, fmt=fmt)
-    report_data_warnings(archive.train, archive.test)
-    if test is None and archive.test is None:
-        test = f"split:{DEFAULT_TEST_PER_FOLDER}"
-    per_folder = parse_split(test) if test is not None else None
-    if per_folder is not None and archive.train is None:
-        raise DataError(f"{root}: --test {test} needs training images (antrenare/) to split")
-    if per_folder is None:
-        test_ds = archive.test if test is None else load_test_set(Path(test), allow_missing=allow_missing)
-    if archive.train is None:
-        return Splits(None, None, test_ds)
-    splits = carve_splits(archive.train, holdout_per_folder=per_folder or 0, dev_per_folder=dev_per_folder, seed=seed)
-    return splits if per_folder is not None else dataclasses.replace(splits, test=test_ds)
 
 
 def evaluate_prepared(
@@ -199,81 +125,3 @@ def run_comparison(
                             cache_dir=ctx.cache_dir, seed=seed, detector_name=tuned[-1].name, device=device)
         print(task2_table(task2, tuned[-1].name))
     return out
-
-
-def training_split(
-    root: str | Path, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER, holdout_per_folder: int = 0,
-    fmt: str | None = None,
-) -> tuple[Dataset, Dataset | None]:
-    """``(train, dev)`` of an archive's training images as ``facecmp finetune`` uses them: ``holdout_per_folder``
-    images per folder set aside first (seed), then ``dev_per_folder`` for calibration (seed + 1)."""
-    archive = load_archive(root, fmt=fmt)
-    report_data_warnings(archive.train, archive.test)
-    if archive.train is None:
-        raise DataError(f"{root}: no training images found; expected antrenare/<character>/ with <character>_annotations.txt")
-    splits = carve_splits(archive.train, holdout_per_folder=holdout_per_folder, dev_per_folder=dev_per_folder, seed=seed)
-    return splits.train, splits.dev
-
-
-def finetune_from_archive(
-    root: str | Path,
-    out: str | Path,
-    *,
-    stages: Sequence[str] = ("pnet",),
-    epochs: int | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    resume: bool = False,
-    from_scratch: bool = False,
-    dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
-    holdout_per_folder: int = 0,
-    fmt: str | None = None,
-    dist=None,
-    augment: bool = False,
-    retain=None,
-):
-    """``facecmp finetune``: train on the archive's training images, calibrate on a dev split of them.
-
-    ``holdout_per_folder`` images per folder are set aside first and never seen (your own test
-    split, the same one ``compare --test split:N`` uses with the same seed). ``augment`` mines
-    augmented copies of the training frames too (the default :class:`AugmentSettings`). ``retain``
-    (a :class:`facecmp.training.retain.RetainRequest`, ``--retain``) keeps the source domain.
-    """
-    from facecmp.training.augment import AugmentSettings
-    from facecmp.training.finetune import FinetuneSettings, finetune
-
-    if "dlib-hog" in stages and tuple(stages) != ("dlib-hog",):
-        raise DataError(f"--stages {','.join(stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
-    if "dlib-hog" in stages and retain is not None:
-        raise DataError("--retain keeps the source domain in the MTCNN stages; dlib-hog trains without it (drop --retain)")
-    if "dlib-hog" in stages and augment:
-        raise DataError("--augment mines augmented frames for the MTCNN stages; dlib-hog trains without it (drop --augment)")
-    train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder, fmt=fmt)
-    if "dlib-hog" in stages:
-        return _train_dlib(train, out, dev=dev, seed=seed, resume=resume)
-    settings = FinetuneSettings(
-        stages=tuple(stages), epochs=epochs or None, seed=seed, from_scratch=from_scratch,
-        augment=AugmentSettings() if augment else None, retain=retain.settings if retain is not None else None,
-    )
-    kept = retain.images(seed) if retain is not None else None
-    if dist is not None:  # one process of a distributed run (training.distributed)
-        return finetune(train, out, settings, dev=dev, device=device, resume=resume, progress=dist.is_main, dist=dist, retain=kept)
-    return finetune(train, out, settings, dev=dev, device=device, resume=resume, retain=kept)
-
-
-def _train_dlib(train: Dataset, out: str | Path, *, dev: Dataset | None, seed: int, resume: bool):
-    """``facecmp finetune --stages dlib-hog``: dlib's HOG detector trained instead of MTCNN stages."""
-    from facecmp.training.dlib_train import DlibTrainSettings, read_dlib_checkpoint, train_dlib_hog
-
-    return read_dlib_checkpoint(train_dlib_hog(train, out, dev=dev, settings=DlibTrainSettings(seed=seed), resume=resume))
-
-
-def run_demo(out: str | Path, *, seed: int = 0) -> Path:
-    """The comparison on the built-in generated dataset (made once, cached)."""
-    from facecmp.data.synthetic import ensure_default_dataset
-
-    root = ensure_default_dataset(seed=seed)
-    return run_comparison(
-        root, out, seed=seed, variants=COMPARE_VARIANTS + CASCADE_VARIANTS, title="facecmp demo (generated cartoon faces)",
-        recognizers=("probe-pretrained", "probe-finetuned", "finetune"),
-    )

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from facecmp.atomic import atomic_path, write_json, write_text
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
-from facecmp.study.compare import DEFAULT_DEV_PER_FOLDER, Splits, choose_splits, evaluate_prepared
+from facecmp.study.compare import evaluate_prepared
+from facecmp.study.splits import DEFAULT_DEV_PER_FOLDER, Splits, choose_splits
 from facecmp.study.report import data_note
 from facecmp.study.variants import Prepared, VariantContext, get_variants
 
@@ -126,7 +127,7 @@ def require_disjoint(test: Dataset, *training: Dataset | None) -> None:
 
 
 def _fingerprint(ds: Dataset | None) -> str | None:
-    from facecmp.training.samples import data_fingerprint
+    from facecmp.data.fingerprint import data_fingerprint
 
     return None if ds is None else data_fingerprint(ds)[:20]
 

@@ -82,7 +82,7 @@ def recognizer_from_archive(
 ) -> Recognizer:
     """``facecmp finetune --stages recognizer``: the same train/dev split as the detector's fine-tuning
     (the archive read as ``fmt``, None: found from its files), trained on ``device``."""
-    from facecmp.study.compare import training_split
+    from facecmp.study.finetune import training_split
 
     out = Path(out)
     if resume and not (out / STATE_FILE).is_file() and source is None:
@@ -159,11 +159,11 @@ def recognizer_key(detector_checkpoint: str | Path, train: Dataset, dev: Dataset
     """The cache key of a recognizer trained on ``detector_checkpoint``: the checkpoint's content (its
     weights and facecmp.json, wherever the folder is), the data, seed and settings, the code,
     library versions and pretrained weights."""
-    from facecmp.study.variants import _dataset_fingerprint, _fingerprint, environment_key
+    from facecmp.study.caching import cache_key, dataset_key, environment_key
 
     recipe = {k: v for k, v in asdict(settings).items() if k != "threads"}
-    return _fingerprint(checkpoint_digest(detector_checkpoint), environment_key(), _dataset_fingerprint(train),
-                        _dataset_fingerprint(dev), seed, recipe)
+    return cache_key(checkpoint_digest(detector_checkpoint), environment_key(), dataset_key(train),
+                     dataset_key(dev), seed, recipe)
 
 
 def recognizer_variants(

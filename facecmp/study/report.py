@@ -52,7 +52,7 @@ class VariantResult:
 
 
 def data_note(splits, *, seed: int, source: str | None = None) -> str:
-    """One line saying which images the study used (``splits``: a ``study.compare.Splits``)."""
+    """One line saying which images the study used (``splits``: a ``study.splits.Splits``)."""
     count = lambda ds: len(ds) if ds is not None else 0  # noqa: E731
     prefix = f"{source}; " if source else ""
     return (f"{prefix}test images: {count(splits.test)}, training images: {count(splits.train)}, "

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from facecmp.data.layout import load_test_set
+from facecmp.data.archive import load_test_set
 from facecmp.data.records import Dataset
 from facecmp.data.split import split_dataset
 from facecmp.data.wider_protocol import FACES_FILE, SUBMISSION_FOLDER, WiderGroundTruth, read_wider_ground_truth, write_submission
@@ -76,7 +76,7 @@ def find_wider_mats(root: Path) -> Path | None:
 def load_source_domain(root: str | Path, *, split: str | None = None, seed: int = 0) -> SourceDomain:
     """The source-domain test images at ``root`` (any format; its test part, else its only part),
     ``split`` (``split:N``) of them per folder when given, with WIDER's ground truth when it is there."""
-    from facecmp.study.compare import parse_split
+    from facecmp.study.splits import parse_split
 
     root = Path(root)
     test = load_test_set(root)

@@ -1,5 +1,7 @@
-"""Training: fine-tuning MTCNN stages (sample mining, augmentation, losses, the loop, threshold
-calibration) in one process or several, the task-2 recognizer, and dlib's HOG detector.
+"""Training: fine-tuning MTCNN stages (sample mining in ``samples/`` and ``hard_mining``,
+augmentation, losses, the one training loop in ``loop`` with its run states in ``run_state``,
+threshold calibration), in one process or several (everything about processes in
+``distributed``), the task-2 recognizer, and dlib's HOG detector.
 
 Imports from data, detection, evaluation and the top-level helpers (errors, atomic)."""
 

@@ -7,7 +7,7 @@ compression, a radial (zoom) blur and downscaling (the boxes scaled with the fra
 ONet's detector-mined crops then come from those frames like from the clean ones.
 
 The transforms are torchvision's (``torchvision.transforms.v2``), never the robustness
-benchmark's corruption code (``facecmp.data.corruptions`` / ``imagecorruptions``): training on
+benchmark's corruption code (``facecmp.study.robustness`` / ``imagecorruptions``): training on
 the very corruptions we test on would make the benchmark measure memory, not robustness
 (``tests/test_augment.py`` checks that the training modules do not import them).
 

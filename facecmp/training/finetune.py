@@ -29,8 +29,15 @@ from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining
 from facecmp.training.loop import TrainSettings, train_stage
 from facecmp.data.fingerprint import data_fingerprint
 from facecmp.training.samples import MiningSettings, SampleSet, mine_pnet_samples
-from facecmp.training import ddp, retain as retaining, sharded
-from facecmp.training.distributed import SINGLE, Dist
+from facecmp.training import retain as retaining
+from facecmp.training.distributed import (
+    SINGLE,
+    Dist,
+    best_thresholds_sharded,
+    distributed_record,
+    mine_pnet_samples_sharded,
+    mine_stage_samples_sharded,
+)
 
 # Per-stage training recipes (``epochs`` overrides them all when given).
 DEFAULT_TRAINING: dict[str, TrainSettings] = {
@@ -73,14 +80,14 @@ def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, 
         raise FacecmpError("--augment trains in one process for now: drop --nproc / torchrun, or drop --augment")
     if stage == "pnet":
         if dist.active:
-            samples = sharded.mine_pnet_samples_sharded(train, mining, seed, dist, cache_dir=cache_dir, progress=progress)
+            samples = mine_pnet_samples_sharded(train, mining, seed, dist, cache_dir=cache_dir, progress=progress)
         else:
             samples = mine_pnet_samples(train, mining, seed=seed, cache_dir=cache_dir, progress=progress, augment=augment)
         smallest = mining.min_face_size
     else:
         settings = hard_mining_settings(stage, hard_mining, min_face_size)
         if dist.active:
-            samples = sharded.mine_stage_samples_sharded(train, nets, stage, settings, seed, dist, cache_dir, device, progress)
+            samples = mine_stage_samples_sharded(train, nets, stage, settings, seed, dist, cache_dir, device, progress)
         else:
             samples = mine_stage_samples(
                 train, nets, stage, settings, seed=seed, cache_dir=cache_dir, device=device, progress=progress, augment=augment
@@ -142,6 +149,9 @@ def finetune(
 
     ``dist``: this process's place in a distributed run (``distributed.init_from_env`` under
     torchrun): mining, training and calibration are then shared by the ranks, rank 0 writes.
+
+    ``retain``: source-domain images whose detections the run keeps (:mod:`facecmp.training.retain`,
+    ``settings.retain`` the recipe, its default when None).
     """
     stages = ordered_stages(settings.stages)
     if train.n_faces == 0:
@@ -180,16 +190,13 @@ def finetune(
                 progress=progress,
             )
         start = time.perf_counter()
-        if dist.active:
-            result = ddp.train_stage_ddp(nets, stage, samples, out_dir, recipe, dist, settings.seed, device, resume, progress)
-        else:
-            strength = settings.retain.l2sp if retain_record is not None and settings.retain.penalises else 0.0
-            anchor = pretrained_network(stage) if strength else None
-            with retaining.anchored(nets[stage], anchor, strength):
-                result = train_stage(nets, stage, samples, out_dir, recipe, seed=settings.seed,
-                                     device=device, resume=resume, progress=progress)
-            if anchor is not None:
-                kept["distance_from_pretrained"] = retaining.distance_from(nets[stage], anchor)
+        strength = settings.retain.l2sp if retain_record is not None and settings.retain.penalises else 0.0
+        anchor = pretrained_network(stage) if strength else None
+        with retaining.anchored(nets[stage], anchor, strength):
+            result = train_stage(nets, stage, samples, out_dir, recipe, seed=settings.seed, device=device, resume=resume, progress=progress,
+                                 dist=dist)
+        if anchor is not None:
+            kept["distance_from_pretrained"] = retaining.distance_from(nets[stage], anchor)
         nets[stage].load_state_dict(result.state_dict)
         per_stage[stage] = stage_record(recipe, samples, result, mining_s=mining_s, training_s=time.perf_counter() - start)
         if retain_record is not None:
@@ -203,7 +210,7 @@ def finetune(
             return Detector(nets, DetectorSettings(min_face_size=settings.min_face_size, thresholds=t, device=device))
 
         if dist.active:
-            thresholds, table = sharded.best_thresholds_sharded(detector, dev, settings.grid, dist, progress=progress)
+            thresholds, table = best_thresholds_sharded(detector, dev, settings.grid, dist, progress=progress)
         else:
             thresholds, table = best_thresholds(detector, dev, settings.grid, progress=progress)
     calibration = {"dataset": dev.name, "n_images": len(dev), "table": table, "seconds": time.perf_counter() - start} if dev is not None else None
@@ -212,7 +219,7 @@ def finetune(
         meta["settings"]["retain"] = retain_record
         meta["timings"]["retain_mining_s"] = sum(p["timings"]["retain_mining_s"] for p in per_stage.values())
     if dist.active:
-        meta["distributed"] = ddp.distributed_record(dist, per_stage)
+        meta["distributed"] = distributed_record(dist, per_stage)
     if dist.is_main:
         save_checkpoint(out_dir, {stage: nets[stage].state_dict() for stage in stages}, meta)
     dist.barrier()  # the other ranks read the checkpoint only once rank 0 has written it

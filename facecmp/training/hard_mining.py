@@ -43,19 +43,10 @@ from facecmp.detection.detector import Detector
 from facecmp.detection.models import INPUT_SIZE
 from facecmp.errors import FacecmpError
 from facecmp.training.augment import AugmentSettings, frames_per_record, training_frames
-from facecmp.training.samples import (
-    NEGATIVE,
-    PART,
-    POSITIVE,
-    MiningSettings,
-    SampleSet,
-    _pick,
-    balanced_sample_set,
-    cached_samples,
-    face_regions,
-    label_crops,
-    select_crops,
-)
+from facecmp.training.samples.cache import cached_samples
+from facecmp.training.samples.crops import MiningSettings, face_regions, label_crops, pick, select_crops
+from facecmp.training.samples.mining import balanced_sample_set
+from facecmp.training.samples.sample_set import NEGATIVE, PART, POSITIVE, SampleSet
 
 # Bump when this module changes what it produces: old caches are then ignored.
 # 2: the detector's faster forward passes round differently (~1e-6), which moves some mined crops.
@@ -135,8 +126,8 @@ def pick_candidates(labels: np.ndarray, scores: np.ndarray, settings: HardMining
     negatives = np.flatnonzero(labels == NEGATIVE)
     hardest = negatives[np.argsort(-scores[negatives], kind="stable")[: settings.hard_negatives_per_image]]
     return np.concatenate([
-        _pick(labels == POSITIVE, settings.positives_per_image, rng),
-        _pick(labels == PART, settings.parts_per_image, rng),
+        pick(labels == POSITIVE, settings.positives_per_image, rng),
+        pick(labels == PART, settings.parts_per_image, rng),
         hardest,
     ]).astype(np.int64)
 
@@ -161,7 +152,7 @@ def mine_candidate_image(
     boxes = np.asarray(candidates.boxes, dtype=np.float64).reshape(-1, 4)
     labels, offsets = label_crops(crop_regions(boxes), faces, settings.crops)
     keep = pick_candidates(labels, np.asarray(candidates.scores), settings, rng)
-    # The jittered / random crops of samples.py, as cascade boxes.
+    # The jittered / random crops of samples.crops, as cascade boxes.
     crops, crop_labels, crop_offsets = select_crops(faces, width, height, settings.crops, rng)
     boxes = np.concatenate([boxes[keep], region_boxes(crops)])
     labels = np.concatenate([labels[keep], crop_labels]).astype(np.int8)

@@ -1,12 +1,17 @@
-"""Training one cascade stage on mined samples, the other stages frozen.
+"""Training one cascade stage on mined samples, the other stages frozen: one loop, for one process
+and for several (DistributedDataParallel; ``dist`` from ``training.distributed``).
 
 Read top to bottom: settings -> freeze -> split -> data loaders -> optimizer and schedule ->
 (resume) -> epoch 0: score the starting weights -> epochs of train / validate / early-stop /
-checkpoint -> best weights (the starting ones when no epoch beats them).
+checkpoint -> best weights (the starting ones when no epoch beats them). Where a distributed run
+differs it says ``if dist.active``: each rank's share of every batch and of the validation split
+(the same global batch and learning rate as one process), DDP around the net, the flips drawn
+per rank, the losses reduced over the ranks, rank 0 alone writing.
 
 Everything random is seeded: the train/validation split (numpy), the shuffling and the flip
-augmentation (one torch.Generator whose state is checkpointed), so a run resumed from
-``train_state_<stage>.pt`` continues exactly as if it had never stopped. Every stage has its
+augmentation (one process: one torch.Generator whose state is checkpointed; several: from
+``(seed, epoch, rank)`` alone), so a run resumed from ``train_state_<stage>.pt``
+(``training.run_state``) continues exactly as if it had never stopped. Every stage has its
 own state file, so one folder holds the whole cascade's training.
 """
 
@@ -14,24 +19,29 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from facecmp import atomic
-from facecmp.detection.models import load_plain
 from facecmp.errors import ModelError
+from facecmp.training.distributed import SINGLE, Dist, DistributedError, data_parallel, flip_generator, per_rank_batch, reduced
 from facecmp.training.losses import LossWeights, mtcnn_loss
-from facecmp.training.samples import SampleDataset, SampleSet, hflip
-
-def state_file(stage: str) -> str:
-    """The file in ``out_dir`` that checkpoints ``stage``'s training after every epoch."""
-    return f"train_state_{stage}.pt"
+from facecmp.training.run_state import (
+    apply_run_state,
+    read_run_state,
+    restore_random_states,
+    run_recipe,
+    save_run_state,
+    state_file,
+)
+from facecmp.training.samples.dataset import SampleDataset, hflip
+from facecmp.training.samples.sample_set import SampleSet
 
 
 @dataclass(frozen=True)
@@ -69,12 +79,6 @@ def training_threads(threads: int | None) -> int:
     """The CPU threads a training run uses: ``threads`` when its settings name a number, else the
     process's own torch setting (``facecmp --threads``), which a recipe's default never overrides."""
     return torch.get_num_threads() if threads is None else threads
-
-
-def run_recipe(settings) -> dict:
-    """The settings that decide what a resumable run learns (a run state written under other ones
-    is refused): all but ``epochs`` (a resumed run may go on longer) and ``threads`` (where it runs)."""
-    return {k: v for k, v in asdict(settings).items() if k not in ("epochs", "threads")}
 
 
 def freeze_all_but(nets: Mapping[str, nn.Module], stage: str) -> nn.Module:
@@ -131,48 +135,6 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
     return out
 
 
-def run_id_file(path: Path) -> Path:
-    """The JSON beside a run state holding its ``run_id``: what a resume checks without loading the state."""
-    return Path(path).with_suffix(".json")
-
-
-def save_run_state(
-    path: Path, run_id: dict, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped, extra: dict | None = None
-) -> None:
-    """Everything a run needs to continue exactly (weights, optimizer, schedule, random states, record,
-    and the loop's own ``extra`` values), atomically, as tensors and plain values only (so it loads with
-    ``weights_only=True``); the ``run_id`` also goes to :func:`run_id_file`, first (it is the same for every
-    epoch of a run, and the state itself is checked again on resume)."""
-    atomic.write_json(run_id_file(path), {"run_id": plain_values(run_id)})
-    atomic.save_torch(path, plain_values({
-        "run_id": run_id, "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-        "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped, "extra": extra or {},
-    }))
-
-
-def plain_values(obj):
-    """``obj`` with numpy scalars and arrays made Python numbers and tensors (the loss sums reduced across ranks
-    are numpy floats), so that ``torch.load(weights_only=True)`` reads it back."""
-    if isinstance(obj, dict):
-        return type(obj)((k, plain_values(v)) for k, v in obj.items())  # dict or OrderedDict (a state dict)
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(plain_values(v) for v in obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(obj))
-    return obj
-
-
-def read_run_state(path: Path, error: type[Exception] = ModelError) -> dict:
-    """A saved run state, loaded with ``weights_only=True``: a state that would run code is refused (one line)."""
-    state = load_plain(path, "run state", "delete it, or drop --resume, to start over", error)
-    if not isinstance(state, dict):
-        raise error(f"{path}: not a facecmp run state; delete it, or drop --resume, to start over")
-    return state
-
-
 def epoch_record(epoch: int, lr: float, train: dict, val: dict) -> dict:
     """One epoch's line in the run's history."""
     return {
@@ -200,40 +162,6 @@ def best_result(net, best: dict, history: list, stopped: bool, start_val_loss: f
     )
 
 
-def apply_run_state(state: dict, path: Path, run_id: dict, net, optimizer, scheduler,
-                    world_size_error: type[Exception] = ModelError) -> tuple[list, dict, int, bool, dict]:
-    """Load a saved run state into the net, optimizer and scheduler; ``(history, best, bad_epochs, stopped, extra)``.
-
-    A state written with another number of processes (raised as ``world_size_error``) or another
-    ``run_id`` (other data or settings) is refused. Serves the single-process and the DDP loop.
-    """
-    written = state.get("run_id") or {}
-    expected = run_id.get("world_size", 1)
-    if written.get("world_size", 1) != expected:  # say so rather than "different settings"
-        raise world_size_error(
-            f"{path}: was written by a run with {written.get('world_size', 1)} process(es), this one has {expected}; "
-            "resume with the same number (--nproc / torchrun --nproc_per_node x --nnodes), or drop --resume to start over"
-        )
-    if written != run_id:
-        raise ModelError(
-            f"{path}: was written by a run with different data or settings, so it cannot be resumed. "
-            "Drop --resume to start over, or use another output folder."
-        )
-    net.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    return state["history"], state["best"], state["bad_epochs"], state["stopped"], state.get("extra", {})
-
-
-def load_run_state(path: Path, run_id: dict, net, optimizer, scheduler, generator) -> tuple[list, dict, int, bool, dict]:
-    """Restore what :func:`save_run_state` wrote into the given objects, random states included."""
-    state = read_run_state(path)
-    restored = apply_run_state(state, path, run_id, net, optimizer, scheduler)
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    return restored
-
-
 def train_stage(
     nets: Mapping[str, nn.Module],
     stage: str,
@@ -244,64 +172,88 @@ def train_stage(
     device: str = "cpu",
     resume: bool = False,
     progress: bool = True,
+    dist: Dist = SINGLE,
 ) -> TrainResult:
-    """Fine-tune ``nets[stage]`` in place on ``samples``; return the best epoch's weights."""
+    """Fine-tune ``nets[stage]`` in place on ``samples``; return the best epoch's weights.
+
+    ``dist``: this process's place in a distributed run (every rank calls this with the same
+    samples; the weights returned are the same on every rank, and rank 0 writes the run state);
+    one process by default.
+    """
     torch.set_num_threads(training_threads(settings.threads))
     torch.manual_seed(seed)
     out_dir = Path(out_dir)
     state_path = out_dir / state_file(stage)
+    progress = progress and dist.is_main
 
     # Freeze every other stage; only this stage's parameters reach the optimizer.
     net = freeze_all_but(nets, stage).to(device)
 
-    # Data: a seeded held-out split for validation; one generator drives shuffling and flips.
+    # Data: a seeded held-out split for validation; in one process one generator drives shuffling and flips.
     train_idx, val_idx = split_indices(len(samples), settings.val_fraction, seed)
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ModelError(f"only {len(samples)} training samples were mined; need at least 2 (more images or faces?)")
     generator = torch.Generator().manual_seed(seed)
-    train_loader = torch.utils.data.DataLoader(
-        SampleDataset(samples.take(train_idx)), batch_size=settings.batch_size, shuffle=True, generator=generator, num_workers=0
-    )
-    val_loader = torch.utils.data.DataLoader(SampleDataset(samples.take(val_idx)), batch_size=1024, shuffle=False, num_workers=0)
+    train_set = SampleDataset(samples.take(train_idx))
+    if dist.active:  # each rank takes its share of every global batch, in an order from (seed, epoch)
+        sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed)
+        train_loader = DataLoader(train_set, batch_size=per_rank_batch(settings.batch_size, dist.world_size), sampler=sampler)
+    else:
+        train_loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=generator, num_workers=0)
+    # Validation: each rank scores its share (one process: all of it); reduced, the whole split's loss.
+    val_loader = DataLoader(SampleDataset(samples.take(val_idx[dist.rank :: dist.world_size])), batch_size=1024, shuffle=False,
+                            num_workers=0)
     val_weights = LossWeights(settings.loss.classification, settings.loss.box, hard_ratio=1.0)
 
-    # Optimizer over this stage only, with a per-epoch exponential decay.
+    # The net trained (under DDP the ranks' gradients are averaged); the optimizer over this stage
+    # only, with a per-epoch exponential decay.
+    model = data_parallel(net, stage, device) if dist.active else net
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
 
-    # Where we are: fresh, or restored from the last finished epoch.
-    run_id = {"stage": stage, "seed": seed, "n_samples": len(samples), "settings": run_recipe(settings)}
+    # Where we are: fresh, or restored from the last finished epoch (read by rank 0, sent to every rank).
+    # A state is resumed only with the data, settings and number of processes that wrote it.
+    run_id = {"stage": stage, "seed": seed, "n_samples": len(samples),
+              **({"world_size": dist.world_size} if dist.active else {}), "settings": run_recipe(settings)}
+    error = DistributedError if dist.active else ModelError
     history: list[dict] = []
     best: dict = {}
     bad_epochs, stopped = 0, False
-    resuming = resume and state_path.is_file()
-    if resuming:
-        history, best, bad_epochs, stopped, extra = load_run_state(state_path, run_id, net, optimizer, scheduler, generator)
+    saved = dist.broadcast(read_run_state(state_path, error) if dist.is_main and resume and state_path.is_file() else None)
+    if saved is not None:
+        history, best, bad_epochs, stopped, extra = apply_run_state(saved, state_path, run_id, net, optimizer, scheduler, error)
+        restore_random_states(saved, generator)
         start_val_loss = extra.get("start_val_loss", math.nan)
     else:
         # Epoch 0: the starting weights are a candidate too. Scored on the validation split
         # before any training, they are kept when no epoch beats them (fine-tuning that does
         # not help must not make the model worse than it started).
-        start_val_loss = run_epoch(net, val_loader, val_weights, device)["loss"]
+        start_val_loss = reduced(dist, run_epoch(net, val_loader, val_weights, device))["loss"]
         best = {"val_loss": start_val_loss, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
 
-    epochs = tqdm(range(len(history), settings.epochs), desc=f"training {stage}", disable=not progress, unit="epoch",
+    desc = f"training {stage}" + (f" ({dist.world_size} processes)" if dist.active else "")
+    epochs = tqdm(range(len(history), settings.epochs), desc=desc, disable=not progress, unit="epoch",
                   initial=len(history), total=settings.epochs)
     for epoch in epochs:
         if stopped:
             break
         lr = optimizer.param_groups[0]["lr"]
-        train = run_epoch(net, train_loader, settings.loss, device, optimizer, generator if settings.flip else None,
-                          epochs if progress else None)
-        val = run_epoch(net, val_loader, val_weights, device)
+        if dist.active:  # a new order for the epoch; each rank's flips from (seed, epoch, rank)
+            sampler.set_epoch(epoch)
+            flips = flip_generator(seed, epoch, dist.rank) if settings.flip else None
+        else:
+            flips = generator if settings.flip else None
+        train = reduced(dist, run_epoch(model, train_loader, settings.loss, device, optimizer, flips, epochs if progress else None))
+        val = reduced(dist, run_epoch(net, val_loader, val_weights, device))
         scheduler.step()
         history.append(epoch_record(epoch + 1, lr, train, val))
         epochs.set_postfix(train=f"{train['loss']:.4f}", val=f"{val['loss']:.4f}", acc=f"{val['accuracy']:.3f}")
         best, bad_epochs, stopped = early_stopping(best, bad_epochs, val["loss"], epoch + 1, net, settings.patience)
 
         # Checkpoint the whole run state after every epoch.
-        save_run_state(state_path, run_id, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped,
-                       extra={"start_val_loss": start_val_loss})
+        if dist.is_main:
+            save_run_state(state_path, run_id, net, optimizer, scheduler, generator, history, best, bad_epochs, stopped,
+                           extra={"start_val_loss": start_val_loss})
     epochs.close()
 
     return best_result(net, best, history, stopped, start_val_loss)

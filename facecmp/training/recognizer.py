@@ -33,7 +33,8 @@ from facecmp.data.records import Dataset
 from facecmp.detection import cascade as C
 from facecmp.detection.recognizer import KINDS, RecognizerNet, face_crops
 from facecmp.errors import FacecmpError
-from facecmp.training.loop import load_run_state, run_recipe, save_run_state, training_threads
+from facecmp.training.loop import training_threads
+from facecmp.training.run_state import load_run_state, run_recipe, save_run_state
 from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library_versions
 
 STATE_FILE = "train_state_recognizer.pt"

@@ -97,7 +97,7 @@ class RetainSettings:
 def retain_split(root: str | Path, *, holdout: int = DEFAULT_HOLDOUT, seed: int = 0, fmt: str | None = None) -> tuple[Dataset, Dataset | None]:
     """``(retain, held_out)``: the source images of ``root`` that a run may train on, and the
     ``holdout`` per folder set aside with ``seed`` (None when ``holdout`` is 0)."""
-    from facecmp.data.layout import load_test_set
+    from facecmp.data.archive import load_test_set
     from facecmp.data.split import split_dataset
 
     root = Path(root)

@@ -3,6 +3,7 @@
 ``facecmp.data.facesizes.suggest_min_face_size`` proposes a size from the training faces;
 ``min_face_tradeoff`` runs the detector at several sizes on images with ground truth and
 reports AP and ms/image for each, so the choice rests on numbers, not on an assumption.
+It runs a detector and scores it, so it sits in the study, after detection and evaluation.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from facecmp.data.facesizes import face_sides
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection.detector import Detector
-from facecmp.evaluation.evaluator import evaluate
 from facecmp.detection.inference import detections_to_predictions
+from facecmp.evaluation.evaluator import evaluate
 
 
 def min_face_tradeoff(detector: Detector, dataset: Dataset, sizes: Sequence[float]) -> list[dict]:
