@@ -107,3 +107,17 @@ def test_the_source_table_has_every_scored_variant_with_its_ms_per_image(tmp_pat
     assert list(rows) == names
     assert rows["detector-3"] == ["0.150", "0.150", "0.750", "0.500", "0.250", "13.0"]
     assert plot_tradeoff(results, source, tmp_path / "tradeoff.png").stat().st_size > 1000
+
+
+def test_the_benchmark_summary_puts_the_source_table_under_the_results(target_root, wider_root):
+    from facecmp.bench.session import BenchOptions, BenchSession
+
+    session = BenchSession(BenchOptions(data=target_root, source_data=wider_root, variants=("pretrained",), dev_per_folder=0,
+                                        cache_dir=target_root.parent / "cache-summary"))
+    session.result("pretrained")
+    assert "WIDER easy" not in session.summary_table()  # no source result yet: the results table alone
+    session.source_result("pretrained")
+    table = session.summary_table()
+    assert "source domain: 4 images" in table
+    header = next(line for line in table.splitlines() if "WIDER easy" in line)
+    assert "target AP (course)" in header and "ms/image (target)" in header
