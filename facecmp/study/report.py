@@ -160,9 +160,9 @@ def plot_tradeoff(results: Sequence[VariantResult], source: Mapping, path: Path)
     legend = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
                        title="target AP / source AP" + (" (easy / medium / hard)" if "wider_easy" in shown else ""),
                        title_fontsize="small")
-    if len(shown) > 1:  # one marker per source metric, in grey: the colours are the variants
+    if len(shown) > 1:  # one marker per source metric, hollow: the colours are the variants
         ax.add_artist(legend)
-        ax.legend([Line2D([], [], marker=markers[m], color="grey", linestyle="") for m in markers if m in shown],
+        ax.legend([Line2D([], [], marker=markers[m], color="black", markerfacecolor="none", linestyle="") for m in markers if m in shown],
                   [SOURCE_LABELS[m] for m in markers if m in shown], loc="lower right", fontsize="small")
     fig.subplots_adjust(left=0.07, right=0.58, bottom=0.1, top=0.93)  # the legend to the right of the axes
     return save_figure(fig, path)
