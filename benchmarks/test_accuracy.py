@@ -31,15 +31,15 @@ def _require_applicable(gates, session) -> None:
     pytest.skip(reason)
 
 
-def test_accuracy(variant, variant_result, facecmp_gates, facecmp_session):
+def test_accuracy(facecmp_variant, facecmp_result, facecmp_gates, facecmp_session):
     _require_applicable(facecmp_gates, facecmp_session)
-    gates = facecmp_gates.minimums_for(variant)
+    gates = facecmp_gates.minimums_for(facecmp_variant)
     if not gates:
-        message = f"no accuracy gates for {variant} in [{facecmp_gates.dataset}] of {facecmp_gates.path}"
+        message = f"no accuracy gates for {facecmp_variant} in [{facecmp_gates.dataset}] of {facecmp_gates.path}"
         if facecmp_gates.dataset == DEFAULT_DATASET:
             pytest.fail(f"{message}: every variant needs one on the built-in data (measure it, then add it)", pytrace=False)
         pytest.skip(message)
-    check_all(gates, {variant: variant_result.evaluation.summary()})
+    check_all(gates, {facecmp_variant: facecmp_result.evaluation.summary()})
 
 
 def test_relation(facecmp_relation, facecmp_gates, facecmp_session):

@@ -19,12 +19,12 @@ from facecmp.bench.gates import SOURCE_METRICS, check_all, load_gates
 from facecmp.bench.plugin import _gates_path
 
 
-def test_source_accuracy(variant, source_result, variant_result, facecmp_session, request):
+def test_source_accuracy(facecmp_variant, facecmp_source_result, facecmp_result, facecmp_session, request):
     gates = load_gates(_gates_path(request.config, request.path), facecmp_session.source.key)
     reason = gates.mismatch(facecmp_session.source_run_settings())
     if reason is not None:
         pytest.skip(reason)
-    chosen = gates.minimums_for(variant, metrics=SOURCE_METRICS)
+    chosen = gates.minimums_for(facecmp_variant, metrics=SOURCE_METRICS)
     if not chosen:
-        pytest.skip(f"no source-domain gates for {variant} in [{gates.dataset}] of {gates.path}")
-    check_all(chosen, {variant: source_result.metrics})
+        pytest.skip(f"no source-domain gates for {facecmp_variant} in [{gates.dataset}] of {gates.path}")
+    check_all(chosen, {facecmp_variant: facecmp_source_result.metrics})

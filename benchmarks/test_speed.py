@@ -25,11 +25,11 @@ EVAL_IMAGES, EVAL_DETECTIONS_PER_IMAGE, EVAL_FACES_PER_IMAGE = 1000, 1000, 5  # 
 
 
 @pytest.mark.benchmark(group="detect-per-image")
-def test_detect_speed(benchmark, variant, variant_prepared, facecmp_session):
+def test_detect_speed(benchmark, facecmp_variant, facecmp_prepared, facecmp_session):
     images = facecmp_session.timings.speed_images(SPEED_IMAGES)
     cycle = itertools.cycle(img for _, img in images)
-    detector = variant_prepared.detector
-    benchmark.extra_info.update(variant=variant, dataset=facecmp_session.dataset_key, n_images=len(images))
+    detector = facecmp_prepared.detector
+    benchmark.extra_info.update(variant=facecmp_variant, dataset=facecmp_session.dataset_key, n_images=len(images))
     # One image per round; the warm-up round takes the last image, so the timed rounds see each
     # once, as a detector sees new images in use.
     benchmark.pedantic(
@@ -39,7 +39,7 @@ def test_detect_speed(benchmark, variant, variant_prepared, facecmp_session):
     if benchmark.stats:  # None under --benchmark-disable
         # The median: robust to other processes stealing the CPU for a few images.
         facecmp_session.timings.record(
-            variant, benchmark.stats.stats.median * 1000.0, f"pytest-benchmark, median of {len(images)} images"
+            facecmp_variant, benchmark.stats.stats.median * 1000.0, f"pytest-benchmark, median of {len(images)} images"
         )
 
 

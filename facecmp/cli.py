@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, type=Path, help="course archive root")
     p.add_argument("--test", default=None, help="test folder (course layout or any labelling format), or 'split' / 'split:N' to hold out N images per training folder (default: the archive's validare/, else split:50)")
     p.add_argument("--out", required=True, type=Path, help="report folder")
-    p.add_argument("--checkpoint", type=Path, default=None, help="reuse this fine-tuned checkpoint instead of training")
+    p.add_argument("--checkpoint", type=Path, default=None, help="reuse this fine-tuned checkpoint instead of training: "
+                   "it is the fine-tuned variant its stages name (pnet: finetuned-pnet, pnet,rnet,onet: finetuned-cascade), "
+                   "in place of the fine-tuned variants, so nothing trains but dlib-hog-trained (--peers)")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=_device, default="cpu")

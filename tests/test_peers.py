@@ -263,7 +263,7 @@ def _run_plugin(pytester, tiny, conftest: str, *options: str):
     saved = dict(REGISTRY)
     try:
         pytester.makeconftest("from facecmp.study.variants import REGISTRY\nREGISTRY.clear()\n" + conftest)
-        pytester.makepyfile(test_peer="def test_evaluated(variant, variant_result):\n    pass\n")
+        pytester.makepyfile(test_peer="def test_evaluated(facecmp_variant, facecmp_result):\n    pass\n")
         return pytester.runpytest(
             "-p", "no:cacheprovider", "-rsf", "--facecmp-data", str(tiny), "--facecmp-dev", "0",
             "--facecmp-cache", str(pytester.path / "cache"), *options,

@@ -110,13 +110,13 @@ SHARED = """
 from conftest import PREPARED
 SEEN = {}
 
-def test_first(variant, variant_result):
-    SEEN.setdefault(variant, []).append(variant_result)
+def test_first(facecmp_variant, facecmp_result):
+    SEEN.setdefault(facecmp_variant, []).append(facecmp_result)
 
-def test_second(variant, variant_result, facecmp_session):
-    SEEN[variant].append(variant_result)
-    assert SEEN[variant][0] is SEEN[variant][1]
-    assert variant_result.evaluation.n_detections == len(facecmp_session.test)
+def test_second(facecmp_variant, facecmp_result, facecmp_session):
+    SEEN[facecmp_variant].append(facecmp_result)
+    assert SEEN[facecmp_variant][0] is SEEN[facecmp_variant][1]
+    assert facecmp_result.evaluation.n_detections == len(facecmp_session.test)
 
 def test_prepared_once_per_variant():
     assert len(PREPARED) == 2
@@ -152,7 +152,7 @@ def test_benchmark_timings_reach_the_results_and_speed_gates(pytester, tiny_data
     (pytester.path / "test_speed.py").write_text(speed)
     args = ("test_speed.py::test_detect_speed", "test_speed.py::test_speed_gate", "test_shared.py",
             "--facecmp-variants", "fixed-a,fixed-b", "--benchmark-storage", str(pytester.path / "bench"))
-    pytester.makepyfile(test_shared="def test_evaluated(variant, variant_result):\n    pass\n")
+    pytester.makepyfile(test_shared="def test_evaluated(facecmp_variant, facecmp_result):\n    pass\n")
     first = run(pytester, tiny_data, *args, "--benchmark-autosave", "--benchmark-json", "bench.json", "--facecmp-report", "out")
     first.assert_outcomes(passed=4, failed=1)
     first.stdout.fnmatch_lines(["*gate speed.fixed-a >= 1000.00x as fast as fixed-b failed: measured *x (*ms/image; short by *"])

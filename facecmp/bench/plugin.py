@@ -1,13 +1,19 @@
 """facecmp's pytest plugin (registered through the ``pytest11`` entry point).
 
 Wiring only: options -> ``BenchOptions``; one ``BenchSession`` per run (facecmp/bench/session.py
-does the work); fixtures; ``variant`` / gate parametrization; the table and report at the end.
+does the work); fixtures; ``facecmp_variant`` / gate parametrization; the table and report at the end.
 Nothing is loaded until a test requests one of the fixtures below.
 
-Fixtures: ``facecmp_session``, ``facecmp_splits``, ``variant`` (every
-selected variant), ``variant_prepared`` (its ready detector), ``variant_result`` (that variant's detections + evaluation, computed once per
-session), ``source_result`` (the same on --facecmp-source-data), ``facecmp_gates`` (the gates of this dataset), ``facecmp_relation`` / ``facecmp_speed_gate``
-(parametrized over the relational / speed gates of the gates file).
+The plugin loads in every project of the environment it is installed in, so every fixture and
+parametrized name it adds carries the ``facecmp_`` prefix (as pytest-benchmark's is ``benchmark``):
+a project's own ``variant`` or ``result`` fixture is left alone.
+
+Fixtures: ``facecmp_session``, ``facecmp_splits``, ``facecmp_variant`` (parametrized: every
+selected variant), ``facecmp_prepared`` (its ready detector), ``facecmp_result`` (that variant's
+detections + evaluation, computed once per session), ``facecmp_source_result`` (the same on
+--facecmp-source-data), ``facecmp_gates`` (the gates of this dataset), ``facecmp_relation`` /
+``facecmp_speed_gate`` / ``facecmp_process_gate`` (parametrized over the relational / speed gates
+of the gates file); the robustness benchmark's in facecmp/bench/robustness.py.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from facecmp.process import exact_float32_on_cuda, retain_freed_memory
 
 SESSION_KEY = pytest.StashKey[BenchSession]()
 GATES_FILE = "gates.toml"
+VARIANT = "facecmp_variant"  # the parametrized name: one test per selected variant
 
 
 def pytest_addoption(parser):
@@ -118,14 +125,14 @@ def _explicitly_parametrized(metafunc, name: str) -> bool:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = _session(metafunc.config)
-    if "variant" in metafunc.fixturenames and not _explicitly_parametrized(metafunc, "variant"):
+    if VARIANT in metafunc.fixturenames and not _explicitly_parametrized(metafunc, VARIANT):
         try:
             names, problem = session.variant_names, None
         except FacecmpError as exc:
             names, problem = [], str(exc)
         if problem:
             pytest.fail(f"--facecmp-variants: {problem}", pytrace=False)
-        metafunc.parametrize("variant", names, ids=names)
+        metafunc.parametrize(VARIANT, names, ids=names)
     for fixture, attr in (
         ("facecmp_relation", "relations"), ("facecmp_speed_gate", "speed"), ("facecmp_process_gate", "process_speed"),
     ):
@@ -151,21 +158,23 @@ def facecmp_splits(facecmp_session: BenchSession):
 
 
 @pytest.fixture
-def variant_prepared(facecmp_session: BenchSession, variant: str):
-    return _facecmp_errors_as_failures(facecmp_session.prepared, variant, requested=facecmp_session.requested(variant))
+def facecmp_prepared(facecmp_session: BenchSession, facecmp_variant: str):
+    """The variant ready to detect (``Prepared``: its detector, training seconds, settings)."""
+    return _facecmp_errors_as_failures(facecmp_session.prepared, facecmp_variant, requested=facecmp_session.requested(facecmp_variant))
 
 
 @pytest.fixture
-def variant_result(facecmp_session: BenchSession, variant: str):
-    return _facecmp_errors_as_failures(facecmp_session.result, variant, requested=facecmp_session.requested(variant))
+def facecmp_result(facecmp_session: BenchSession, facecmp_variant: str):
+    """The variant's detections and evaluation on the test images (``VariantResult``, once per session)."""
+    return _facecmp_errors_as_failures(facecmp_session.result, facecmp_variant, requested=facecmp_session.requested(facecmp_variant))
 
 
 @pytest.fixture
-def source_result(facecmp_session: BenchSession, variant: str):
+def facecmp_source_result(facecmp_session: BenchSession, facecmp_variant: str):
     """The variant scored on --facecmp-source-data (skipped when the run gave none)."""
     if facecmp_session.options.source_data is None:
         pytest.skip("no --facecmp-source-data given: the source-domain benchmarks need a second test set")
-    return _facecmp_errors_as_failures(facecmp_session.source_result, variant)
+    return _facecmp_errors_as_failures(facecmp_session.source_result, facecmp_variant)
 
 
 @pytest.fixture

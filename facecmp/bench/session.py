@@ -256,9 +256,12 @@ class BenchSession:
         results = self.final_results()
         if not results:
             return None
-        from facecmp.study.report import results_table
+        from facecmp.study.report import results_table, source_table
 
-        return results_table(results)
+        source = self.source_evaluated()
+        if not source:
+            return results_table(results)
+        return f"{results_table(results)}\n\n{self.source.describe()}\n{source_table(results, source)}"
 
     def write_report(self, out: Path) -> Path | None:
         from facecmp.study.report import write_report

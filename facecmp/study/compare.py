@@ -22,9 +22,29 @@ CASCADE_VARIANTS = ("finetuned-pnet-rnet", "finetuned-cascade")
 PEER_VARIANTS = (
     "opencv-haar", "dlib-hog", "dlib-hog-trained", "blazeface", "blazeface-full", "yunet", "dlib-cnn", "retinaface", "animeface",
 )
+# The fine-tuned MTCNN variant each set of stages makes (a --checkpoint stands in for the one its stages name).
+FINETUNED_BY_STAGES = {("pnet",): "finetuned-pnet", ("pnet", "rnet"): "finetuned-pnet-rnet", ("pnet", "rnet", "onet"): "finetuned-cascade"}
 # The report's ms/image: the variants timed in turn on this many test images (the fastest of SPEED_ROUNDS each).
 SPEED_IMAGES = 10
 SPEED_ROUNDS = 3
+
+
+def with_checkpoint(variants: Sequence[str], checkpoint: Path) -> tuple[tuple[str, ...], dict[str, Path]]:
+    """``(variants, checkpoints)`` for a study that reuses ``checkpoint`` instead of training: it is
+    the fine-tuned variant its stages name, in place of the fine-tuned MTCNN variants asked for
+    (which would otherwise train)."""
+    from facecmp.detection.checkpoint import load_checkpoint
+
+    stages = load_checkpoint(checkpoint).stages
+    name = FINETUNED_BY_STAGES.get(stages)
+    if name is None:
+        raise DataError(f"--checkpoint {checkpoint}: stages {', '.join(stages)} are none of "
+                        f"{'; '.join(','.join(k) for k in FINETUNED_BY_STAGES)}")
+    tuned = set(FINETUNED_BY_STAGES.values())
+    kept = [v for v in variants if v not in tuned]
+    at = next((i for i, v in enumerate(variants) if v in tuned), len(variants))
+    kept.insert(sum(1 for v in variants[:at] if v not in tuned), name)
+    return tuple(kept), {name: Path(checkpoint)}
 
 
 def evaluate_prepared(
@@ -82,6 +102,7 @@ def run_comparison(
     """The study; with ``source_test`` every variant is also scored on that source-domain test set
     (:mod:`facecmp.study.source`), its detections in ``out/source/<variant>/``."""
     out = Path(out)
+    variants, checkpoints = with_checkpoint(variants, checkpoint) if checkpoint else (tuple(variants), {})
     splits = choose_splits(root, test, seed=seed, allow_missing=allow_missing, fmt=fmt)
     source = None
     if source_test is not None:
@@ -91,7 +112,7 @@ def run_comparison(
     ctx = VariantContext(
         train=splits.train, dev=splits.dev, cache_dir=Path(cache_dir) if cache_dir else out / "cache",
         device=device, seed=seed, epochs=epochs,
-        checkpoints={"finetuned-pnet": checkpoint} if checkpoint else {},
+        checkpoints=checkpoints,
         **(_retain_context(source, splits.test) if source is not None else {}),
     )
     results, detectors, source_results = [], {}, {}

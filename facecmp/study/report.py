@@ -119,45 +119,52 @@ def source_table(results: Sequence[VariantResult], source: Mapping, fmt: str = "
     rows = []
     for r in scored:
         s = r.evaluation.summary()
-        rows.append([r.name, s["ap_cava"], s["ap_voc"], *(source[r.name].metrics[m] for m in metrics)])
-    headers = ("variant", "target AP (course)", "target AP (VOC)", *(SOURCE_LABELS.get(m, m) for m in metrics))
-    return tabulate(rows, headers=headers, tablefmt=fmt, floatfmt=".3f")
+        rows.append([r.name, s["ap_cava"], s["ap_voc"], *(source[r.name].metrics[m] for m in metrics), r.ms_per_image])
+    headers = ("variant", "target AP (course)", "target AP (VOC)", *(SOURCE_LABELS.get(m, m) for m in metrics), "ms/image (target)")
+    return tabulate(rows, headers=headers, tablefmt=fmt, floatfmt=(None, *[".3f"] * (2 + len(metrics)), ".1f"))
 
 
 def plot_tradeoff(results: Sequence[VariantResult], source: Mapping, path: Path) -> Path:
-    """Each variant as a point: target-domain AP (course) across, source-domain AP up (WIDER: one
-    marker per difficulty, the three joined)."""
+    """Every variant scored on both domains as a point: target-domain AP (course) across,
+    source-domain AP up (WIDER: one marker per difficulty, the three joined). One colour per
+    variant, named in the legend beside the axes (peers crowd near the origin, where names
+    written beside the points would overlap)."""
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
     from facecmp.evaluation.plots import save_figure
 
-    fig = Figure(figsize=(6.4, 5.2), dpi=100)
+    scored = [r for r in results if r.name in source]
+    fig = Figure(figsize=(10.5, 5.6), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     markers = {"wider_easy": "o", "wider_medium": "s", "wider_hard": "^", "source_ap_cava": "o"}
-    shown = set()
-    for r in results:
-        if r.name not in source:
-            continue
+    palette = colormaps["tab10" if len(scored) <= 10 else "tab20"]
+    shown, handles = set(), []
+    for i, r in enumerate(scored):
+        colour = palette(i % palette.N)
         x = r.evaluation.summary()["ap_cava"]
         points = [(m, v) for m, v in source[r.name].metrics.items() if m in markers]
-        line = ax.plot([x] * len(points), [v for _, v in points], linewidth=1, alpha=0.5)[0]
+        ax.plot([x] * len(points), [v for _, v in points], linewidth=1, alpha=0.5, color=colour)
         for m, v in points:
-            ax.scatter([x], [v], marker=markers[m], color=line.get_color())
+            ax.scatter([x], [v], marker=markers[m], color=colour, edgecolors="black", linewidths=0.3, zorder=3)
             shown.add(m)
-        right = x > 0.7  # keep the name inside the axes
-        ax.annotate(r.name, (x, points[0][1]), textcoords="offset points", xytext=(-5 if right else 5, 4), fontsize=8,
-                    ha="right" if right else "left")
-    ax.set_xlim(0.0, 1.0)
-    ax.set_ylim(0.0, 1.0)
+        label = f"{r.name} ({x:.2f} / " + " / ".join(f"{v:.2f}" for _, v in points) + ")"
+        handles.append(Line2D([], [], marker="o", color=colour, linestyle="-", label=label))
+    ax.set_xlim(-0.02, 1.0)
+    ax.set_ylim(-0.02, 1.0)
     ax.set_xlabel("target-domain AP (course evaluator)")
     ax.set_ylabel("source-domain AP" + (" (WIDER FACE protocol)" if "wider_easy" in shown else ""))
-    ax.set_title("Gain on the target domain vs cost on the source domain")
+    ax.set_title("Target domain against source domain")
     ax.grid(True, alpha=0.4)
-    if len(shown) > 1:  # one marker per source metric, in grey: the colours are the variants
-        from matplotlib.lines import Line2D
-
-        ax.legend([Line2D([], [], marker=markers[m], color="grey", linestyle="") for m in markers if m in shown],
-                  [SOURCE_LABELS[m] for m in markers if m in shown], loc="lower left", fontsize="small")
-    fig.tight_layout()
+    legend = ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small",
+                       title="target AP / source AP" + (" (easy / medium / hard)" if "wider_easy" in shown else ""),
+                       title_fontsize="small")
+    if len(shown) > 1:  # one marker per source metric, hollow: the colours are the variants
+        ax.add_artist(legend)
+        ax.legend([Line2D([], [], marker=markers[m], color="black", markerfacecolor="none", linestyle="") for m in markers if m in shown],
+                  [SOURCE_LABELS[m] for m in markers if m in shown], loc="lower right", fontsize="small")
+    fig.subplots_adjust(left=0.07, right=0.58, bottom=0.1, top=0.93)  # the legend to the right of the axes
     return save_figure(fig, path)
 
 
