@@ -1,10 +1,11 @@
 """Where the seconds of ``facecmp finetune`` go: per stage, and inside training and mining.
 
     python benchmarks/profile_finetune.py --data ../shared/datasets/dexter --frames 200 \
-        [--stages pnet,rnet,onet] [--dev-per-folder 5] [--epochs N] [--json out.json]
+        [--stages pnet,rnet,onet] [--dev-per-folder 5] [--holdout-per-folder 0] [--epochs N] [--json out.json]
 
-Fine-tunes on the first ``--frames`` training frames of the curve's nested order
-(facecmp.study.curve, seed 0; the dev split as ``facecmp finetune`` carves it), cold cache, with
+Fine-tunes on the first ``--frames`` training frames (``all``: every one) of the curve's nested order
+(facecmp.study.curve, seed 0; the held-out and dev splits as ``facecmp finetune
+--holdout-per-folder H --dev-per-folder D`` carves them), cold cache, with
 timers around the functions that do the work. Each second is counted once, in the innermost
 timed part (exclusive time), per stage:
 
@@ -115,12 +116,14 @@ def _time_batches(p: Profile, loop) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", required=True, type=Path)
-    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--frames", default="200", help="training frames to use, or 'all' (default 200)")
     parser.add_argument("--stages", default="pnet,rnet,onet")
     parser.add_argument("--dev-per-folder", type=int, default=5)
+    parser.add_argument("--holdout-per-folder", type=int, default=0, help="images per folder never seen (a test split)")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="keep the checkpoint (and the sample cache) here; default: a temporary folder")
     args = parser.parse_args()
 
     from facecmp.process import import_torch_frozen
@@ -131,13 +134,15 @@ def main() -> None:
     from facecmp.study.curve import nested_order, nested_subset
     from facecmp.training.finetune import FinetuneSettings, finetune
 
-    train, dev = training_split(args.data, dev_per_folder=args.dev_per_folder)
-    subset = nested_subset(train, nested_order(train, 0), min(args.frames, len(train)))
+    train, dev = training_split(args.data, dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder)
+    frames = len(train) if args.frames == "all" else min(int(args.frames), len(train))
+    subset = train if frames == len(train) else nested_subset(train, nested_order(train, 0), frames)
     profile = Profile()
     instrument(profile)
     stages = tuple(args.stages.split(","))
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = args.out if args.out is not None else tmp
         meta = finetune(subset, out, FinetuneSettings(stages=stages, epochs=args.epochs), dev=dev, progress=False).meta
     total = time.perf_counter() - start
     rows = sorted(profile.seconds.items(), key=lambda kv: (kv[0][0] == "-", kv[0][0], -kv[1]))

@@ -12,6 +12,16 @@ the boxes above a threshold suppress one another the same way whether or not low
 boxes are present. Only the final (min-overlap) NMS is re-run per grid point, because removing
 candidates with RNet can change which boxes it keeps. The result equals ``Detector.detect`` at
 that grid point (a test checks it).
+
+The PNet thresholds share one run too (:func:`candidates_by_pnet`): PNet's two NMS steps visit
+boxes in PNet-score order, so PNet at a higher threshold proposes exactly the boxes PNet at the
+lowest one proposes with a score that passes it; RNet and ONet score each box on its own crop.
+So PNet and RNet run once, at the lowest thresholds; per PNet threshold only RNet's NMS is re-run
+(its boxes are visited in RNet-score order, and which boxes are present changes what it keeps),
+and ONet runs once over the union of what passes for any PNet threshold. (Equal up to float
+rounding: NMS shifts each image's boxes by an offset that depends on the largest coordinate present,
+so an IoU within ~1e-6 of an NMS threshold may round the other way; the test checks the detections
+are the same.)
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from facecmp.detection import cascade as C
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection.base import Detections, DetectorLike
-from facecmp.detection.detector import Detector
+from facecmp.detection.detector import REFINE_BATCH, Detector, run_padded
 from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate, pairwise_iou
 from facecmp.detection.inference import detections_to_predictions, require_answers
@@ -153,16 +163,91 @@ def cascade_candidates(detector: Detector, images: Sequence[np.ndarray]) -> list
     return out
 
 
-def _score_group(detector: Detector, group: Sequence[Thresholds], images, ground_truth) -> list[dict]:
-    """Rows for grid points sharing ``detector``'s PNet threshold, from one cascade run."""
-    candidates = []
-    for start in range(0, len(images), BATCH_IMAGES):
+def _stage_outputs(detector: Detector, stage: str, sat: torch.Tensor, boxes: torch.Tensor, inds: torch.Tensor):
+    """``stage``'s outputs for the crops of ``boxes`` (as ``Detector.classify`` runs them): ``(kept index, outputs)``."""
+    kept_all, outs = [], []
+    for start in range(0, len(boxes), REFINE_BATCH):
+        sl = slice(start, start + REFINE_BATCH)
+        kept, crops = C.stage_crops(sat, boxes[sl], inds[sl], stage)
+        if len(kept):
+            kept_all.append(kept + start)
+            outs.append(run_padded(detector.forward[stage], C.normalize(crops)))
+    if not outs:
+        return None, None
+    return torch.cat(kept_all), tuple(torch.cat(parts) for parts in zip(*outs))
+
+
+def _empty_candidates() -> CascadeCandidates:
+    return CascadeCandidates(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+
+
+@torch.inference_mode()
+def candidates_by_pnet(detector: Detector, images: Sequence[np.ndarray], pnet_thresholds: Sequence[float]) -> dict[float, list[CascadeCandidates]]:
+    """:func:`cascade_candidates` for every PNet threshold of ``pnet_thresholds`` (each at least
+    ``detector``'s own) from one run of PNet and RNet over ``images`` and one of ONet (module docstring)."""
+    s = detector.settings
+    out = {p: [_empty_candidates() for _ in images] for p in pnet_thresholds}
+    by_size: dict[tuple, list[int]] = {}
+    for i, image in enumerate(images):
+        by_size.setdefault(image.shape, []).append(i)
+    for members in by_size.values():
+        imgs = torch.as_tensor(np.stack([images[i] for i in members]), device=detector.device).permute(0, 3, 1, 2)
+        sat = C.integral_image(imgs)
+        boxes, pnet_scores, inds = detector._propose(sat)
+        kept, rnet_out = _stage_outputs(detector, "rnet", sat, boxes, inds)
+        if kept is None:
+            continue
+        boxes, pnet_scores, inds = boxes[kept], pnet_scores[kept], inds[kept]
+        offsets, rnet_scores = rnet_out
+        refined = C.square(C.regress(boxes, offsets))  # row by row: the boxes ONet would crop
+        passed_rnet = rnet_scores > s.thresholds[1]
+        # Per PNet threshold: RNet's NMS over what passes, in its own order (the detector's).
+        order = {}
+        for p in pnet_thresholds:
+            passed = torch.nonzero(passed_rnet & (pnet_scores >= p)).flatten()
+            order[p] = passed[C.batched_nms(boxes[passed], rnet_scores[passed], inds[passed], s.nms_thresholds[2])]
+        union = torch.unique(torch.cat(list(order.values())))
+        kept, onet_out = _stage_outputs(detector, "onet", sat, refined[union], inds[union])
+        if kept is None:
+            continue
+        onet_offsets, _landmarks, onet_probs = onet_out
+        rows = union[kept]
+        final = C.regress(refined[rows], onet_offsets).cpu().numpy()
+        onet_scores = onet_probs.cpu().numpy()
+        position = torch.full((len(boxes),), -1, dtype=torch.long)
+        position[rows.cpu()] = torch.arange(len(rows))
+        rnet_np, inds_np = rnet_scores.cpu().numpy(), inds.cpu().numpy()
+        for p, chosen in order.items():
+            chosen = chosen.cpu().numpy()
+            at = position.numpy()[chosen]
+            chosen, at = chosen[at >= 0], at[at >= 0]
+            passed = onet_scores[at] > s.thresholds[2]
+            chosen, at = chosen[passed], at[passed]
+            for b, i in enumerate(members):
+                mine = inds_np[chosen] == b
+                out[p][i] = CascadeCandidates(final[at[mine]], rnet_np[chosen[mine]], onet_scores[at[mine]])
+    return out
+
+
+def _score_all_groups(detector: Detector, by_pnet: dict[float, list[int]], grid, images, ground_truth,
+                      progress: bool = False) -> dict[int, dict]:
+    """Rows for every grid point from one cascade run (:func:`candidates_by_pnet`) at the grid's lowest thresholds."""
+    found: dict[float, list] = {p: [] for p in by_pnet}
+    starts = range(0, len(images), BATCH_IMAGES)
+    for start in tqdm(starts, desc="calibrating: cascade on dev images", disable=not progress, unit="batch"):
         batch = images[start : start + BATCH_IMAGES]
-        candidates += zip([k for k, _ in batch], cascade_candidates(detector, [im for _, im in batch]))
+        for p, candidates in candidates_by_pnet(detector, [im for _, im in batch], list(by_pnet)).items():
+            found[p] += zip([k for k, _ in batch], candidates)
     nms_threshold = detector.settings.nms_thresholds[3]
-    return [
-        _row(t, {key: c.detections(t[1], t[2], nms_threshold) for key, c in candidates}, ground_truth) for t in group
-    ]
+    rows = {}
+    scoring = tqdm(total=len(grid), desc="calibrating: scoring thresholds", disable=not progress, unit="setting")
+    for p, members in by_pnet.items():
+        scoring.update(len(members))
+        for i in members:
+            t = grid[i]
+            rows[i] = _row(t, {key: c.detections(t[1], t[2], nms_threshold) for key, c in found[p]}, ground_truth)
+    scoring.close()
+    return rows
 
 
 def best_thresholds(
@@ -175,8 +260,9 @@ def best_thresholds(
 
     ``detector_factory(thresholds)`` builds the detector to score, e.g.
     ``lambda t: Detector(settings=DetectorSettings(thresholds=t))`` for the pretrained model.
-    It is called once per distinct PNet threshold (with the lowest RNet/ONet thresholds of the
-    grid); a factory that does not return a ``Detector`` is called, and run, per grid point.
+    It is called once, with the grid's lowest thresholds, and that one cascade run scores every
+    point (module docstring); a factory that does not return a ``Detector`` is called, and run,
+    per grid point.
     """
     _require_calibration_input(grid, dataset)
     grid = [tuple(float(t) for t in point) for point in grid]
@@ -186,14 +272,12 @@ def best_thresholds(
     by_pnet: dict[float, list[int]] = {}
     for i, point in enumerate(grid):
         by_pnet.setdefault(point[0], []).append(i)
-    for pnet, members in tqdm(by_pnet.items(), desc="calibrating thresholds", disable=not progress, unit="pnet threshold"):
-        lowest = (pnet, min(grid[i][1] for i in members), min(grid[i][2] for i in members))
-        detector = detector_factory(lowest)
-        if isinstance(detector, Detector):
-            group_rows = _score_group(detector, [grid[i] for i in members], images, ground_truth)
-        else:
-            group_rows = [score_thresholds(detector_factory(grid[i]), images, ground_truth) for i in members]
-        rows.update(zip(members, group_rows))
+    detector = detector_factory(tuple(min(point[k] for point in grid) for k in range(3)))
+    if isinstance(detector, Detector):
+        rows = _score_all_groups(detector, by_pnet, grid, images, ground_truth, progress)
+    else:
+        for i in tqdm(range(len(grid)), desc="calibrating thresholds", disable=not progress, unit="setting"):
+            rows[i] = score_thresholds(detector_factory(grid[i]), images, ground_truth)
     table = [rows[i] for i in range(len(grid))]
     return grid[_best_row(table)], table
 

@@ -25,7 +25,7 @@ from facecmp.errors import FacecmpError
 from facecmp.detection.models import STAGES, build_network, pretrained_network
 from facecmp.training.augment import AugmentSettings
 from facecmp.training.calibrate import DEFAULT_GRID, Thresholds, best_thresholds
-from facecmp.training.hard_mining import HardMiningSettings, default_hard_mining, mine_stage_samples
+from facecmp.training.hard_mining import HardMiningSettings, capped_images, default_hard_mining, mine_stage_samples
 from facecmp.training.loop import TrainSettings, train_stage
 from facecmp.data.fingerprint import data_fingerprint
 from facecmp.training.samples import MiningSettings, SampleSet, mine_pnet_samples
@@ -75,10 +75,11 @@ def hard_mining_settings(stage: str, hard_mining, min_face_size: float) -> HardM
 
 
 def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, device, progress, min_face_size,
-                   dist: Dist = SINGLE, augment=None) -> SampleSet:
+                   dist: Dist = SINGLE, augment=None, pnet_max_images: int | None = None) -> SampleSet:
     if dist.active and augment is not None:
         raise FacecmpError("--augment trains in one process for now: drop --nproc / torchrun, or drop --augment")
     if stage == "pnet":
+        train = capped_images(train, pnet_max_images, seed)
         if dist.active:
             samples = mine_pnet_samples_sharded(train, mining, seed, dist, cache_dir=cache_dir, progress=progress)
         else:
@@ -111,6 +112,9 @@ class FinetuneSettings:
     (default ``DEFAULT_TRAINING``); ``epochs`` overrides every stage's; ``grid`` the thresholds
     tried on the dev split; ``augment`` mines augmented copies of every training frame too
     (:mod:`facecmp.training.augment`, ``facecmp finetune --augment``; None: the frames as they are).
+    ``pnet_max_images``: PNet mines at most this many training images (a seeded random subset, as
+    ``HardMiningSettings.max_images`` bounds RNet's and ONet's; None: all), which bounds the cost of
+    large training sets (docs/price.md).
     """
 
     stages: tuple[str, ...] = ("pnet",)
@@ -123,6 +127,7 @@ class FinetuneSettings:
     grid: tuple[Thresholds, ...] = DEFAULT_GRID
     min_face_size: float = DetectorSettings.min_face_size
     augment: AugmentSettings | None = None
+    pnet_max_images: int | None = None
     # Keep the source domain (``--retain``): the recipe; the source images are finetune()'s ``retain``.
     retain: retaining.RetainSettings | None = None
 
@@ -179,7 +184,7 @@ def finetune(
         samples = mine_for_stage(
             stage, train, nets, mining=settings.mining, hard_mining=settings.hard_mining, seed=settings.seed,
             cache_dir=cache_dir, device=device, progress=progress, min_face_size=settings.min_face_size, dist=dist,
-            augment=settings.augment,
+            augment=settings.augment, pnet_max_images=settings.pnet_max_images,
         )
         mining_s = time.perf_counter() - start
         kept = {}
@@ -254,6 +259,7 @@ def checkpoint_meta(settings: FinetuneSettings, stages: tuple[str, ...], train: 
             "seed": settings.seed,
             "from_scratch": settings.from_scratch,
             "augment": asdict(settings.augment) if settings.augment is not None else None,
+            "pnet_max_images": settings.pnet_max_images,
         },
         "data_fingerprint": data_fingerprint(train),
         "n_train_images": len(train),

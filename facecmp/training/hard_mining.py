@@ -23,6 +23,7 @@ annotation, the 1-based convention the pretrained nets were trained in.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -74,7 +75,8 @@ class HardMiningSettings:
 
 
 def default_hard_mining(stage: str) -> HardMiningSettings:
-    """The recipes chosen on our Dexter split (docs/results.md has what they give)."""
+    """The recipes chosen on our Dexter split (docs/results.md has what they give; docs/price.md
+    what the image caps save and cost)."""
     if stage == "rnet":
         return HardMiningSettings(crops=MiningSettings(crop_size=24), thresholds=(0.6, 0.3, 0.3), max_images=None)
     if stage == "onet":
@@ -174,12 +176,17 @@ def mining_detector(nets: Mapping[str, nn.Module], stage: str, settings: HardMin
     return detector
 
 
+def capped_images(dataset: Dataset, max_images: int | None, seed: int) -> Dataset:
+    """``dataset``, or a seeded random ``max_images`` of its images (in their order) when it has more."""
+    if max_images is None or len(dataset.images) <= max_images:
+        return dataset
+    chosen = np.sort(np.random.default_rng([seed, 2]).choice(len(dataset.images), max_images, replace=False))
+    return dataclasses.replace(dataset, images=[dataset.images[i] for i in chosen],
+                               name=f"{dataset.name}[{max_images} of {len(dataset.images)} images]")
+
+
 def mining_images(dataset: Dataset, settings: HardMiningSettings, seed: int) -> list:
-    records = dataset.images
-    if settings.max_images is not None and len(records) > settings.max_images:
-        chosen = np.sort(np.random.default_rng([seed, 2]).choice(len(records), settings.max_images, replace=False))
-        records = [records[i] for i in chosen]
-    return records
+    return capped_images(dataset, settings.max_images, seed).images
 
 
 def mine_hard_samples(
