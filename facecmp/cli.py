@@ -167,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recognizer", default="finetune", help="recognizer kind: finetune (ONet + character head, end to end), "
                    "probe-finetuned or probe-pretrained (linear probe on frozen ONet features) (default finetune)")
     _add_format_option(p)
+    p.add_argument("--retain", type=Path, default=None, metavar="ROOT", help="keep what the pretrained cascade does on the "
+                   "source-domain images in ROOT (any format facecmp reads, e.g. ../shared/datasets/wider-face) while fine-tuning; "
+                   "see docs/wider.md")
+    p.add_argument("--retain-method", default="replay", help="with --retain: replay (source crops mixed into every stage's samples), "
+                   "l2sp (a penalty on the distance from the pretrained weights) or replay+l2sp (default replay)")
+    p.add_argument("--retain-holdout", type=int, default=1, metavar="N", help="with --retain: N images per folder of ROOT (WIDER: "
+                   "per event) set aside with --seed and never trained on: the images `--source-split split:N` tests on "
+                   "(default 1: split:1, what CI and the gates score; 0: train on all of ROOT)")
     p.add_argument("--nproc", type=_positive_int, default=None, help="train with N processes here (torchrun + "
                    "DistributedDataParallel; one CPU core or GPU each, --threads shared among them); same as "
                    "`torchrun --nproc_per_node N -m facecmp finetune ...` (default 1: this process)")
@@ -482,6 +490,8 @@ def cmd_finetune(args) -> int:
                                "pnet, rnet, onet only; run recognizer and dlib-hog training in one process")
         if args.augment:
             raise FacecmpError("--augment trains in one process for now: drop --nproc / torchrun, or drop --augment")
+        if args.retain is not None:
+            raise FacecmpError("--retain trains in one process for now: drop --nproc / torchrun, or drop --retain")
     if (args.nproc or 1) > 1 and not under_torchrun:
         if args.resume:
             distributed.require_world_size(args.out, args.nproc)
@@ -499,7 +509,7 @@ def cmd_finetune(args) -> int:
             device=distributed.device_for(dist, args.device) if dist is not None else args.device,
             resume=args.resume, from_scratch=args.from_scratch,
             dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, fmt=args.format, dist=dist,
-            augment=args.augment,
+            augment=args.augment, retain=_retain_request(args),
         )
     finally:
         if dist is not None:
@@ -510,6 +520,15 @@ def cmd_finetune(args) -> int:
     shown = ("stages", "epochs", "thresholds", "timings") if "stages" in ckpt.meta else ("kind", "groups", "settings", "timings")
     print(json.dumps({k: ckpt.meta.get(k) for k in shown}, indent=2))
     return 0
+
+
+def _retain_request(args):
+    """``finetune --retain ROOT [--retain-method M] [--retain-holdout N]`` as a RetainRequest (None without --retain)."""
+    if args.retain is None:
+        return None
+    from facecmp.training.retain import RetainRequest, RetainSettings
+
+    return RetainRequest(args.retain, settings=RetainSettings(method=args.retain_method), holdout=args.retain_holdout)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -537,6 +556,7 @@ def _finetune_with_recognizer(args, stages: tuple[str, ...]) -> int:
             args.data, args.out, stages=stages, epochs=args.epochs, seed=args.seed, device=args.device,
             resume=args.resume, from_scratch=args.from_scratch,
             dev_per_folder=args.dev_per_folder, holdout_per_folder=args.holdout_per_folder, fmt=args.format, augment=args.augment,
+            retain=_retain_request(args),
         )
         source = args.out
     elif source is None and not args.resume:

@@ -261,7 +261,8 @@ def test_the_real_gates_file_gates_every_variant_on_the_generated_data():
     from facecmp.study.variants import REGISTRY
 
     gates = load_gates(REAL_GATES, "default")
-    assert {g.variant for g in gates.minimums} == set(REGISTRY)
+    # A variant that trains on source-domain images is not run on the built-in data (no source domain there).
+    assert {g.variant for g in gates.minimums} == {n for n, v in REGISTRY.items() if not v.needs_source_data}
 
 
 def test_audit_passes_gates_set_within_the_margins(tmp_path):

@@ -76,12 +76,14 @@ class BenchSession:
 
     @cached_property
     def variant_names(self) -> list[str]:
-        """The selected variants in registry order (raises FacecmpError naming unknown ones)."""
+        """The selected variants in registry order (raises FacecmpError naming unknown ones). Without
+        --facecmp-variants, a variant that trains on source-domain images is left out of a run
+        without --facecmp-source-data (asked for by name there, it fails saying what it needs)."""
         from facecmp.study.variants import REGISTRY, get_variants
 
         wanted = self.options.variants
         if wanted is None:
-            return list(REGISTRY)
+            return [n for n, v in REGISTRY.items() if not (v.needs_source_data and self.options.source_data is None)]
         chosen = {v.name for v in get_variants(list(wanted))}
         return [name for name in REGISTRY if name in chosen]
 
@@ -142,10 +144,13 @@ class BenchSession:
     def variant_context(self) -> VariantContext:
         from facecmp.study.variants import VariantContext
 
+        from facecmp.study.source import retain_context
+
         splits = self.splits
         return VariantContext(
             train=splits.train, dev=splits.dev, cache_dir=self.options.cache_dir, device=self.options.device,
             seed=self.options.seed, epochs=self.options.epochs, progress=False,
+            **(retain_context(self.source, self.test) if self.options.source_data is not None else {}),
         )
 
     # -- variants ----------------------------------------------------------------------------

@@ -54,8 +54,11 @@ def cached_calibration(path: Path, calibrate: Callable[[], tuple[Sequence[float]
     return stored
 
 
-def checkpoint_folder(ctx: VariantContext, stages: tuple[str, ...], augment=None) -> Path:
+def checkpoint_folder(ctx: VariantContext, stages: tuple[str, ...], augment=None, retain=None) -> Path:
     parts = (environment_key(), stages, dataset_key(ctx.train), dataset_key(ctx.dev), ctx.seed, ctx.epochs)
+    if retain is not None:  # the retain recipe and the source images it keeps
+        key = cache_key(*parts, dataclasses.asdict(retain), dataset_key(ctx.retain))
+        return ctx.cache_dir / f"finetuned-{'-'.join(stages)}-retain-{key}"
     if augment is not None:  # only then, so the folders of the unaugmented variants keep their keys
         key = cache_key(*parts, dataclasses.asdict(augment))
         return ctx.cache_dir / f"finetuned-{'-'.join(stages)}-augmented-{key}"
@@ -82,9 +85,10 @@ def reuse_finished_stages(ctx: VariantContext, stages: tuple[str, ...], folder: 
             return
 
 
-def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...], augment=None) -> Path:
+def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...], augment=None, retain=None) -> Path:
     """The checkpoint for ``stages`` on this context's data: reused when cached, else trained (resumably).
-    ``augment`` (an AugmentSettings): mined with augmented copies of the training frames too."""
+    ``augment`` (an AugmentSettings): mined with augmented copies of the training frames too; ``retain``
+    (a RetainSettings): keeping the source images ``ctx.retain``."""
     from facecmp.training.finetune import FinetuneSettings, finetune
     from facecmp.training.loop import state_file
 
@@ -92,15 +96,34 @@ def finetuned_checkpoint(ctx: VariantContext, name: str, stages: tuple[str, ...]
         return ctx.checkpoints[name]
     if ctx.train is None:
         raise FacecmpError(f"{name} needs training images (an archive with antrenare/) or an existing checkpoint")
-    folder = checkpoint_folder(ctx, stages, augment)
+    if retain is not None:
+        require_retain(ctx, name)
+    folder = checkpoint_folder(ctx, stages, augment, retain)
     if not (folder / META_FILE).is_file():
-        reuse_finished_stages(ctx, stages, folder, augment)
+        if retain is None:  # a retain run's PNet differs from the plain one's
+            reuse_finished_stages(ctx, stages, folder, augment)
         finetune(
-            ctx.train, folder, FinetuneSettings(stages=stages, epochs=ctx.epochs or None, seed=ctx.seed, augment=augment), dev=ctx.dev,
-            device=ctx.device, resume=any((folder / state_file(s)).is_file() for s in stages),
+            ctx.train, folder, FinetuneSettings(stages=stages, epochs=ctx.epochs or None, seed=ctx.seed, augment=augment, retain=retain),
+            dev=ctx.dev, device=ctx.device, resume=any((folder / state_file(s)).is_file() for s in stages),
             cache_dir=ctx.cache_dir / f"samples-{code_fingerprint()}", progress=ctx.progress,
+            retain=ctx.retain if retain is not None else None,
         )
     return folder
+
+
+def require_retain(ctx: VariantContext, name: str) -> None:
+    """A ``-retain`` variant needs source images apart from every test set."""
+    from facecmp.training.retain import refuse_overlap, require_faces
+
+    if ctx.retain is None or len(ctx.retain) == 0:
+        raise FacecmpError(
+            f"{name} keeps the source domain and trains on its images that are not tested on: pass a source-domain set "
+            "with a split (compare --source-test ROOT --source-split split:1, or --facecmp-source-data ROOT "
+            "--facecmp-source-split split:1), or train it with `facecmp finetune --retain ROOT`"
+        )
+    require_faces(ctx.retain)
+    for what, test in ctx.retain_excluded:
+        refuse_overlap(ctx.retain, test, what)
 
 
 def dlib_checkpoint(ctx: VariantContext) -> Path:

@@ -75,6 +75,12 @@ def timed_interleaved(results: Sequence[VariantResult], detectors, test: Dataset
             for r in results]
 
 
+def _retain_context(source, test):
+    from facecmp.study.source import retain_context
+
+    return retain_context(source, test)
+
+
 def run_comparison(
     root: str | Path,
     out: str | Path,
@@ -107,6 +113,7 @@ def run_comparison(
         train=splits.train, dev=splits.dev, cache_dir=Path(cache_dir) if cache_dir else out / "cache",
         device=device, seed=seed, epochs=epochs,
         checkpoints=checkpoints,
+        **(_retain_context(source, splits.test) if source is not None else {}),
     )
     results, detectors, source_results = [], {}, {}
     for variant in get_variants(variants):

@@ -41,18 +41,22 @@ def finetune_from_archive(
     fmt: str | None = None,
     dist=None,
     augment: bool = False,
+    retain=None,
 ):
     """``facecmp finetune``: train on the archive's training images, calibrate on a dev split of them.
 
     ``holdout_per_folder`` images per folder are set aside first and never seen (your own test
     split, the same one ``compare --test split:N`` uses with the same seed). ``augment`` mines
-    augmented copies of the training frames too (the default :class:`AugmentSettings`).
+    augmented copies of the training frames too (the default :class:`AugmentSettings`). ``retain``
+    (a :class:`facecmp.training.retain.RetainRequest`, ``--retain``) keeps the source domain.
     """
     from facecmp.training.augment import AugmentSettings
     from facecmp.training.finetune import FinetuneSettings, finetune
 
     if "dlib-hog" in stages and tuple(stages) != ("dlib-hog",):
         raise DataError(f"--stages {','.join(stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
+    if "dlib-hog" in stages and retain is not None:
+        raise DataError("--retain keeps the source domain in the MTCNN stages; dlib-hog trains without it (drop --retain)")
     if "dlib-hog" in stages and augment:
         raise DataError("--augment mines augmented frames for the MTCNN stages; dlib-hog trains without it (drop --augment)")
     train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder, fmt=fmt)
@@ -60,11 +64,12 @@ def finetune_from_archive(
         return _train_dlib(train, out, dev=dev, seed=seed, resume=resume)
     settings = FinetuneSettings(
         stages=tuple(stages), epochs=epochs or None, seed=seed, from_scratch=from_scratch,
-        augment=AugmentSettings() if augment else None,
+        augment=AugmentSettings() if augment else None, retain=retain.settings if retain is not None else None,
     )
+    kept = retain.images(seed) if retain is not None else None
     if dist is not None:  # one process of a distributed run (training.distributed)
-        return finetune(train, out, settings, dev=dev, device=device, resume=resume, progress=dist.is_main, dist=dist)
-    return finetune(train, out, settings, dev=dev, device=device, resume=resume)
+        return finetune(train, out, settings, dev=dev, device=device, resume=resume, progress=dist.is_main, dist=dist, retain=kept)
+    return finetune(train, out, settings, dev=dev, device=device, resume=resume, retain=kept)
 
 
 def _train_dlib(train: Dataset, out: str | Path, *, dev: Dataset | None, seed: int, resume: bool):

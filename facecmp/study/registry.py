@@ -26,6 +26,10 @@ class VariantContext:
     progress: bool = True
     # variant name -> an existing checkpoint folder to use instead of training
     checkpoints: dict[str, Path] = field(default_factory=dict)
+    # Source-domain images a ``-retain`` variant keeps (facecmp.training.retain), and the test sets
+    # (what, images) they must not share an image with.
+    retain: Dataset | None = None
+    retain_excluded: tuple[tuple[str, Dataset | None], ...] = ()
 
 
 @dataclass
@@ -41,6 +45,9 @@ class Variant:
     description: str
     prepare: Callable[[VariantContext], Prepared]
     needs_training_data: bool = False
+    # Trains on source-domain images (a ``-retain`` variant): a benchmark run without
+    # --facecmp-source-data leaves it out unless it is asked for by name.
+    needs_source_data: bool = False
 
 
 REGISTRY: dict[str, Variant] = {}

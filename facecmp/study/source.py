@@ -34,6 +34,9 @@ class SourceDomain:
     test: Dataset
     wider: WiderGroundTruth | None  # the official ground truth, when the source is WIDER FACE with its .mat files
     selection: str  # "all" or the split spec
+    # The images of ``root`` the split does not score (None without a split): what
+    # ``finetuned-cascade-retain`` may train on (:mod:`facecmp.training.retain`).
+    retain: Dataset | None = None
 
     @property
     def protocol(self) -> str:
@@ -77,15 +80,16 @@ def load_source_domain(root: str | Path, *, split: str | None = None, seed: int 
 
     root = Path(root)
     test = load_test_set(root)
+    rest = None
     if split is not None:
         per_folder = parse_split(split)
         if per_folder is None:
             from facecmp.errors import DataError
 
             raise DataError(f"source split {split!r}: expected split:N (N images per folder, chosen with the seed)")
-        test = split_dataset(test, per_folder=per_folder, seed=seed)[1]
+        rest, test = split_dataset(test, per_folder=per_folder, seed=seed)
     mats = find_wider_mats(root) if is_wider_dataset(root) else None
-    return SourceDomain(root, test, read_wider_ground_truth(mats) if mats else None, split or "all")
+    return SourceDomain(root, test, read_wider_ground_truth(mats) if mats else None, split or "all", rest)
 
 
 def score_source(name: str, prepared, source: SourceDomain, *, out: Path | None = None, workers: int = 0,
@@ -107,3 +111,10 @@ def score_source(name: str, prepared, source: SourceDomain, *, out: Path | None 
     s = evaluate(run.predictions, source.test.ground_truth()).summary()
     metrics = {f"source_{k}": float(s[k]) for k in ("ap_cava", "ap_voc", "recall", "precision")}
     return SourceResult(name, metrics, "course", run.ms_per_image)
+
+
+def retain_context(source: SourceDomain, target_test: Dataset | None) -> dict:
+    """The VariantContext fields a ``-retain`` variant reads: the source images the split leaves out,
+    and the two test sets they must not share an image with."""
+    return {"retain": source.retain,
+            "retain_excluded": (("the source-domain test set", source.test), ("the target test set", target_test))}

@@ -64,12 +64,13 @@ def _facenet_reference(ctx: VariantContext) -> Prepared:
 # -- fine-tuned -----------------------------------------------------------------------------
 
 
-def _from_checkpoint(name: str, stages: tuple[str, ...], augmented: bool = False) -> Callable[[VariantContext], Prepared]:
+def _from_checkpoint(name: str, stages: tuple[str, ...], augmented: bool = False, retained: bool = False) -> Callable[[VariantContext], Prepared]:
     def prepare(ctx: VariantContext) -> Prepared:
         from facecmp.detection.checkpoint import load_checkpoint
         from facecmp.training.augment import AugmentSettings
+        from facecmp.training.retain import RetainSettings
 
-        folder = finetuned_checkpoint(ctx, name, stages, AugmentSettings() if augmented else None)
+        folder = finetuned_checkpoint(ctx, name, stages, AugmentSettings() if augmented else None, RetainSettings() if retained else None)
         meta = load_checkpoint(folder).meta
         timings = meta.get("timings") or {}
         detector = Detector.from_checkpoint(folder, device=ctx.device)
@@ -113,6 +114,14 @@ register(
         "finetuned-cascade-augmented", "finetuned-cascade mined on augmented copies of the training frames too (photometric, "
         "blur, noise, JPEG, downscaling: facecmp finetune --augment)",
         _from_checkpoint("finetuned-cascade-augmented", ("pnet", "rnet", "onet"), augmented=True), needs_training_data=True,
+    )
+)
+register(
+    Variant(
+        "finetuned-cascade-retain", "finetuned-cascade keeping the source domain: source-domain crops replayed in every stage's "
+        "samples (facecmp finetune --retain ROOT; the source images not tested on)",
+        _from_checkpoint("finetuned-cascade-retain", ("pnet", "rnet", "onet"), retained=True), needs_training_data=True,
+        needs_source_data=True,
     )
 )
 

@@ -29,6 +29,7 @@ from facecmp.training.hard_mining import HardMiningSettings, capped_images, defa
 from facecmp.training.loop import TrainSettings, train_stage
 from facecmp.data.fingerprint import data_fingerprint
 from facecmp.training.samples import MiningSettings, SampleSet, mine_pnet_samples
+from facecmp.training import retain as retaining
 from facecmp.training.distributed import (
     SINGLE,
     Dist,
@@ -127,6 +128,8 @@ class FinetuneSettings:
     min_face_size: float = DetectorSettings.min_face_size
     augment: AugmentSettings | None = None
     pnet_max_images: int | None = None
+    # Keep the source domain (``--retain``): the recipe; the source images are finetune()'s ``retain``.
+    retain: retaining.RetainSettings | None = None
 
 
 def finetune(
@@ -140,6 +143,7 @@ def finetune(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     dist: Dist = SINGLE,
+    retain: Dataset | None = None,
 ) -> Checkpoint:
     """Fine-tune ``settings.stages`` on ``train``; calibrate thresholds on ``dev`` when given; save
     into ``out_dir``.
@@ -150,12 +154,25 @@ def finetune(
 
     ``dist``: this process's place in a distributed run (``distributed.init_from_env`` under
     torchrun): mining, training and calibration are then shared by the ranks, rank 0 writes.
+
+    ``retain``: source-domain images whose detections the run keeps (:mod:`facecmp.training.retain`,
+    ``settings.retain`` the recipe, its default when None).
     """
     stages = ordered_stages(settings.stages)
     if train.n_faces == 0:
         raise FacecmpError(f"{train.name}: the training set has no annotated faces, so there is nothing to learn from")
     out_dir = Path(out_dir)
     cache_dir = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
+    retain_record = None
+    if retain is not None or settings.retain is not None:  # --retain: keep the source domain
+        if retain is None:
+            raise FacecmpError("a retain recipe needs source-domain images: pass --retain ROOT")
+        if dist.active:
+            raise FacecmpError("--retain trains in one process for now: drop --nproc / torchrun, or drop --retain")
+        settings = dataclasses.replace(settings, retain=settings.retain or retaining.RetainSettings())
+        retaining.require_faces(retain)
+        retain_record = retaining.retain_record(retain, settings.retain)
+        retaining.check_resume(out_dir, retain_record, resume)
 
     nets = {stage: pretrained_network(stage) for stage in STAGES}
     per_stage: dict[str, dict] = {}
@@ -170,11 +187,26 @@ def finetune(
             augment=settings.augment, pnet_max_images=settings.pnet_max_images,
         )
         mining_s = time.perf_counter() - start
+        kept = {}
+        if retain_record is not None:
+            samples, kept = retaining.replay_stage(
+                stage, samples, retain, settings.retain, mining=settings.mining, seed=settings.seed, cache_dir=cache_dir,
+                hard_mining=hard_mining_settings(stage, settings.hard_mining, settings.min_face_size) if stage != "pnet" else None,
+                progress=progress,
+            )
         start = time.perf_counter()
-        result = train_stage(nets, stage, samples, out_dir, recipe, seed=settings.seed, device=device, resume=resume, progress=progress,
-                             dist=dist)
+        strength = settings.retain.l2sp if retain_record is not None and settings.retain.penalises else 0.0
+        anchor = pretrained_network(stage) if strength else None
+        with retaining.anchored(nets[stage], anchor, strength):
+            result = train_stage(nets, stage, samples, out_dir, recipe, seed=settings.seed, device=device, resume=resume, progress=progress,
+                                 dist=dist)
+        if anchor is not None:
+            kept["distance_from_pretrained"] = retaining.distance_from(nets[stage], anchor)
         nets[stage].load_state_dict(result.state_dict)
         per_stage[stage] = stage_record(recipe, samples, result, mining_s=mining_s, training_s=time.perf_counter() - start)
+        if retain_record is not None:
+            per_stage[stage]["retain"] = kept
+            per_stage[stage]["timings"]["retain_mining_s"] = kept.get("replay_mining_s", 0.0)
 
     thresholds, table = None, None
     start = time.perf_counter()
@@ -188,6 +220,9 @@ def finetune(
             thresholds, table = best_thresholds(detector, dev, settings.grid, progress=progress)
     calibration = {"dataset": dev.name, "n_images": len(dev), "table": table, "seconds": time.perf_counter() - start} if dev is not None else None
     meta = checkpoint_meta(settings, stages, train, per_stage, thresholds, calibration)
+    if retain_record is not None:
+        meta["settings"]["retain"] = retain_record
+        meta["timings"]["retain_mining_s"] = sum(p["timings"]["retain_mining_s"] for p in per_stage.values())
     if dist.active:
         meta["distributed"] = distributed_record(dist, per_stage)
     if dist.is_main:

@@ -1,0 +1,266 @@
+"""Fine-tuning that keeps the source domain (``facecmp finetune --retain ROOT``, issue #21).
+
+A cascade fine-tuned on cartoons forgets human faces (docs/wider.md measures how much). The
+remedies here keep what the pretrained cascade does on the source-domain images of ROOT (any
+format facecmp reads, with face labels), hooked into each stage's training without changing the
+training loop:
+
+- ``replay``: every stage's samples get source-domain samples mixed in: the same recipe's
+  jittered positives / part faces and random / near negatives of the source images (PNet: 12 px
+  crops as ``samples.py`` cuts them; RNet/ONet: 24/48 px crops cut the way the cascade cuts them,
+  ``hard_mining.mine_candidate_image`` without candidates, so no cascade run on the large source
+  frames), labelled by the source ground truth, ``replay_share`` of them per target sample
+  (a seeded subset). The stage's validation split is drawn from the mix, so early stopping
+  weighs both domains.
+- ``l2sp``: L2-SP (Li, Grandvalet, Davoine 2018): the gradient of ``l2sp / 2 * ||w - w_pretrained||^2``
+  is added to every trained weight's gradient (a tensor hook), pulling the stage towards the
+  weights it started from. It needs no source images, but ``--retain`` still names them.
+- ``replay+l2sp``: both.
+
+Which images of ROOT are trained on: :func:`retain_split` sets ``holdout`` images per folder
+(WIDER: per event) aside first, chosen with the run's seed, exactly the images
+``compare --source-split split:N`` / ``--facecmp-source-split split:N`` score with that seed, so a
+checkpoint is never tested on what it trained on. :func:`refuse_overlap` refuses a retain set
+that shares images (by file bytes) with a test set.
+
+What each remedy bought, with the commands, is in docs/wider.md ("What does fine-tuning forget?").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library_versions
+from facecmp.data.images import read_image
+from facecmp.data.records import Dataset
+from facecmp.errors import DataError, FacecmpError
+from facecmp.training.hard_mining import HardMiningSettings, mine_candidate_image
+from facecmp.training.samples import MiningSettings, SampleSet, balanced_sample_set, cached_samples, mine_pnet_samples
+
+RETAIN_METHODS = ("replay", "l2sp", "replay+l2sp")
+# The source images of ROOT set aside per folder by default: the test part CI and the gates score (split:1).
+DEFAULT_HOLDOUT = 1
+# Bump when this module changes what the replay samples are: old caches are then ignored.
+REPLAY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RetainSettings:
+    """The retain recipe (recorded in the checkpoint's ``facecmp.json`` under ``settings.retain``)."""
+
+    method: str = "replay"
+    # replay: source samples per target sample of each stage (fewer when fewer were mined).
+    replay_share: float = 0.25
+    # l2sp: the penalty's strength alpha in alpha / 2 * ||w - w_pretrained||^2.
+    l2sp: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.method not in RETAIN_METHODS:
+            raise FacecmpError(f"--retain-method {self.method!r}: expected one of {', '.join(RETAIN_METHODS)}")
+        if not 0 < self.replay_share <= 4:
+            raise FacecmpError(f"retain replay share {self.replay_share}: expected a number in (0, 4] (source samples per target sample)")
+        if self.l2sp < 0:
+            raise FacecmpError(f"retain L2-SP strength {self.l2sp}: expected a number >= 0")
+
+    @property
+    def replays(self) -> bool:
+        return "replay" in self.method
+
+    @property
+    def penalises(self) -> bool:
+        return "l2sp" in self.method and self.l2sp > 0
+
+    def record(self) -> dict:
+        """What the checkpoint records: only the knobs the method uses."""
+        out = {"method": self.method}
+        if self.replays:
+            out["replay_share"] = self.replay_share
+        if "l2sp" in self.method:
+            out["l2sp"] = self.l2sp
+        return out
+
+
+# --- the source images ------------------------------------------------------------------------
+
+
+def retain_split(root: str | Path, *, holdout: int = DEFAULT_HOLDOUT, seed: int = 0, fmt: str | None = None) -> tuple[Dataset, Dataset | None]:
+    """``(retain, held_out)``: the source images of ``root`` that a run may train on, and the
+    ``holdout`` per folder set aside with ``seed`` (None when ``holdout`` is 0)."""
+    from facecmp.data.archive import load_test_set
+    from facecmp.data.split import split_dataset
+
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"--retain {root}: no such folder; pass the source-domain images to keep (e.g. ../shared/datasets/wider-face)")
+    if holdout < 0:
+        raise DataError(f"--retain-holdout {holdout}: expected a number of images per folder >= 0")
+    images = load_test_set(root, fmt=fmt)
+    retain, held = split_dataset(images, per_folder=holdout, seed=seed) if holdout > 0 else (images, None)
+    aside = f"split:{holdout} of seed {seed} set aside" if holdout > 0 else "all images"
+    retain = dataclasses.replace(retain, name=f"{images.name}[retain: {aside}]")
+    require_faces(retain, root)
+    return retain, held
+
+
+@dataclass(frozen=True)
+class RetainRequest:
+    """What ``finetune --retain ROOT [--retain-method M] [--retain-holdout N]`` asks for."""
+
+    root: Path
+    settings: RetainSettings = RetainSettings()
+    holdout: int = DEFAULT_HOLDOUT
+    fmt: str | None = None
+
+    def images(self, seed: int) -> Dataset:
+        """The retain images (ROOT minus the held-out split:N of ``seed``)."""
+        return retain_split(self.root, holdout=self.holdout, seed=seed, fmt=self.fmt)[0]
+
+
+def require_faces(retain: Dataset, root: str | Path | None = None) -> None:
+    if len(retain) == 0 or retain.n_faces == 0:
+        where = root if root is not None else retain.name
+        raise DataError(f"--retain {where}: {len(retain)} image(s) and no annotated face left to retain on; "
+                        "pass a labelled set of source-domain faces (any format facecmp reads)")
+
+
+def _digests(ds: Dataset) -> dict[str, str]:
+    out = {}
+    for record in ds.images:
+        with open(record.path, "rb") as f:
+            out[hashlib.file_digest(f, "sha256").hexdigest()] = record.key
+    return out
+
+
+def refuse_overlap(retain: Dataset, test: Dataset | None, what: str) -> None:
+    """One error line when ``retain`` shares an image (the same file bytes) with ``test``."""
+    if test is None or len(test) == 0:
+        return
+    tested = _digests(test)
+    shared = [(key, tested[d]) for d, key in _digests(retain).items() if d in tested]
+    if shared:
+        first = ", ".join(k for k, _ in shared[:3])
+        raise DataError(f"--retain: {len(shared)} retain image(s) are also in {what} ({first}{', ...' if len(shared) > 3 else ''}); "
+                        "a checkpoint must not be tested on what it trained on: keep them out of the retain set "
+                        f"(--retain-holdout N sets the test images of split:N aside)")
+
+
+def retain_record(retain: Dataset, settings: RetainSettings) -> dict:
+    """``facecmp.json["settings"]["retain"]``: the recipe and the source images it saw."""
+    return {**settings.record(), "data": retain.name, "n_images": len(retain), "n_faces": retain.n_faces,
+            "data_fingerprint": data_fingerprint(retain)}
+
+
+def check_resume(out_dir: Path, record: dict, resume: bool) -> None:
+    """``out_dir/retain.json`` holds the retain recipe of the run there; a resume under another one is refused."""
+    from facecmp import atomic
+
+    path = Path(out_dir) / "retain.json"
+    if resume and path.is_file():
+        written = json.loads(path.read_text())
+        if written != record:
+            raise FacecmpError(f"{path}: this run was started with another retain recipe or other retain images; "
+                               "resume with the same --retain options, or drop --resume to start over")
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    atomic.write_json(path, record)
+
+
+# --- replay ---------------------------------------------------------------------------------
+
+
+def mine_source_crops(retain: Dataset, stage: str, settings: HardMiningSettings, seed: int, progress: bool = True) -> SampleSet:
+    """RNet's / ONet's replay samples: jittered crops and random negatives of every source image,
+    cut as the cascade cuts them (no cascade run), balanced as the stage's own samples are."""
+    no_candidates = SimpleNamespace(boxes=np.zeros((0, 4)), scores=np.zeros(0))
+    images, labels, offsets = [], [], []
+    for i, record in enumerate(tqdm(retain.images, desc=f"mining {stage} retain samples", disable=not progress, unit="img")):
+        rng = np.random.default_rng([seed, 21, i])
+        pixels, lab, off, _ = mine_candidate_image(read_image(record.path), record.boxes, no_candidates, stage, settings, rng)
+        images.append(pixels)
+        labels.append(lab)
+        offsets.append(off)
+    return balanced_sample_set(images, labels, offsets, settings.crops, np.random.default_rng([seed, 21, len(retain)]))
+
+
+def source_samples(stage: str, retain: Dataset, *, mining: MiningSettings, hard_mining: HardMiningSettings | None, seed: int,
+                   cache_dir: Path | None, progress: bool = True) -> SampleSet:
+    """All replay samples of ``stage`` on ``retain`` (cached in ``cache_dir`` by data, recipe, seed and code)."""
+    if stage == "pnet":
+        return mine_pnet_samples(retain, mining, seed=seed, cache_dir=cache_dir, progress=progress)
+    if cache_dir is None:
+        return mine_source_crops(retain, stage, hard_mining, seed, progress)
+    spec = {"version": REPLAY_VERSION, "stage": stage, "crops": asdict(hard_mining.crops), "seed": seed,
+            "code": code_fingerprint(), "libraries": library_versions()}
+    key = hashlib.sha256((data_fingerprint(retain) + json.dumps(spec, sort_keys=True)).encode()).hexdigest()[:20]
+    return cached_samples(Path(cache_dir) / f"retain{hard_mining.crops.crop_size}_{stage}_{key}.npz",
+                          lambda: mine_source_crops(retain, stage, hard_mining, seed, progress))
+
+
+def with_replay(stage: str, samples: SampleSet, source: SampleSet, share: float, seed: int) -> tuple[SampleSet, dict]:
+    """``samples`` with ``share`` source samples per sample mixed in (a seeded subset of ``source``),
+    and the counts of what was added."""
+    wanted = min(len(source), int(round(share * len(samples))))
+    rng = np.random.default_rng([seed, 22, ("pnet", "rnet", "onet").index(stage)])
+    pick = np.sort(rng.choice(len(source), wanted, replace=False)) if wanted < len(source) else np.arange(len(source))
+    added = source.take(pick)
+    mixed = SampleSet(
+        np.concatenate([samples.images, added.images]),
+        np.concatenate([samples.labels, added.labels]),
+        np.concatenate([samples.offsets, added.offsets]),
+    )
+    return mixed, {"target": samples.counts(), "source": added.counts(), "source_mined": len(source)}
+
+
+# --- L2-SP ----------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def anchored(net: nn.Module, anchor: nn.Module, strength: float):
+    """While active, every parameter's gradient of ``net`` gets ``strength * (w - w_anchor)`` added:
+    the gradient of the L2-SP penalty ``strength / 2 * ||w - w_anchor||^2``. No-op at strength 0."""
+    handles = []
+    if strength > 0:
+        for (name, p), (anchor_name, a) in zip(net.named_parameters(), anchor.named_parameters()):
+            if name != anchor_name or p.shape != a.shape:
+                raise FacecmpError(f"L2-SP anchor does not fit the network ({name} vs {anchor_name})")
+            target = a.detach().to(p.device).clone()
+            p.requires_grad_(True)
+            handles.append(p.register_hook(lambda g, p=p, target=target: g + strength * (p.detach() - target)))
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def distance_from(net: nn.Module, anchor: nn.Module) -> float:
+    """``||w - w_anchor||`` over all parameters (what L2-SP keeps small; recorded per stage)."""
+    with torch.no_grad():
+        return float(torch.sqrt(sum(((p - a.to(p.device)) ** 2).sum() for p, a in zip(net.parameters(), anchor.parameters()))))
+
+
+# --- one stage of finetune() ------------------------------------------------------------------
+
+
+def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: RetainSettings, *, mining: MiningSettings,
+                 hard_mining: HardMiningSettings | None, seed: int, cache_dir: Path | None, progress: bool = True) -> tuple[SampleSet, dict]:
+    """``stage``'s training samples with the source replay mixed in (unchanged without replay), and
+    what to record for it in ``facecmp.json["stage_training"][stage]["retain"]``."""
+    if not settings.replays:
+        return samples, {}
+    import time
+
+    start = time.perf_counter()
+    source = source_samples(stage, retain, mining=mining, hard_mining=hard_mining, seed=seed, cache_dir=cache_dir, progress=progress)
+    mixed, counts = with_replay(stage, samples, source, settings.replay_share, seed)
+    return mixed, {"replay": counts, "replay_mining_s": time.perf_counter() - start}

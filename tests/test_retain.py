@@ -1,0 +1,241 @@
+"""`facecmp finetune --retain ROOT` (facecmp.training.retain): which source images are trained on, the
+replay samples, the L2-SP gradient, the recipe in facecmp.json, resume, the variant's cache key, and
+one error line for bad input. Small generated data (a WIDER-layout source of generated frames)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from facecmp.data.records import Dataset
+from facecmp.detection.checkpoint import load_checkpoint
+from facecmp.detection.models import pretrained_network
+from facecmp.errors import DataError, FacecmpError
+from facecmp.training import FinetuneSettings, TrainSettings, finetune
+from facecmp.training import retain as R
+from facecmp.training.samples import SampleSet
+from test_cli import assert_user_error, run_cli
+from test_wider_eval import make_wider_dataset
+
+FAST = TrainSettings(epochs=2, batch_size=64, patience=10, threads=2)
+ONE_EPOCH = dataclasses.replace(FAST, epochs=1)
+ONE_POINT = ((0.6, 0.7, 0.7),)
+
+
+@pytest.fixture(scope="module")
+def source_root(tmp_path_factory):
+    return make_wider_dataset(tmp_path_factory.mktemp("retain-source"), n_images=4)
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    from facecmp.data import load_archive
+    from facecmp.data.synthetic import generate_dataset
+
+    return load_archive(generate_dataset(tmp_path_factory.mktemp("retain-target"), n_train_per_character=3, n_test=3, seed=0))
+
+
+@pytest.fixture(scope="module")
+def retain_images(source_root):
+    return R.retain_split(source_root, holdout=1, seed=0)[0]
+
+
+def pnet_run(target, out, retain_data, settings: R.RetainSettings | None, **kw):
+    recipe = FinetuneSettings(stages=("pnet",), training=kw.pop("training", FAST), grid=ONE_POINT, retain=settings)
+    return finetune(target.train, out, recipe, dev=target.test, retain=retain_data, progress=False, **kw)
+
+
+# --- which images -------------------------------------------------------------------------------
+
+
+def test_the_held_out_images_are_the_source_split_the_gates_score(source_root):
+    """--retain-holdout N sets aside exactly what `--source-split split:N` scores with the same seed."""
+    from facecmp.study.source import load_source_domain
+
+    for seed in (0, 3):
+        retain, held = R.retain_split(source_root, holdout=1, seed=seed)
+        source = load_source_domain(source_root, split="split:1", seed=seed)
+        assert {r.key for r in held.images} == {r.key for r in source.test.images}
+        assert {r.key for r in source.retain.images} == {r.key for r in retain.images}
+        assert not {r.key for r in retain.images} & {r.key for r in held.images}
+        assert len(retain) + len(held) == 4
+    assert len(R.retain_split(source_root, holdout=0)[0]) == 4
+
+
+def test_overlap_with_a_test_set_is_refused_by_file_content(source_root, retain_images, tmp_path):
+    import shutil
+
+    from facecmp.study.source import load_source_domain
+
+    source = load_source_domain(source_root, split="split:1", seed=0)
+    R.refuse_overlap(retain_images, source.test, "the source-domain test set")  # disjoint: fine
+    # A copy of a retain image under another name, in another folder, is still the same image.
+    record = retain_images.images[0]
+    copy = tmp_path / "elsewhere.jpg"
+    shutil.copy(record.path, copy)
+    test = Dataset(name="copy", images=[dataclasses.replace(record, key="other/elsewhere.jpg", path=copy)])
+    with pytest.raises(DataError, match=r"1 retain image\(s\) are also in the test set"):
+        R.refuse_overlap(retain_images, test, "the test set")
+
+
+def test_a_retain_set_without_faces_is_refused(retain_images):
+    empty = dataclasses.replace(retain_images, images=[dataclasses.replace(r, boxes=np.zeros((0, 4), np.int64), labels=())
+                                                       for r in retain_images.images])
+    with pytest.raises(DataError, match="no annotated face left to retain on"):
+        R.require_faces(empty)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"method": "forget"}, "expected one of replay, l2sp, replay\\+l2sp"),
+    ({"replay_share": 0}, "replay share"),
+    ({"l2sp": -1}, "L2-SP strength"),
+])
+def test_bad_recipes_are_refused(kwargs, needle):
+    with pytest.raises(FacecmpError, match=needle):
+        R.RetainSettings(**kwargs)
+
+
+# --- the remedies -------------------------------------------------------------------------------
+
+
+def test_replay_mixes_a_seeded_share_of_source_samples():
+    rng = np.random.default_rng(0)
+
+    def samples(n, label):
+        return SampleSet(rng.integers(0, 255, (n, 3, 12, 12), dtype=np.uint8), np.full(n, label, np.int8), np.zeros((n, 4), np.float32))
+
+    target, source = samples(40, 1), samples(30, 0)
+    mixed, counts = R.with_replay("pnet", target, source, 0.25, seed=0)
+    again, _ = R.with_replay("pnet", target, source, 0.25, seed=0)
+    assert len(mixed) == 50 and counts["source"] == {"positive": 0, "part": 0, "negative": 10} and counts["source_mined"] == 30
+    assert np.array_equal(mixed.images, again.images)
+    assert np.array_equal(mixed.images[:40], target.images)  # the target samples are all kept
+    everything, _ = R.with_replay("pnet", target, source, 4.0, seed=0)
+    assert len(everything) == 70  # never more source samples than were mined
+
+
+def test_l2sp_adds_the_penalty_gradient_and_only_while_active():
+    torch.manual_seed(0)
+    net, anchor = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    x = torch.randn(5, 3)
+
+    def grads():
+        net.zero_grad()
+        net(x).sum().backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    plain = grads()
+    with R.anchored(net, anchor, 0.5):
+        penalised = grads()
+    after = grads()
+    for g0, g1, g2, p, a in zip(plain, penalised, after, net.parameters(), anchor.parameters()):
+        assert torch.allclose(g1, g0 + 0.5 * (p.detach() - a.detach()))
+        assert torch.equal(g2, g0)
+    assert R.distance_from(net, net) == 0.0
+
+
+# --- end to end (pnet only: seconds) -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plain_pnet(target, tmp_path_factory):
+    return pnet_run(target, tmp_path_factory.mktemp("plain") / "ft", None, None, training=ONE_EPOCH)
+
+
+@pytest.mark.parametrize("method", ["replay", "l2sp"])
+def test_each_retain_recipe_changes_the_weights_and_is_recorded(method, target, retain_images, plain_pnet, tmp_path):
+    settings = R.RetainSettings(method=method, l2sp=1.0)
+    ckpt = pnet_run(target, tmp_path / "ft", retain_images, settings, training=ONE_EPOCH)
+    changed = [k for k, v in ckpt.state_dicts["pnet"].items() if not torch.equal(v, plain_pnet.state_dicts["pnet"][k])]
+    assert changed, f"{method} trained the same weights as the plain fine-tune"
+    recorded = json.loads((tmp_path / "ft" / "facecmp.json").read_text())["settings"]["retain"]
+    assert recorded["method"] == method and recorded["n_images"] == len(retain_images) == 3
+    assert recorded["data_fingerprint"] and "split:1 of seed 0 set aside" in recorded["data"]
+    stage = ckpt.meta["stage_training"]["pnet"]
+    if method == "replay":
+        assert stage["retain"]["replay"]["source"]["positive"] > 0
+        assert stage["samples"]["positive"] == plain_pnet.meta["stage_training"]["pnet"]["samples"]["positive"] + \
+            stage["retain"]["replay"]["source"]["positive"]
+    else:
+        pretrained = pretrained_network("pnet")
+        plain = plain_pnet.state_dicts["pnet"]
+        plain_distance = float(torch.sqrt(sum(((plain[k] - v) ** 2).sum() for k, v in pretrained.state_dict().items())))
+        assert stage["retain"]["distance_from_pretrained"] < plain_distance  # the penalty pulls towards the start
+
+
+@pytest.mark.slow
+def test_a_resumed_retain_run_ends_where_the_uninterrupted_one_does(target, retain_images, tmp_path):
+    settings = R.RetainSettings(method="replay+l2sp", l2sp=1.0)
+    whole = pnet_run(target, tmp_path / "whole", retain_images, settings, cache_dir=tmp_path / "cache")
+    pnet_run(target, tmp_path / "parts", retain_images, settings, cache_dir=tmp_path / "cache",
+             training=ONE_EPOCH)
+    (tmp_path / "parts" / "facecmp.json").unlink()  # interrupted after epoch 1
+    resumed = pnet_run(target, tmp_path / "parts", retain_images, settings, cache_dir=tmp_path / "cache", resume=True)
+    assert resumed.meta["history"] == whole.meta["history"]
+    assert all(torch.equal(resumed.state_dicts["pnet"][k], v) for k, v in whole.state_dicts["pnet"].items())
+    with pytest.raises(FacecmpError, match="another retain recipe"):
+        pnet_run(target, tmp_path / "parts", retain_images, R.RetainSettings(method="l2sp"), resume=True)
+
+
+# --- the variant and the CLI -------------------------------------------------------------------
+
+
+def test_the_variant_needs_source_images_and_keys_its_cache_by_them(target, retain_images, source_root, tmp_path):
+    from facecmp.study import variants as V
+    from facecmp.study.caching import checkpoint_folder
+    from facecmp.study.source import load_source_domain, retain_context
+
+    ctx = V.VariantContext(train=target.train, dev=target.test, cache_dir=tmp_path)
+    with pytest.raises(FacecmpError, match="finetuned-cascade-retain keeps the source domain"):
+        V.REGISTRY["finetuned-cascade-retain"].prepare(ctx)
+    stages = ("pnet", "rnet", "onet")
+    source = load_source_domain(source_root, split="split:1", seed=0)
+    with_source = dataclasses.replace(ctx, **retain_context(source, target.test))
+    plain = checkpoint_folder(with_source, stages)
+    kept = checkpoint_folder(with_source, stages, retain=R.RetainSettings())
+    other_recipe = checkpoint_folder(with_source, stages, retain=R.RetainSettings(replay_share=0.5))
+    other_images = checkpoint_folder(dataclasses.replace(with_source, retain=retain_images.subset(
+        [r.key for r in retain_images.images[:2]])), stages, retain=R.RetainSettings())
+    assert len({plain, kept, other_recipe, other_images}) == 4 and "retain" in kept.name
+    # A source test set that shares an image with the retain images is refused before training.
+    clash = dataclasses.replace(with_source, retain_excluded=(("the source-domain test set", retain_images),))
+    with pytest.raises(DataError, match="are also in the source-domain test set"):
+        V.REGISTRY["finetuned-cascade-retain"].prepare(clash)
+
+
+@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method"])
+def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
+    root = target.train.images[0].path.parents[2]
+    retain = {"missing": tmp_path / "nowhere", "no-faces": None, "bad-method": source_root}[case]
+    if case == "no-faces":
+        import shutil
+
+        retain = tmp_path / "faceless"
+        shutil.copytree(source_root, retain)
+        gt = retain / "wider_face_split" / "wider_face_val_bbx_gt.txt"
+        lines, out = gt.read_text().splitlines(), []
+        i = 0
+        while i < len(lines):  # every image with a count of 0 and its line of zeros
+            n = int(lines[i + 1])
+            out += [lines[i], "0", "0 0 0 0 0 0 0 0 0 0"]
+            i += 2 + max(n, 1)
+        gt.write_text("\n".join(out) + "\n")
+    argv = ["finetune", "--data", root, "--out", tmp_path / "ft", "--epochs", 1, "--dev-per-folder", 1, "--retain", retain]
+    if case == "bad-method":
+        argv += ["--retain-method", "forget"]
+    code, _, err = run_cli(argv)
+    needle = {"missing": "nowhere", "no-faces": "no annotated face left", "bad-method": "forget"}[case]
+    assert_user_error(code, err, needle)
+
+
+def test_a_benchmark_run_without_source_data_leaves_the_retain_variant_out(source_root, tmp_path):
+    from facecmp.bench.session import BenchOptions, BenchSession
+
+    assert "finetuned-cascade-retain" not in BenchSession(BenchOptions(cache_dir=tmp_path)).variant_names
+    assert "finetuned-cascade-retain" in BenchSession(BenchOptions(cache_dir=tmp_path, source_data=source_root)).variant_names
+    asked = BenchSession(BenchOptions(cache_dir=tmp_path, variants=("finetuned-cascade-retain",)))
+    assert asked.variant_names == ["finetuned-cascade-retain"]  # asked for by name: it runs (and fails saying what it needs)
