@@ -82,6 +82,12 @@ def test_a_checkpoint_is_the_variant_its_stages_name_and_nothing_else_trains(tmp
     asked = COMPARE_VARIANTS + CASCADE_VARIANTS + ("yunet",)
     assert with_checkpoint(asked, cascade) == (("pretrained", "pretrained-calibrated", "finetuned-cascade", "yunet"),
                                                {"finetuned-cascade": cascade})
+    nets = {s: pretrained_network(s).state_dict() for s in ("pnet", "rnet", "onet")}
+    retained = save_checkpoint(tmp_path / "retained", nets, {"settings": {"retain": {"method": "replay"}}})
+    assert with_checkpoint(asked, retained)[1] == {"finetuned-cascade-retain": retained}
+    augmented = save_checkpoint(tmp_path / "augmented", nets, {"settings": {"augment": {"p": 0.5}, "retain": None}})
+    assert with_checkpoint(asked + ("finetuned-cascade-augmented",), augmented) == (
+        ("pretrained", "pretrained-calibrated", "finetuned-cascade-augmented", "yunet"), {"finetuned-cascade-augmented": augmented})
     pnet = save_checkpoint(tmp_path / "pnet", {"pnet": pretrained_network("pnet").state_dict()}, {})
     assert with_checkpoint(COMPARE_VARIANTS, pnet) == (COMPARE_VARIANTS, {"finetuned-pnet": pnet})
     onet = save_checkpoint(tmp_path / "onet", {"onet": pretrained_network("onet").state_dict()}, {})

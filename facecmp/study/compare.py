@@ -35,12 +35,18 @@ def with_checkpoint(variants: Sequence[str], checkpoint: Path) -> tuple[tuple[st
     (which would otherwise train)."""
     from facecmp.detection.checkpoint import load_checkpoint
 
-    stages = load_checkpoint(checkpoint).stages
+    loaded = load_checkpoint(checkpoint)
+    stages = loaded.stages
     name = FINETUNED_BY_STAGES.get(stages)
     if name is None:
         raise DataError(f"--checkpoint {checkpoint}: stages {', '.join(stages)} are none of "
                         f"{'; '.join(','.join(k) for k in FINETUNED_BY_STAGES)}")
-    tuned = set(FINETUNED_BY_STAGES.values())
+    recipe = loaded.meta.get("settings") or {}
+    if name == "finetuned-cascade" and recipe.get("retain"):  # `finetune --retain`: the variant that keeps the source domain
+        name = "finetuned-cascade-retain"
+    elif name == "finetuned-cascade" and recipe.get("augment"):  # `finetune --augment`
+        name = "finetuned-cascade-augmented"
+    tuned = set(FINETUNED_BY_STAGES.values()) | {"finetuned-cascade-retain", "finetuned-cascade-augmented"}
     kept = [v for v in variants if v not in tuned]
     at = next((i for i, v in enumerate(variants) if v in tuned), len(variants))
     kept.insert(sum(1 for v in variants[:at] if v not in tuned), name)
