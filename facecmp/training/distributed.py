@@ -67,7 +67,7 @@ from facecmp.training.calibrate import (
     _require_calibration_input,
     _row,
     best_thresholds,
-    cascade_candidates,
+    candidates_by_pnet,
 )
 from facecmp.training.hard_mining import (
     PREVIOUS_STAGE,
@@ -422,22 +422,20 @@ def best_thresholds_sharded(
     by_pnet: dict[float, list[int]] = {}
     for i, point in enumerate(grid):
         by_pnet.setdefault(point[0], []).append(i)
-    # One detector per PNet threshold, at the lowest RNet/ONet thresholds of its grid points.
-    detectors = {
-        pnet: detector_factory((pnet, min(grid[i][1] for i in members), min(grid[i][2] for i in members)))
-        for pnet, members in by_pnet.items()
-    }
+    # One detector at the grid's lowest thresholds scores every PNet threshold (calibrate.candidates_by_pnet),
+    # as calibrate.best_thresholds does in one process.
+    detector = detector_factory(tuple(min(point[k] for point in grid) for k in range(3)))
     share = batches_of(len(dataset.images), BATCH_IMAGES, dist)
     mine: list[tuple[int, tuple]] = []
     for batch in tqdm(share, desc="calibrating: cascade on dev images", disable=not progress, unit="batch"):
         records = [dataset.images[i] for i in batch]
         pixels = [read_image(r.path) for r in records]
-        per_group = {pnet: cascade_candidates(detector, pixels) for pnet, detector in detectors.items()}
+        per_group = candidates_by_pnet(detector, pixels, list(by_pnet))
         for j, (i, record) in enumerate(zip(batch, records)):
             mine.append((i, (record.key, {pnet: found[j] for pnet, found in per_group.items()})))
     candidates = gathered_in_order(dist, mine)
     ground_truth = dataset.ground_truth()
-    nms_threshold = next(iter(detectors.values())).settings.nms_thresholds[3]
+    nms_threshold = detector.settings.nms_thresholds[3]
     rows = []
     for i in tqdm(dist.shard(len(grid)), desc="calibrating: scoring thresholds", disable=not progress, unit="setting"):
         t = grid[i]
