@@ -81,12 +81,6 @@ def timed_interleaved(results: Sequence[VariantResult], detectors, test: Dataset
             for r in results]
 
 
-def _retain_context(source, test):
-    from facecmp.study.source import retain_context
-
-    return retain_context(source, test)
-
-
 def run_comparison(
     root: str | Path,
     out: str | Path,
@@ -112,14 +106,14 @@ def run_comparison(
     splits = choose_splits(root, test, seed=seed, allow_missing=allow_missing, fmt=fmt)
     source = None
     if source_test is not None:
-        from facecmp.study.source import load_source_domain
+        from facecmp.study.source import load_source_domain, retain_context
 
         source = load_source_domain(source_test, split=source_split, seed=seed)  # bad source data fails before training
     ctx = VariantContext(
         train=splits.train, dev=splits.dev, cache_dir=Path(cache_dir) if cache_dir else out / "cache",
         device=device, seed=seed, epochs=epochs,
         checkpoints=checkpoints,
-        **(_retain_context(source, splits.test) if source is not None else {}),
+        **(retain_context(source, splits.test) if source is not None else {}),
     )
     results, detectors, source_results = [], {}, {}
     for variant in get_variants(variants):
