@@ -8,9 +8,9 @@ processes (the "one other CPU job"; 0: whatever else the machine runs) hold core
 times two workloads: the pretrained cascade detecting ``--images`` generated frames, one at a
 time, and one epoch of PNet training on random 12 px samples (the fine-tuning loop's own
 ``run_epoch``). Configurations: ``N`` = N intra-op threads; a ``p`` suffix adds
-``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep instead of spinning; what the ``facecmp``
-command sets, ``facecmp.process.import_torch_frozen``); without it the variable is unset (the
-OpenMP runtime's default: spin a while, then sleep; what facecmp ran with before).
+``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep instead of spinning); an ``sK`` suffix
+sets ``GOMP_SPINCOUNT=K`` instead (libgomp, torch's OpenMP here: spin K rounds, then sleep);
+without either the variables are unset (the OpenMP runtime's default: spin a while, then sleep).
 
 Prints the median seconds of each configuration and its ratio to the first; interleaving
 keeps the ratios honest on a machine whose load varies, the absolute seconds are not.
@@ -31,7 +31,7 @@ def _worker(config: str, images: int) -> dict:
     """Runs inside the child process: the two workloads, timed."""
     import torch  # not facecmp.process.import_torch_frozen: it would set OMP_WAIT_POLICY itself
 
-    threads = int(config.rstrip("p"))
+    threads = int(config.rstrip("p").split("s")[0])
     torch.set_num_threads(threads)
 
     from facecmp.data.images import read_image
@@ -82,8 +82,11 @@ def main() -> None:
             for config in configs:
                 env = dict(os.environ)
                 env.pop("OMP_WAIT_POLICY", None)
+                env.pop("GOMP_SPINCOUNT", None)
                 if config.endswith("p"):
                     env["OMP_WAIT_POLICY"] = "PASSIVE"
+                elif "s" in config:
+                    env["GOMP_SPINCOUNT"] = config.split("s", 1)[1]
                 done = subprocess.run([sys.executable, __file__, "--worker", config, "--images", str(args.images)],
                                       env=env, capture_output=True, text=True, check=True)
                 runs[config].append(json.loads(done.stdout.strip().splitlines()[-1]))

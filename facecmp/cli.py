@@ -171,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "source-domain images in ROOT (any format facecmp reads, e.g. ../shared/datasets/wider-face) while fine-tuning; "
                    "see docs/wider.md")
     p.add_argument("--retain-method", default="replay", help="with --retain: replay (source crops mixed into every stage's samples), "
-                   "l2sp (a penalty on the distance from the pretrained weights) or replay+l2sp (default replay)")
+                   "l2sp (a penalty on the distance from the pretrained weights), replay+l2sp, or wise (WiSE-FT: the fine-tuned "
+                   "weights averaged with the pretrained ones, no extra training) (default replay)")
+    p.add_argument("--retain-alpha", type=float, default=0.7, metavar="A", help="with --retain-method wise: the fine-tuned "
+                   "weights' share of the average (1: the plain fine-tune; default 0.7)")
     p.add_argument("--retain-holdout", type=int, default=1, metavar="N", help="with --retain: N images per folder of ROOT (WIDER: "
                    "per event) set aside with --seed and never trained on: the images `--source-split split:N` tests on "
                    "(default 1: split:1, what CI and the gates score; 0: train on all of ROOT)")
@@ -528,7 +531,8 @@ def _retain_request(args):
         return None
     from facecmp.training.retain import RetainRequest, RetainSettings
 
-    return RetainRequest(args.retain, settings=RetainSettings(method=args.retain_method), holdout=args.retain_holdout)
+    settings = RetainSettings(method=args.retain_method, wise_alpha=args.retain_alpha)
+    return RetainRequest(args.retain, settings=settings, holdout=args.retain_holdout)
 
 
 def _without_nproc(argv: list[str]) -> list[str]:

@@ -12,29 +12,58 @@ import ctypes.util
 import gc
 import os
 import sys
+import time
 
 # glibc's mallopt() parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
-def import_torch_frozen():
+def other_runnable_tasks(samples: int = 5, interval_s: float = 0.005) -> int | None:
+    """How many tasks besides this one are running or waiting for a core right now (Linux: the
+    median of a few readings of ``/proc/loadavg``'s runnable count); None where that is unknown."""
+    counts = []
+    for i in range(samples):
+        try:
+            with open("/proc/loadavg") as f:
+                counts.append(int(f.read().split()[3].split("/")[0]))
+        except (OSError, ValueError, IndexError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval_s)
+    return max(0, sorted(counts)[len(counts) // 2] - 1)
+
+
+def openmp_wait_policy(others: int | None, cores: int, threads: int = 2) -> str | None:
+    """``PASSIVE`` (idle OpenMP threads sleep) when other tasks hold the cores our ``threads``
+    need, else None (the runtime's default: spin a while, then sleep; the fastest on free cores)."""
+    if others is None or others == 0:
+        return None
+    return "PASSIVE" if others + threads > cores else None
+
+
+def import_torch_frozen(threads: int = 2):
     """Import torch with the cycle collector paused, then freeze the objects the import made;
-    idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) unless the environment says otherwise.
+    idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) when other tasks are running on the
+    cores ``threads`` need, unless the environment sets the policy itself.
 
     Spinning OpenMP threads are what make facecmp crawl when other processes share the cores:
     a thread that spins at a barrier while its partner waits for a core steals that core from
-    the partner and the neighbours (2 threads on 2 loaded cores: 12x slower detection, 16x
-    slower training than 1 thread; with PASSIVE 2 threads are as fast as 1 there; docs/price.md,
-    benchmarks/shared_cores.py). The policy is read when torch loads its OpenMP runtime, so it
-    applies only when this is the first import of torch. It changes no result.
+    the partner and the neighbours (docs/price.md, benchmarks/shared_cores.py). On free cores
+    spinning is the faster policy (sleeping threads wake up late for each of MTCNN's many small
+    operations), so the policy follows the machine at start-up. It is read when torch loads its
+    OpenMP runtime, so it applies only when this is the first import of torch. Neither policy
+    changes a result: the thread count is the same.
 
     Importing torch creates ~180k objects that live until the process ends; collecting while
     they are created, re-scanning them in every later full collection and once more at exit
     is pure start-up cost (docs/speed.md has the measurement). Frozen objects are still freed by reference counting; only the
     cycle collector skips them, and worker processes forked later inherit them frozen too.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if "OMP_WAIT_POLICY" not in os.environ and "torch" not in sys.modules:
+        policy = openmp_wait_policy(other_runnable_tasks(), os.cpu_count() or 1, threads)
+        if policy is not None:
+            os.environ["OMP_WAIT_POLICY"] = policy
     gc.disable()
     try:
         import torch

@@ -90,9 +90,11 @@ def test_a_retain_set_without_faces_is_refused(retain_images):
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    ({"method": "forget"}, "expected one of replay, l2sp, replay\\+l2sp"),
+    ({"method": "forget"}, "expected one of replay, l2sp, replay\\+l2sp, wise"),
     ({"replay_share": 0}, "replay share"),
     ({"l2sp": -1}, "L2-SP strength"),
+    ({"wise_alpha": 0}, "WiSE-FT share"),
+    ({"wise_alpha": 1.5}, "WiSE-FT share"),
 ])
 def test_bad_recipes_are_refused(kwargs, needle):
     with pytest.raises(FacecmpError, match=needle):
@@ -165,6 +167,16 @@ def test_each_retain_recipe_changes_the_weights_and_is_recorded(method, target, 
         plain = plain_pnet.state_dicts["pnet"]
         plain_distance = float(torch.sqrt(sum(((plain[k] - v) ** 2).sum() for k, v in pretrained.state_dict().items())))
         assert stage["retain"]["distance_from_pretrained"] < plain_distance  # the penalty pulls towards the start
+
+
+def test_wise_averages_the_plain_fine_tune_with_the_pretrained_weights(target, retain_images, plain_pnet, tmp_path):
+    ckpt = pnet_run(target, tmp_path / "ft", retain_images, R.RetainSettings(method="wise", wise_alpha=0.25), training=ONE_EPOCH)
+    pretrained = pretrained_network("pnet").state_dict()
+    for k, v in ckpt.state_dicts["pnet"].items():
+        torch.testing.assert_close(v, 0.75 * pretrained[k] + 0.25 * plain_pnet.state_dicts["pnet"][k])
+    assert not torch.equal(ckpt.state_dicts["pnet"]["conv1.weight"], plain_pnet.state_dicts["pnet"]["conv1.weight"])
+    recorded = json.loads((tmp_path / "ft" / "facecmp.json").read_text())["settings"]["retain"]
+    assert recorded["method"] == "wise" and recorded["wise_alpha"] == 0.25 and "replay_share" not in recorded
 
 
 @pytest.mark.slow

@@ -80,6 +80,29 @@ def test_only_pnet_changes_rnet_and_onet_stay_bit_identical(tiny_samples, tmp_pa
     assert any(not torch.equal(before["pnet"][k], v) for k, v in result.state_dict.items())
 
 
+def test_frozen_layers_keep_their_starting_weights_and_the_rest_trains(tiny_samples, tmp_path):
+    nets = fresh_nets()
+    start = {k: v.clone() for k, v in nets["pnet"].state_dict().items()}
+    frozen = dataclasses.replace(FAST, epochs=1, frozen=("conv1", "prelu1"))
+    result = train_stage(nets, "pnet", tiny_samples, tmp_path, frozen, seed=0, progress=False)
+    for k, v in result.state_dict.items():
+        moved = not torch.equal(start[k], v)
+        assert moved != k.startswith(("conv1.", "prelu1.")), f"{k}: {'trained' if moved else 'kept'}"
+
+
+def test_freezing_a_layer_the_net_lacks_names_the_net_s_layers(tiny_samples, tmp_path):
+    with pytest.raises(ModelError, match=r"pnet has no layer 'conv9' to freeze; its layers: conv1, prelu1"):
+        train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, dataclasses.replace(FAST, frozen=("conv9",)), seed=0,
+                    progress=False)
+
+
+def test_resume_refuses_a_state_trained_with_other_frozen_layers(tiny_samples, tmp_path):
+    train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, dataclasses.replace(FAST, epochs=1), seed=0, progress=False)
+    with pytest.raises(ModelError, match="different data or settings"):
+        train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, dataclasses.replace(FAST, frozen=("conv1",)), seed=0,
+                    resume=True, progress=False)
+
+
 def test_resume_continues_exactly_where_it_stopped(tiny_samples, tmp_path):
     whole = train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "whole", FAST, seed=0, progress=False)
 

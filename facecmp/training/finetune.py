@@ -208,6 +208,11 @@ def finetune(
             per_stage[stage]["retain"] = kept
             per_stage[stage]["timings"]["retain_mining_s"] = kept.get("replay_mining_s", 0.0)
 
+    if retain_record is not None and settings.retain.interpolates:  # WiSE-FT: average with the pretrained weights
+        for stage in stages:
+            averaged = retaining.interpolated(pretrained_network(stage).state_dict(), nets[stage].state_dict(), settings.retain.wise_alpha)
+            nets[stage].load_state_dict(averaged)
+
     thresholds, table = None, None
     start = time.perf_counter()
     if dev is not None:

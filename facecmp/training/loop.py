@@ -61,6 +61,9 @@ class TrainSettings:
     loss: LossWeights = field(default_factory=LossWeights)
     # CPU threads for torch; None: the process's own (what `facecmp --threads` set).
     threads: int | None = None
+    # Layers of the stage's net (module names, e.g. "conv1") that keep their starting weights:
+    # no weight gradients are computed for them, so each step costs less (docs/price.md).
+    frozen: tuple[str, ...] = ()
 
 
 @dataclass
@@ -82,12 +85,19 @@ def training_threads(threads: int | None) -> int:
     return torch.get_num_threads() if threads is None else threads
 
 
-def freeze_all_but(nets: Mapping[str, nn.Module], stage: str) -> nn.Module:
-    """Only ``nets[stage]`` keeps gradients; the others are frozen in eval mode."""
+def freeze_all_but(nets: Mapping[str, nn.Module], stage: str, frozen: tuple[str, ...] = ()) -> nn.Module:
+    """Only ``nets[stage]`` keeps gradients, less its layers named in ``frozen``; the other
+    stages are frozen in eval mode."""
+    layers = dict(nets[stage].named_children())
+    unknown = [name for name in frozen if name not in layers]
+    if unknown:
+        raise ModelError(f"{stage} has no layer {', '.join(map(repr, unknown))} to freeze; its layers: {', '.join(layers)}")
     for name, net in nets.items():
         net.requires_grad_(name == stage)
         if name != stage:
             net.eval()
+    for name in frozen:
+        layers[name].requires_grad_(False)
     return nets[stage]
 
 
@@ -101,8 +111,8 @@ def net_outputs(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     """``(logits (N, 2), offsets (N, 4))`` for any stage (PNet's 1x1 maps are flattened; ONet's landmarks ignored).
 
     ONet's batches go in channels-last: its training steps run ~1.4x faster so on CPU, with float
-    rounding differences only (docs/price.md, which also has RNet's 1.6x, not adopted: its AP was not
-    measured alone; PNet's 12 px crops are slower so)."""
+    rounding differences only (docs/price.md, which also has why RNet's 1.6x was not adopted;
+    PNet's 12 px crops are slower so)."""
     if isinstance(getattr(net, "module", net), ONet):  # (a DDP wrapper holds the net as .module)
         x = x.contiguous(memory_format=torch.channels_last)
     out = net(x, logits=True)
@@ -193,8 +203,8 @@ def train_stage(
     state_path = out_dir / state_file(stage)
     progress = progress and dist.is_main
 
-    # Freeze every other stage; only this stage's parameters reach the optimizer.
-    net = freeze_all_but(nets, stage).to(device)
+    # Freeze every other stage and the layers the recipe keeps; only the rest reach the optimizer.
+    net = freeze_all_but(nets, stage, tuple(settings.frozen)).to(device)
 
     # Data: a seeded held-out split for validation; in one process one generator drives shuffling and flips.
     train_idx, val_idx = split_indices(len(samples), settings.val_fraction, seed)
@@ -215,7 +225,8 @@ def train_stage(
     # The net trained (under DDP the ranks' gradients are averaged); the optimizer over this stage
     # only, with a per-epoch exponential decay.
     model = data_parallel(net, stage, device) if dist.active else net
-    optimizer = torch.optim.Adam(net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    trained = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trained, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
 
     # Where we are: fresh, or restored from the last finished epoch (read by rank 0, sent to every rank).

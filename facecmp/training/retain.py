@@ -16,6 +16,10 @@ training loop:
   is added to every trained weight's gradient (a tensor hook), pulling the stage towards the
   weights it started from. It needs no source images, but ``--retain`` still names them.
 - ``replay+l2sp``: both.
+- ``wise``: WiSE-FT (Wortsman et al. 2022): the cascade fine-tunes as without ``--retain``, then
+  every fine-tuned stage's weights become ``(1 - wise_alpha) * pretrained + wise_alpha * fine-tuned``
+  before the thresholds are calibrated. No source images are trained on and nothing is added to
+  the training time; ``--retain`` still names them (the held-out part is what the gates score).
 
 Which images of ROOT are trained on: :func:`retain_split` sets ``holdout`` images per folder
 (WIDER: per event) aside first, chosen with the run's seed, exactly the images
@@ -48,7 +52,7 @@ from facecmp.errors import DataError, FacecmpError
 from facecmp.training.hard_mining import HardMiningSettings, mine_candidate_image
 from facecmp.training.samples import MiningSettings, SampleSet, balanced_sample_set, cached_samples, mine_pnet_samples
 
-RETAIN_METHODS = ("replay", "l2sp", "replay+l2sp")
+RETAIN_METHODS = ("replay", "l2sp", "replay+l2sp", "wise")
 # The source images of ROOT set aside per folder by default: the test part CI and the gates score (split:1).
 DEFAULT_HOLDOUT = 1
 # Bump when this module changes what the replay samples are: old caches are then ignored.
@@ -64,6 +68,8 @@ class RetainSettings:
     replay_share: float = 0.25
     # l2sp: the penalty's strength alpha in alpha / 2 * ||w - w_pretrained||^2.
     l2sp: float = 0.01
+    # wise: the fine-tuned weights' share of the average with the pretrained ones (1: the plain fine-tune).
+    wise_alpha: float = 0.7
 
     def __post_init__(self) -> None:
         if self.method not in RETAIN_METHODS:
@@ -72,6 +78,8 @@ class RetainSettings:
             raise FacecmpError(f"retain replay share {self.replay_share}: expected a number in (0, 4] (source samples per target sample)")
         if self.l2sp < 0:
             raise FacecmpError(f"retain L2-SP strength {self.l2sp}: expected a number >= 0")
+        if not 0 < self.wise_alpha <= 1:
+            raise FacecmpError(f"retain WiSE-FT share {self.wise_alpha}: expected a number in (0, 1] (the fine-tuned weights' share)")
 
     @property
     def replays(self) -> bool:
@@ -81,6 +89,10 @@ class RetainSettings:
     def penalises(self) -> bool:
         return "l2sp" in self.method and self.l2sp > 0
 
+    @property
+    def interpolates(self) -> bool:
+        return self.method == "wise"
+
     def record(self) -> dict:
         """What the checkpoint records: only the knobs the method uses."""
         out = {"method": self.method}
@@ -88,6 +100,8 @@ class RetainSettings:
             out["replay_share"] = self.replay_share
         if "l2sp" in self.method:
             out["l2sp"] = self.l2sp
+        if self.interpolates:
+            out["wise_alpha"] = self.wise_alpha
         return out
 
 
@@ -241,6 +255,13 @@ def anchored(net: nn.Module, anchor: nn.Module, strength: float):
     finally:
         for h in handles:
             h.remove()
+
+
+def interpolated(pretrained: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """WiSE-FT's weights: ``(1 - alpha) * pretrained + alpha * tuned``, tensor by tensor."""
+    if pretrained.keys() != tuned.keys():
+        raise FacecmpError(f"cannot average weights with different tensors: {sorted(pretrained.keys() ^ tuned.keys())[:3]}")
+    return {k: torch.lerp(pretrained[k].to(v.dtype), v, alpha) for k, v in tuned.items()}
 
 
 def distance_from(net: nn.Module, anchor: nn.Module) -> float:
