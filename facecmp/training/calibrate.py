@@ -229,6 +229,15 @@ def candidates_by_pnet(detector: Detector, images: Sequence[np.ndarray], pnet_th
     return out
 
 
+def grid_by_pnet(grid: Sequence[Thresholds]) -> tuple[dict[float, list[int]], Thresholds]:
+    """The grid's point indices per PNet threshold, and the grid's lowest thresholds: the one
+    detector whose cascade run scores every point (``candidates_by_pnet``)."""
+    by_pnet: dict[float, list[int]] = {}
+    for i, point in enumerate(grid):
+        by_pnet.setdefault(point[0], []).append(i)
+    return by_pnet, tuple(min(point[k] for point in grid) for k in range(3))
+
+
 def _score_all_groups(detector: Detector, by_pnet: dict[float, list[int]], grid, images, ground_truth,
                       progress: bool = False) -> dict[int, dict]:
     """Rows for every grid point from one cascade run (:func:`candidates_by_pnet`) at the grid's lowest thresholds."""
@@ -269,10 +278,8 @@ def best_thresholds(
     images = _decoded(dataset, progress)
     ground_truth = dataset.ground_truth()
     rows: dict[int, dict] = {}
-    by_pnet: dict[float, list[int]] = {}
-    for i, point in enumerate(grid):
-        by_pnet.setdefault(point[0], []).append(i)
-    detector = detector_factory(tuple(min(point[k] for point in grid) for k in range(3)))
+    by_pnet, lowest = grid_by_pnet(grid)
+    detector = detector_factory(lowest)
     if isinstance(detector, Detector):
         rows = _score_all_groups(detector, by_pnet, grid, images, ground_truth, progress)
     else:

@@ -68,6 +68,7 @@ from facecmp.training.calibrate import (
     _row,
     best_thresholds,
     candidates_by_pnet,
+    grid_by_pnet,
 )
 from facecmp.training.hard_mining import (
     PREVIOUS_STAGE,
@@ -419,12 +420,10 @@ def best_thresholds_sharded(
     grid = [tuple(float(t) for t in point) for point in grid]
     if not isinstance(detector_factory(grid[0]), Detector):
         return best_thresholds(detector_factory, dataset, grid, progress)
-    by_pnet: dict[float, list[int]] = {}
-    for i, point in enumerate(grid):
-        by_pnet.setdefault(point[0], []).append(i)
     # One detector at the grid's lowest thresholds scores every PNet threshold (calibrate.candidates_by_pnet),
     # as calibrate.best_thresholds does in one process.
-    detector = detector_factory(tuple(min(point[k] for point in grid) for k in range(3)))
+    by_pnet, lowest = grid_by_pnet(grid)
+    detector = detector_factory(lowest)
     share = batches_of(len(dataset.images), BATCH_IMAGES, dist)
     mine: list[tuple[int, tuple]] = []
     for batch in tqdm(share, desc="calibrating: cascade on dev images", disable=not progress, unit="batch"):
