@@ -680,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in TORCH_FREE_COMMANDS:
         from facecmp.process import exact_float32_on_cuda, import_torch_frozen, retain_freed_memory
 
-        torch = import_torch_frozen()
+        torch = import_torch_frozen(args.threads)
         retain_freed_memory()
         exact_float32_on_cuda()
         torch.set_num_threads(args.threads)

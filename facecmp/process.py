@@ -37,9 +37,7 @@ def other_runnable_tasks(samples: int = 5, interval_s: float = 0.005) -> int | N
 def openmp_wait_policy(others: int | None, cores: int, threads: int = 2) -> str | None:
     """``PASSIVE`` (idle OpenMP threads sleep) when other tasks hold the cores our ``threads``
     need, else None (the runtime's default: spin a while, then sleep; the fastest on free cores)."""
-    if others is None or others == 0:
-        return None
-    return "PASSIVE" if others + threads > cores else None
+    return "PASSIVE" if others and others + threads > cores else None
 
 
 def import_torch_frozen(threads: int = 2):
