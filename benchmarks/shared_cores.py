@@ -27,11 +27,19 @@ import sys
 import time
 
 
+def _parsed(config: str) -> tuple[int, dict[str, str]]:
+    """``2``, ``2p``, ``2s10000`` -> the thread count and the OpenMP variables the configuration sets."""
+    if config.endswith("p"):
+        return int(config[:-1]), {"OMP_WAIT_POLICY": "PASSIVE"}
+    threads, _, spins = config.partition("s")
+    return int(threads), ({"GOMP_SPINCOUNT": spins} if spins else {})
+
+
 def _worker(config: str, images: int) -> dict:
     """Runs inside the child process: the two workloads, timed."""
     import torch  # not facecmp.process.import_torch_frozen: it would set OMP_WAIT_POLICY itself
 
-    threads = int(config.rstrip("p").split("s")[0])
+    threads, _ = _parsed(config)
     torch.set_num_threads(threads)
 
     from facecmp.data.images import read_image
@@ -83,10 +91,7 @@ def main() -> None:
                 env = dict(os.environ)
                 env.pop("OMP_WAIT_POLICY", None)
                 env.pop("GOMP_SPINCOUNT", None)
-                if config.endswith("p"):
-                    env["OMP_WAIT_POLICY"] = "PASSIVE"
-                elif "s" in config:
-                    env["GOMP_SPINCOUNT"] = config.split("s", 1)[1]
+                env.update(_parsed(config)[1])
                 done = subprocess.run([sys.executable, __file__, "--worker", config, "--images", str(args.images)],
                                       env=env, capture_output=True, text=True, check=True)
                 runs[config].append(json.loads(done.stdout.strip().splitlines()[-1]))
