@@ -55,16 +55,22 @@ def test_pnet_mines_only_its_capped_images(tiny):
     assert len(few) < len(mine_for_stage("pnet", tiny.train, {}, pnet_max_images=None, **common))
 
 
-def test_onet_trains_on_channels_last_batches_with_the_same_outputs_and_gradients():
+@pytest.mark.parametrize("stage, channels_last, size", [("onet", None, 48), ("rnet", True, 24)])
+def test_channels_last_batches_give_the_same_outputs_and_gradients(stage, channels_last, size):
+    """ONet's by default, RNet's when TrainSettings.channels_last asks (finetune --recipe fast)."""
     torch.manual_seed(0)
-    x = torch.randn(16, 3, 48, 48)
+    x = torch.randn(16, 3, size, size)
     plain = lambda net, x: (lambda out: (out[-1].flatten(1), out[0].flatten(1)))(net(x, logits=True))  # noqa: E731
-    results = []
-    for outputs in (plain, net_outputs):  # the default layout, then what training runs
-        net = pretrained_network("onet").train()
+    trained = lambda net, x: net_outputs(net, x, channels_last)  # noqa: E731
+    results, layouts = [], []
+    for outputs in (plain, trained):  # the default layout, then what training runs
+        net = pretrained_network(stage).train()
+        net.conv1.register_forward_pre_hook(
+            lambda _m, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
         logits, offsets = outputs(net, x)
         (logits.square().sum() + offsets.square().sum()).backward()
         results.append((logits.detach(), offsets.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None]))
+    assert layouts == [False, True]
     (l0, o0, g0), (l1, o1, g1) = results
     assert len(g0) == len(g1) > 0
     torch.testing.assert_close(l0, l1, rtol=1e-5, atol=1e-5)

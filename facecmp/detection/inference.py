@@ -81,7 +81,7 @@ class _Detected(TorchDataset):
             return exc
 
 
-def _single_threaded(_worker_id: int) -> None:
+def single_threaded(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
@@ -93,7 +93,7 @@ def _detected_batches(detector, dataset: Dataset, batch_size: int, workers: int)
         context = None if getattr(detector, "fork_safe", True) else "spawn"
         loader = DataLoader(
             _Detected(dataset, detector, batch_size), batch_size=None, num_workers=workers,
-            worker_init_fn=_single_threaded, multiprocessing_context=context,
+            worker_init_fn=single_threaded, multiprocessing_context=context,
         )
         for item in loader:
             if isinstance(item, FacecmpError):

@@ -42,6 +42,7 @@ def finetune_from_archive(
     dist=None,
     augment: bool = False,
     retain=None,
+    recipe: str = "default",
 ):
     """``facecmp finetune``: train on the archive's training images, calibrate on a dev split of them.
 
@@ -49,14 +50,17 @@ def finetune_from_archive(
     split, the same one ``compare --test split:N`` uses with the same seed). ``augment`` mines
     augmented copies of the training frames too (the default :class:`AugmentSettings`). ``retain``
     (a :class:`facecmp.training.retain.RetainRequest`, ``--retain``) keeps the source domain.
+    ``recipe``: the stages' training recipe by name (``facecmp.training.finetune.RECIPES``, ``--recipe``).
     """
     from facecmp.training.augment import AugmentSettings
-    from facecmp.training.finetune import FinetuneSettings, finetune
+    from facecmp.training.finetune import RECIPES, FinetuneSettings, finetune
 
     if "dlib-hog" in stages and tuple(stages) != ("dlib-hog",):
         raise DataError(f"--stages {','.join(stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
     if "dlib-hog" in stages and retain is not None:
         raise DataError("--retain keeps the source domain in the MTCNN stages; dlib-hog trains without it (drop --retain)")
+    if "dlib-hog" in stages and recipe != "default":
+        raise DataError(f"--recipe {recipe} chooses the MTCNN stages' training; dlib-hog trains with its own (drop --recipe)")
     if "dlib-hog" in stages and augment:
         raise DataError("--augment mines augmented frames for the MTCNN stages; dlib-hog trains without it (drop --augment)")
     train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder, fmt=fmt)
@@ -65,6 +69,7 @@ def finetune_from_archive(
     settings = FinetuneSettings(
         stages=tuple(stages), epochs=epochs or None, seed=seed, from_scratch=from_scratch,
         augment=AugmentSettings() if augment else None, retain=retain.settings if retain is not None else None,
+        training=RECIPES[recipe] if recipe != "default" else None,
     )
     kept = retain.images(seed) if retain is not None else None
     if dist is not None:  # one process of a distributed run (training.distributed)

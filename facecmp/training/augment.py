@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -234,14 +234,31 @@ class Frame:
     boxes: np.ndarray
 
 
-def training_frames(records: Iterable[ImageRecord], augment: AugmentSettings | None, seed: int) -> Iterator[Frame]:
+def training_frames(records: Sequence[ImageRecord], augment: AugmentSettings | None, seed: int) -> Iterator[Frame]:
     """Each record's frame as it is, then (with ``augment``) its augmented copies; each image is read once."""
-    for i, record in enumerate(records):
-        image = read_image(record.path)
-        yield Frame((i,), record, image, record.boxes)
-        for copy in range(1, augment.copies + 1) if augment is not None else ():
+    per = frames_per_record(augment)
+    for i in range(len(records)):
+        yield from frames_at(records, augment, seed, range(i * per, (i + 1) * per))
+
+
+def frames_at(records: Sequence[ImageRecord], augment: AugmentSettings | None, seed: int, indices: range) -> list[Frame]:
+    """Frames ``indices`` of :func:`training_frames`' sequence (frame ``f`` is copy ``f % per`` of
+    record ``f // per``, copy 0 the frame as it is); each record's image is read once."""
+    per = frames_per_record(augment)
+    frames: list[Frame] = []
+    read = None
+    for f in indices:
+        i, copy = divmod(f, per)
+        record = records[i]
+        if read is None or read[0] != i:
+            read = (i, read_image(record.path))
+        image = read[1]
+        if copy == 0:
+            frames.append(Frame((i,), record, image, record.boxes))
+        else:
             pixels, boxes = augment_frame(image, record.boxes, augment, frame_seed(augment, seed, record.key, copy))
-            yield Frame((i, copy), record, pixels, boxes)
+            frames.append(Frame((i, copy), record, pixels, boxes))
+    return frames
 
 
 def frames_per_record(augment: AugmentSettings | None) -> int:

@@ -71,14 +71,13 @@ from facecmp.training.calibrate import (
     grid_by_pnet,
 )
 from facecmp.training.hard_mining import (
-    PREVIOUS_STAGE,
     HardMiningSettings,
+    batch_miner,
     hard_mining_fingerprint,
-    mine_candidate_image,
-    mining_detector,
     mining_images,
 )
 from facecmp.training.run_state import read_run_state, run_id_file, state_file
+from facecmp.training.samples.batches import FrameBatches
 from facecmp.training.samples.cache import load_samples, save_samples
 from facecmp.training.samples.crops import MiningSettings
 from facecmp.training.samples.mining import balanced_sample_set, mine_image_samples, mining_fingerprint
@@ -368,22 +367,21 @@ def mine_pnet_samples_sharded(dataset: Dataset, settings: MiningSettings, seed: 
 
 def mine_hard_samples_sharded(dataset: Dataset, nets: Mapping[str, nn.Module], stage: str, settings: HardMiningSettings,
                               seed: int, dist: Dist, device: str = "cpu", progress: bool = True) -> SampleSet:
-    """``hard_mining.mine_hard_samples``, each rank running the detector on its batches of images."""
-    detector = mining_detector(nets, stage, settings, device)
+    """``hard_mining.mine_hard_samples``, each rank mining its batches of images (batch b on rank b mod N)."""
     records = mining_images(dataset, settings, seed)
-    mine: list[tuple[int, tuple]] = []
+    batches = FrameBatches(records, None, seed, settings.batch_images, batch_miner(nets, stage, settings, seed, device))
+    mine: list[tuple[int, list]] = []
     share = batches_of(len(records), settings.batch_images, dist)
     bar = tqdm(total=sum(map(len, share)), desc=f"mining {stage} samples", disable=not progress, unit="img")
-    for batch in share:
-        pixels = [read_image(records[i].path) for i in batch]
-        found = detector.detect_batch(pixels, upto=PREVIOUS_STAGE[stage])
-        for i, image, candidates in zip(batch, pixels, found):
-            rng = np.random.default_rng([seed, i])
-            im, lab, off, _boxes = mine_candidate_image(image, records[i].boxes, candidates, stage, settings, rng)
-            mine.append((i, (im, lab, off)))
-        bar.update(len(batch))
+    for frames in share:
+        b = frames.start // settings.batch_images
+        mined = batches[b]
+        if isinstance(mined, FacecmpError):
+            raise mined
+        mine.append((b, mined))
+        bar.update(len(mined))
     bar.close()
-    per_image = gathered_in_order(dist, mine)
+    per_image = [frame for batch in gathered_in_order(dist, mine) for frame in batch]
     images, labels, offsets = (list(part) for part in zip(*per_image)) if per_image else ([], [], [])
     return balanced_sample_set(images, labels, offsets, settings.crops, np.random.default_rng([seed, len(records)]))
 

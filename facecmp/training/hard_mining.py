@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,6 @@ from typing import Mapping
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from facecmp.detection import cascade as C
 from facecmp.data.records import Dataset
@@ -43,7 +41,8 @@ from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.detection.models import INPUT_SIZE
 from facecmp.errors import FacecmpError
-from facecmp.training.augment import AugmentSettings, frames_per_record, training_frames
+from facecmp.training.augment import AugmentSettings
+from facecmp.training.samples.batches import mine_frames
 from facecmp.training.samples.cache import cached_samples
 from facecmp.training.samples.crops import MiningSettings, face_regions, label_crops, pick, select_crops
 from facecmp.training.samples.mining import balanced_sample_set
@@ -198,25 +197,29 @@ def mine_hard_samples(
     device: str = "cpu",
     progress: bool = True,
     augment: AugmentSettings | None = None,
+    workers: int = 0,
 ) -> SampleSet:
     """Mine ``stage``'s (rnet or onet) samples with the earlier stages of ``nets`` (no cache), on
-    every mined image and, with ``augment``, its augmented copies (the cascade runs on those too)."""
-    detector = mining_detector(nets, stage, settings, device)
+    every mined image and, with ``augment``, its augmented copies (the cascade runs on those too).
+    ``workers`` > 0 runs the batches in that many worker processes (the same samples)."""
     records = mining_images(dataset, settings, seed)
-    images, labels, offsets = [], [], []
-    bar = tqdm(total=len(records) * frames_per_record(augment), desc=f"mining {stage} samples", disable=not progress, unit="img")
-    frames = training_frames(records, augment, seed)
-    while batch := list(itertools.islice(frames, settings.batch_images)):
-        found = detector.detect_batch([f.image for f in batch], upto=PREVIOUS_STAGE[stage])
-        for frame, candidates in zip(batch, found):
-            rng = np.random.default_rng([seed, *frame.key])
-            im, lab, off, _boxes = mine_candidate_image(frame.image, frame.boxes, candidates, stage, settings, rng)
-            images.append(im)
-            labels.append(lab)
-            offsets.append(off)
-        bar.update(len(batch))
-    bar.close()
+    images, labels, offsets = mine_frames(records, augment, seed, batch_miner(nets, stage, settings, seed, device),
+                                          batch=settings.batch_images, workers=workers, desc=f"mining {stage} samples",
+                                          progress=progress)
     return balanced_sample_set(images, labels, offsets, settings.crops, np.random.default_rng([seed, len(records)]))
+
+
+def batch_miner(nets: Mapping[str, nn.Module], stage: str, settings: HardMiningSettings, seed: int, device: str = "cpu"):
+    """``frames -> [(crops, labels, offsets)]``: the earlier stages run on the batch together,
+    then each frame's candidates are labelled and cut with its own seeded generator."""
+    detector = mining_detector(nets, stage, settings, device)
+
+    def mine(frames):
+        found = detector.detect_batch([f.image for f in frames], upto=PREVIOUS_STAGE[stage])
+        return [mine_candidate_image(f.image, f.boxes, candidates, stage, settings, np.random.default_rng([seed, *f.key]))[:3]
+                for f, candidates in zip(frames, found)]
+
+    return mine
 
 
 def mine_stage_samples(
@@ -229,16 +232,17 @@ def mine_stage_samples(
     device: str = "cpu",
     progress: bool = True,
     augment: AugmentSettings | None = None,
+    workers: int = 0,
 ) -> SampleSet:
     """:func:`mine_hard_samples`, read from ``cache_dir`` when the data, settings, augmentation and
     earlier weights are unchanged."""
     if cache_dir is None:
-        return mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment)
+        return mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment, workers)
     key = hard_mining_fingerprint(dataset, nets, stage, settings, seed, augment)[:20]
     path = Path(cache_dir) / f"samples{settings.crops.crop_size}_{stage}_{key}.npz"
 
     def mine() -> SampleSet:
-        samples = mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment)
+        samples = mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment, workers)
         if len(samples) == 0:
             raise FacecmpError(f"{dataset.name}: mining {stage} samples found nothing; are there faces in the training images?")
         return samples

@@ -64,6 +64,9 @@ class TrainSettings:
     # Layers of the stage's net (module names, e.g. "conv1") that keep their starting weights:
     # no weight gradients are computed for them, so each step costs less (docs/price.md).
     frozen: tuple[str, ...] = ()
+    # Training batches in channels-last memory format: faster convolution steps on the CPU, float
+    # rounding differences only. None: the stage's default, ONet's batches only (docs/price.md).
+    channels_last: bool | None = None
 
 
 @dataclass
@@ -107,19 +110,22 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def net_outputs(net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def net_outputs(net: nn.Module, x: torch.Tensor, channels_last: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits (N, 2), offsets (N, 4))`` for any stage (PNet's 1x1 maps are flattened; ONet's landmarks ignored).
 
-    ONet's batches go in channels-last: its training steps run ~1.4x faster so on CPU, with float
-    rounding differences only (docs/price.md, which also has why RNet's 1.6x was not adopted;
-    PNet's 12 px crops are slower so)."""
-    if isinstance(getattr(net, "module", net), ONet):  # (a DDP wrapper holds the net as .module)
+    ``channels_last`` None: ONet's batches go in channels-last, its training steps run ~1.4x faster
+    so on CPU, with float rounding differences only (docs/price.md, which also has why RNet's 1.6x
+    is not the default; PNet's 12 px crops are slower so)."""
+    if channels_last is None:
+        channels_last = isinstance(getattr(net, "module", net), ONet)  # (a DDP wrapper holds the net as .module)
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     out = net(x, logits=True)
     return out[-1].flatten(1), out[0].flatten(1)
 
 
-def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_generator=None, progress=None) -> dict[str, float]:
+def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_generator=None, progress=None,
+              channels_last: bool | None = None) -> dict[str, float]:
     """One pass over ``loader``; trains when ``optimizer`` is given. Returns sample-weighted mean losses."""
     totals = {"loss": 0.0, "cls": 0.0, "box": 0.0, "correct": 0, "classified": 0}
     seen = 0
@@ -130,7 +136,7 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
                 flip = torch.rand(len(images), generator=flip_generator) < 0.5
                 images[flip], targets[flip] = hflip(images[flip], targets[flip])
             images, labels, targets = images.to(device), labels.to(device), targets.to(device)
-            logits, offsets = net_outputs(net, images)
+            logits, offsets = net_outputs(net, images, channels_last)
             loss, cls, box = mtcnn_loss(logits, offsets, labels, targets, weights)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
@@ -221,6 +227,7 @@ def train_stage(
     val_loader = DataLoader(SampleDataset(samples.take(val_idx[dist.rank :: dist.world_size])), batch_size=1024, shuffle=False,
                             num_workers=0)
     val_weights = LossWeights(settings.loss.classification, settings.loss.box, hard_ratio=1.0)
+    layout = settings.channels_last
 
     # The net trained (under DDP the ranks' gradients are averaged); the optimizer over this stage
     # only, with a per-epoch exponential decay.
@@ -246,7 +253,7 @@ def train_stage(
         # Epoch 0: the starting weights are a candidate too. Scored on the validation split
         # before any training, they are kept when no epoch beats them (fine-tuning that does
         # not help must not make the model worse than it started).
-        start_val_loss = reduced(dist, run_epoch(net, val_loader, val_weights, device))["loss"]
+        start_val_loss = reduced(dist, run_epoch(net, val_loader, val_weights, device, channels_last=layout))["loss"]
         best = {"val_loss": start_val_loss, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
 
     desc = f"training {stage}" + (f" ({dist.world_size} processes)" if dist.active else "")
@@ -261,8 +268,9 @@ def train_stage(
             flips = flip_generator(seed, epoch, dist.rank) if settings.flip else None
         else:
             flips = generator if settings.flip else None
-        train = reduced(dist, run_epoch(model, train_loader, settings.loss, device, optimizer, flips, epochs if progress else None))
-        val = reduced(dist, run_epoch(net, val_loader, val_weights, device))
+        train = reduced(dist, run_epoch(model, train_loader, settings.loss, device, optimizer, flips, epochs if progress else None,
+                                        layout))
+        val = reduced(dist, run_epoch(net, val_loader, val_weights, device, channels_last=layout))
         scheduler.step()
         history.append(epoch_record(epoch + 1, lr, train, val))
         epochs.set_postfix(train=f"{train['loss']:.4f}", val=f"{val['loss']:.4f}", acc=f"{val['accuracy']:.3f}")

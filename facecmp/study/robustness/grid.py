@@ -76,9 +76,9 @@ class _GridItems:
 
 
 def _worker_init(worker_id: int) -> None:
-    from facecmp.detection.inference import _single_threaded
+    from facecmp.detection.inference import single_threaded
 
-    _single_threaded(worker_id)
+    single_threaded(worker_id)
     try:
         import cv2
 

@@ -15,17 +15,19 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library_versions
 from facecmp.data.records import Dataset
-from facecmp.training.augment import AugmentSettings, frames_per_record, training_frames
+from facecmp.training.augment import AugmentSettings
+from facecmp.training.samples.batches import mine_frames
 from facecmp.training.samples.cache import cached_samples
 from facecmp.training.samples.crops import MiningSettings, extract_crops, face_regions, pick, select_crops
 from facecmp.training.samples.sample_set import NEGATIVE, PART, POSITIVE, SampleSet
 
 # Bump when the mining code changes what it produces: old caches are then ignored.
 MINING_VERSION = 2
+# Frames per batch handed to a mining worker (no effect on the samples).
+FRAMES_PER_BATCH = 16
 
 
 def balance(labels: np.ndarray, ratio: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
@@ -54,19 +56,17 @@ def mining_fingerprint(dataset: Dataset, settings: MiningSettings, seed: int, au
 
 def mine_samples(
     dataset: Dataset, settings: MiningSettings = MiningSettings(), seed: int = 0, progress: bool = True,
-    augment: AugmentSettings | None = None,
+    augment: AugmentSettings | None = None, workers: int = 0,
 ) -> SampleSet:
     """Mine every image of ``dataset`` (no cache), and its augmented copies with ``augment``.
-    Each frame gets its own seeded generator."""
-    images, labels, offsets = [], [], []
-    total = len(dataset.images) * frames_per_record(augment)
-    for frame in tqdm(training_frames(dataset.images, augment, seed), total=total, desc=f"mining {settings.crop_size}px samples",
-                      disable=not progress, unit="img"):
-        rng = np.random.default_rng([seed, *frame.key])
-        im, lab, off = mine_image_samples(frame.image, frame.boxes, settings, rng)
-        images.append(im)
-        labels.append(lab)
-        offsets.append(off)
+    Each frame gets its own seeded generator; ``workers`` > 0 mines in that many worker processes
+    (:mod:`facecmp.training.samples.batches`: the same samples)."""
+
+    def mine(frames):
+        return [mine_image_samples(f.image, f.boxes, settings, np.random.default_rng([seed, *f.key])) for f in frames]
+
+    images, labels, offsets = mine_frames(dataset.images, augment, seed, mine, batch=FRAMES_PER_BATCH, workers=workers,
+                                          desc=f"mining {settings.crop_size}px samples", progress=progress)
     return balanced_sample_set(images, labels, offsets, settings, np.random.default_rng([seed, len(dataset.images)]))
 
 
@@ -89,9 +89,10 @@ def mine_pnet_samples(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     augment: AugmentSettings | None = None,
+    workers: int = 0,
 ) -> SampleSet:
     """Samples for ``settings.crop_size`` (12 for PNet), read from ``cache_dir`` when already mined."""
     if cache_dir is None:
-        return mine_samples(dataset, settings, seed, progress, augment)
+        return mine_samples(dataset, settings, seed, progress, augment, workers)
     path = Path(cache_dir) / f"samples{settings.crop_size}_{mining_fingerprint(dataset, settings, seed, augment)[:20]}.npz"
-    return cached_samples(path, lambda: mine_samples(dataset, settings, seed, progress, augment))
+    return cached_samples(path, lambda: mine_samples(dataset, settings, seed, progress, augment, workers))

@@ -1,0 +1,58 @@
+"""``facecmp finetune --recipe``: the named training recipes reach every stage and the checkpoint
+records which one ran; a recipe with dlib-hog or an unknown name is one error line. Tiny generated
+data, 1 epoch, so it runs in seconds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from facecmp.cli import main
+from facecmp.data.synthetic import generate_dataset
+from facecmp.training.finetune import DEFAULT_TRAINING, FAST_TRAINING, RECIPES, recipe_name
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return generate_dataset(tmp_path_factory.mktemp("synthetic"), n_train_per_character=2, n_test=1, seed=0, size=(240, 180))
+
+
+def test_each_recipe_is_named_and_the_fast_one_freezes_the_first_layer_of_rnet_and_onet():
+    assert recipe_name(None) == recipe_name(DEFAULT_TRAINING) == "default"
+    assert recipe_name(FAST_TRAINING) == "fast" and set(RECIPES) == {"default", "fast"}
+    assert recipe_name({"pnet": FAST_TRAINING["rnet"]}) == "custom"
+    assert FAST_TRAINING["pnet"] == DEFAULT_TRAINING["pnet"]
+    for stage in ("rnet", "onet"):
+        assert FAST_TRAINING[stage].frozen == ("conv1", "prelu1") and DEFAULT_TRAINING[stage].frozen == ()
+        assert FAST_TRAINING[stage].epochs < DEFAULT_TRAINING[stage].epochs
+    assert FAST_TRAINING["rnet"].channels_last and DEFAULT_TRAINING["rnet"].channels_last is None
+
+
+@pytest.mark.slow
+def test_the_fast_recipe_reaches_every_stage_and_the_checkpoint(root, tmp_path):
+    out = tmp_path / "fast"
+    argv = ["finetune", "--data", root, "--out", out, "--stages", "pnet,rnet,onet", "--dev-per-folder", "1", "--recipe", "fast"]
+    assert main([str(a) for a in argv]) == 0
+    meta = json.loads((out / "facecmp.json").read_text())
+    assert meta["settings"]["recipe"] == "fast"
+    for stage, recipe in FAST_TRAINING.items():
+        trained = meta["stage_training"][stage]
+        assert trained["training"]["frozen"] == list(recipe.frozen)
+        assert trained["training"]["lr_decay"] == recipe.lr_decay
+        assert trained["training"]["channels_last"] == recipe.channels_last
+        assert len(trained["history"]) <= recipe.epochs
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--stages", "dlib-hog", "--recipe", "fast"], "--recipe fast"),
+    (["--recipe", "quick"], "quick"),
+])
+def test_a_recipe_that_cannot_run_is_one_error_line(root, tmp_path, capsys, argv, needle):
+    try:
+        code = main(["finetune", "--data", str(root), "--out", str(tmp_path / "x"), *argv])
+    except SystemExit as exc:  # argparse's own usage error (an unknown choice), as for --format
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if line.startswith(("facecmp: error: ", "facecmp finetune: error: "))]) == 1, err
