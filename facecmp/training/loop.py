@@ -53,6 +53,11 @@ class TrainSettings:
     # Learning rate multiplied by this after every epoch (independent of ``epochs``, so resuming
     # with a larger ``epochs`` continues the same schedule).
     lr_decay: float = 0.85
+    # "exponential": ``lr`` decayed by ``lr_decay`` after every epoch. "one-cycle": the learning rate
+    # rises to ``lr`` over the first quarter of all the run's steps and anneals (cosine) to ~0 by
+    # its last (torch's OneCycleLR, stepped per batch; ``lr_decay`` unused; ``epochs`` is then part
+    # of the schedule, so a run resumes only with the same epochs).
+    schedule: str = "exponential"
     weight_decay: float = 1e-5
     # Stop after this many epochs without a better validation loss; keep the best epoch's weights.
     patience: int = 3
@@ -67,6 +72,15 @@ class TrainSettings:
     # Training batches in channels-last memory format: faster convolution steps on the CPU, float
     # rounding differences only. None: the stage's default, ONet's batches only (docs/price.md).
     channels_last: bool | None = None
+
+    def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+
+
+SCHEDULES = ("exponential", "one-cycle")
+# The share of a one-cycle run's steps spent warming up to the peak learning rate.
+ONE_CYCLE_WARMUP = 0.25
 
 
 @dataclass
@@ -125,8 +139,9 @@ def net_outputs(net: nn.Module, x: torch.Tensor, channels_last: bool | None = No
 
 
 def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_generator=None, progress=None,
-              channels_last: bool | None = None) -> dict[str, float]:
-    """One pass over ``loader``; trains when ``optimizer`` is given. Returns sample-weighted mean losses."""
+              channels_last: bool | None = None, step_scheduler=None) -> dict[str, float]:
+    """One pass over ``loader``; trains when ``optimizer`` is given (``step_scheduler`` stepped after
+    each of its steps). Returns sample-weighted mean losses."""
     totals = {"loss": 0.0, "cls": 0.0, "box": 0.0, "correct": 0, "classified": 0}
     seen = 0
     net.train(optimizer is not None)
@@ -142,6 +157,8 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if step_scheduler is not None:
+                    step_scheduler.step()
             n = len(labels)
             seen += n
             totals["loss"] += loss.item() * n
@@ -156,6 +173,14 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
     out["accuracy"] = totals["correct"] / max(totals["classified"], 1)
     out["samples"], out["classified"] = seen, totals["classified"]  # the weights of the means, for reducing over processes
     return out
+
+
+def learning_rate_schedule(optimizer, settings: TrainSettings, steps_per_epoch: int):
+    """The run's schedule: per epoch (exponential) or per step (one-cycle over all the run's steps)."""
+    if settings.schedule == "one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch,
+                                                   pct_start=ONE_CYCLE_WARMUP)
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
 
 
 def epoch_record(epoch: int, lr: float, train: dict, val: dict) -> dict:
@@ -230,11 +255,12 @@ def train_stage(
     layout = settings.channels_last
 
     # The net trained (under DDP the ranks' gradients are averaged); the optimizer over this stage
-    # only, with a per-epoch exponential decay.
+    # only, with a per-epoch exponential decay or a per-step one-cycle schedule.
     model = data_parallel(net, stage, device) if dist.active else net
     trained = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trained, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
+    scheduler = learning_rate_schedule(optimizer, settings, len(train_loader))
+    per_step = scheduler if settings.schedule == "one-cycle" else None
 
     # Where we are: fresh, or restored from the last finished epoch (read by rank 0, sent to every rank).
     # A state is resumed only with the data, settings and number of processes that wrote it.
@@ -269,9 +295,10 @@ def train_stage(
         else:
             flips = generator if settings.flip else None
         train = reduced(dist, run_epoch(model, train_loader, settings.loss, device, optimizer, flips, epochs if progress else None,
-                                        layout))
+                                        layout, per_step))
         val = reduced(dist, run_epoch(net, val_loader, val_weights, device, channels_last=layout))
-        scheduler.step()
+        if per_step is None:
+            scheduler.step()
         history.append(epoch_record(epoch + 1, lr, train, val))
         epochs.set_postfix(train=f"{train['loss']:.4f}", val=f"{val['loss']:.4f}", acc=f"{val['accuracy']:.3f}")
         best, bad_epochs, stopped = early_stopping(best, bad_epochs, val["loss"], epoch + 1, net, settings.patience)

@@ -28,8 +28,10 @@ def state_file(stage: str) -> str:
 
 def run_recipe(settings) -> dict:
     """The settings that decide what a resumable run learns (a run state written under other ones
-    is refused): all but ``epochs`` (a resumed run may go on longer) and ``threads`` (where it runs)."""
-    return {k: v for k, v in asdict(settings).items() if k not in ("epochs", "threads")}
+    is refused): all but ``threads`` (where it runs) and ``epochs`` (a resumed run may go on longer),
+    unless the schedule spans the run's epochs (one-cycle)."""
+    spans = getattr(settings, "schedule", "exponential") == "one-cycle"
+    return {k: v for k, v in asdict(settings).items() if k != "threads" and (k != "epochs" or spans)}
 
 
 def run_id_file(path: Path) -> Path:
