@@ -18,7 +18,7 @@ def root(tmp_path_factory):
     return generate_dataset(tmp_path_factory.mktemp("synthetic"), n_train_per_character=2, n_test=1, seed=0, size=(240, 180))
 
 
-def test_each_recipe_is_named_and_the_fast_one_freezes_the_first_layer_of_rnet_and_onet():
+def test_each_recipe_is_named_and_the_fast_one_freezes_the_first_layer_of_rnet_and_onet_on_one_cycle():
     assert recipe_name(None) == recipe_name(DEFAULT_TRAINING) == "default"
     assert recipe_name(FAST_TRAINING) == "fast" and set(RECIPES) == {"default", "fast"}
     assert recipe_name({"pnet": FAST_TRAINING["rnet"]}) == "custom"
@@ -26,6 +26,7 @@ def test_each_recipe_is_named_and_the_fast_one_freezes_the_first_layer_of_rnet_a
     for stage in ("rnet", "onet"):
         assert FAST_TRAINING[stage].frozen == ("conv1", "prelu1") and DEFAULT_TRAINING[stage].frozen == ()
         assert FAST_TRAINING[stage].epochs < DEFAULT_TRAINING[stage].epochs
+        assert FAST_TRAINING[stage].schedule == "one-cycle" and DEFAULT_TRAINING[stage].schedule == "exponential"
     assert FAST_TRAINING["rnet"].channels_last and DEFAULT_TRAINING["rnet"].channels_last is None
 
 
@@ -39,7 +40,7 @@ def test_the_fast_recipe_reaches_every_stage_and_the_checkpoint(root, tmp_path):
     for stage, recipe in FAST_TRAINING.items():
         trained = meta["stage_training"][stage]
         assert trained["training"]["frozen"] == list(recipe.frozen)
-        assert trained["training"]["lr_decay"] == recipe.lr_decay
+        assert trained["training"]["schedule"] == recipe.schedule
         assert trained["training"]["channels_last"] == recipe.channels_last
         assert len(trained["history"]) <= recipe.epochs
 

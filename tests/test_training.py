@@ -120,6 +120,42 @@ def test_resume_refuses_a_state_from_other_settings(tiny_samples, tmp_path):
         train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, dataclasses.replace(FAST, lr=0.1), seed=0, resume=True, progress=False)
 
 
+def test_one_cycle_warms_up_to_the_peak_then_anneals_and_resumes_only_with_the_same_epochs(tiny_samples, tmp_path, monkeypatch):
+    cycle = dataclasses.replace(FAST, epochs=4, lr=2e-3, schedule="one-cycle")
+    whole = train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "whole", cycle, seed=0, progress=False)
+    lrs = [h["lr"] for h in whole.history]  # the rate each epoch starts at
+    assert lrs[0] < lrs[1] and lrs[1] >= lrs[2] > lrs[3], lrs  # up over the first quarter, then down
+    assert max(lrs) <= cycle.lr and lrs[0] < cycle.lr / 10
+    # Interrupted after 2 of its 4 epochs, it continues on the same cycle to the same weights...
+    train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "parts", dataclasses.replace(cycle, epochs=2), seed=0,
+                progress=False)
+    with pytest.raises(ModelError, match="different data or settings"):  # (a 2-epoch cycle is another schedule)
+        train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "parts", cycle, seed=0, resume=True, progress=False)
+    # ...as a run of the same 4 epochs cut off after its second does.
+    import facecmp.training.loop as loop
+
+    saved, save = [], loop.save_run_state
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        saved.append(1)
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_run_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "cut", cycle, seed=0, progress=False)
+    monkeypatch.setattr(loop, "save_run_state", save)
+    resumed = train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "cut", cycle, seed=0, resume=True, progress=False)
+    assert resumed.history == whole.history
+    assert all(torch.equal(resumed.state_dict[k], v) for k, v in whole.state_dict.items())
+
+
+def test_an_unknown_schedule_names_the_ones_there_are():
+    with pytest.raises(ValueError, match="expected one of exponential, one-cycle"):
+        TrainSettings(schedule="cosine")
+
+
 def test_early_stopping_keeps_the_starting_weights_when_no_epoch_beats_them(tiny_samples, tmp_path):
     # A huge learning rate makes every epoch worse than the pretrained weights on validation.
     wild = dataclasses.replace(FAST, epochs=6, lr=0.5, lr_decay=1.0, patience=2)

@@ -51,13 +51,14 @@ DEFAULT_TRAINING: dict[str, TrainSettings] = {
     "onet": TrainSettings(epochs=6, batch_size=128),
 }
 # ``finetune --recipe fast``: RNet and ONet keep their first convolution (and its PReLU) as
-# pretrained, train fewer epochs with a faster learning-rate decay, RNet's batches channels-last.
-# About half the minutes for about 0.01 less AP on Dexter (docs/price.md, session 10).
+# pretrained and train 4 and 3 epochs on a one-cycle schedule (peak: the default rate), RNet's
+# batches channels-last. About 0.4x the minutes of the defaults for AP within seed-to-seed spread
+# of theirs on Dexter (docs/price.md, session 11).
 _FIRST_LAYER = ("conv1", "prelu1")
 FAST_TRAINING: dict[str, TrainSettings] = {
     "pnet": DEFAULT_TRAINING["pnet"],
-    "rnet": TrainSettings(epochs=5, lr_decay=0.7, frozen=_FIRST_LAYER, channels_last=True),
-    "onet": TrainSettings(epochs=4, batch_size=128, lr_decay=0.7, frozen=_FIRST_LAYER),
+    "rnet": TrainSettings(epochs=4, schedule="one-cycle", frozen=_FIRST_LAYER, channels_last=True),
+    "onet": TrainSettings(epochs=3, batch_size=128, schedule="one-cycle", frozen=_FIRST_LAYER),
 }
 RECIPES: dict[str, dict[str, TrainSettings]] = {"default": DEFAULT_TRAINING, "fast": FAST_TRAINING}
 

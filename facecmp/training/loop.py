@@ -178,8 +178,11 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
 def learning_rate_schedule(optimizer, settings: TrainSettings, steps_per_epoch: int):
     """The run's schedule: per epoch (exponential) or per step (one-cycle over all the run's steps)."""
     if settings.schedule == "one-cycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=settings.epochs * steps_per_epoch,
-                                                   pct_start=ONE_CYCLE_WARMUP)
+        # One step more than the run takes, and a warm-up of at least 2 steps: torch's OneCycleLR
+        # divides by zero on the last step of a run of <= 4 steps otherwise (tiny data).
+        total = settings.epochs * steps_per_epoch + 1
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total,
+                                                   pct_start=max(ONE_CYCLE_WARMUP, min(1.0, 2 / total)))
     return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
 
 
