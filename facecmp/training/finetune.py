@@ -52,8 +52,8 @@ DEFAULT_TRAINING: dict[str, TrainSettings] = {
 }
 # ``finetune --recipe fast``: RNet and ONet keep their first convolution (and its PReLU) as
 # pretrained and train 4 and 3 epochs on a one-cycle schedule (peak: the default rate), RNet's
-# batches channels-last. About 0.4x the minutes of the defaults for AP within seed-to-seed spread
-# of theirs on Dexter (docs/price.md, session 11).
+# batches channels-last. Fewer minutes for somewhat less AP: docs/price.md (session 11) has both,
+# against the defaults', with the commands that measured them.
 _FIRST_LAYER = ("conv1", "prelu1")
 FAST_TRAINING: dict[str, TrainSettings] = {
     "pnet": DEFAULT_TRAINING["pnet"],
