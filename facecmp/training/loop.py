@@ -175,17 +175,6 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
     return out
 
 
-def learning_rate_schedule(optimizer, settings: TrainSettings, steps_per_epoch: int):
-    """The run's schedule: per epoch (exponential) or per step (one-cycle over all the run's steps)."""
-    if settings.schedule == "one-cycle":
-        # One step more than the run takes, and a warm-up of at least 2 steps: torch's OneCycleLR
-        # divides by zero on the last step of a run of <= 4 steps otherwise (tiny data).
-        total = settings.epochs * steps_per_epoch + 1
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total,
-                                                   pct_start=max(ONE_CYCLE_WARMUP, min(1.0, 2 / total)))
-    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
-
-
 def epoch_record(epoch: int, lr: float, train: dict, val: dict) -> dict:
     """One epoch's line in the run's history."""
     return {
@@ -262,7 +251,14 @@ def train_stage(
     model = data_parallel(net, stage, device) if dist.active else net
     trained = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trained, lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = learning_rate_schedule(optimizer, settings, len(train_loader))
+    if settings.schedule == "one-cycle":
+        # One step more than the run takes, and a warm-up of at least 2 steps: torch's OneCycleLR
+        # divides by zero on the last step of a run of <= 4 steps otherwise (tiny data).
+        total = settings.epochs * len(train_loader) + 1
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total,
+                                                        pct_start=max(ONE_CYCLE_WARMUP, min(1.0, 2 / total)))
+    else:
+        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
     per_step = scheduler if settings.schedule == "one-cycle" else None
 
     # Where we are: fresh, or restored from the last finished epoch (read by rank 0, sent to every rank).
