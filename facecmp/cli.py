@@ -279,7 +279,7 @@ def cmd_detect(args) -> int:
     import torch
 
     from facecmp.detection.detector import load_detector
-    from facecmp.detection.inference import images_to_detect, is_wider_dataset, run_detector, wider_submission
+    from facecmp.detection.inference import default_workers, images_to_detect, is_wider_dataset, run_detector, wider_submission
     from facecmp.data.predictions import save_predictions
 
     _require_output_folder(args.out, "--out")
@@ -293,7 +293,7 @@ def cmd_detect(args) -> int:
     on_cpu = torch.device(args.device).type == "cpu"
     workers = args.workers
     if workers is None:
-        workers = args.threads if on_cpu and len(dataset) >= 16 else 0
+        workers = default_workers(len(dataset), args.device, args.threads)
     batch_size = args.batch_size or (1 if on_cpu else CUDA_BATCH_SIZE)
     run = run_detector(detector, dataset, batch_size=batch_size, workers=workers, progress=sys.stderr.isatty())
     save_predictions(args.out, run.predictions)

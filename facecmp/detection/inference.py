@@ -85,6 +85,17 @@ def single_threaded(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+# Fewer images than this are run in the calling process: starting workers would cost more.
+MIN_IMAGES_FOR_WORKERS = 16
+
+
+def default_workers(n_images: int, device: str, threads: int) -> int:
+    """Worker processes for running the cascade over ``n_images`` (``facecmp detect``, and mining
+    for ``facecmp finetune``): on the CPU one per thread the run may use, none for a handful of
+    images or on a GPU."""
+    return threads if torch.device(device).type == "cpu" and n_images >= MIN_IMAGES_FOR_WORKERS else 0
+
+
 def _detected_batches(detector, dataset: Dataset, batch_size: int, workers: int):
     """Yield lists of ``(key, Detections)`` in dataset order."""
     if workers > 0:

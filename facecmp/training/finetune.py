@@ -23,6 +23,7 @@ from facecmp.detection.checkpoint import Checkpoint, load_checkpoint, save_check
 from facecmp.data.records import Dataset
 from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
+from facecmp.detection.inference import default_workers
 from facecmp.errors import FacecmpError
 from facecmp.detection.models import STAGES, build_network, pretrained_network
 from facecmp.training.augment import AugmentSettings
@@ -40,9 +41,6 @@ from facecmp.training.distributed import (
     mine_pnet_samples_sharded,
     mine_stage_samples_sharded,
 )
-
-# Fewer training images than this are mined in the run's own process.
-MIN_IMAGES_FOR_WORKERS = 16
 
 # Per-stage training recipes (``epochs`` overrides them all when given).
 DEFAULT_TRAINING: dict[str, TrainSettings] = {
@@ -71,9 +69,9 @@ def recipe_name(training) -> str:
 
 
 def mining_workers(train: Dataset, device: str) -> int:
-    """Mining processes by default: on the CPU one per torch thread (torch's threads are the cores
-    the run may use), none for a handful of images (starting them would cost more) or on a GPU."""
-    return torch.get_num_threads() if device == "cpu" and len(train.images) >= MIN_IMAGES_FOR_WORKERS else 0
+    """Mining processes by default: as ``facecmp detect`` chooses them (``default_workers``), one per
+    torch thread (torch's threads are the cores the run may use)."""
+    return default_workers(len(train.images), device, torch.get_num_threads())
 
 
 def ordered_stages(stages) -> tuple[str, ...]:

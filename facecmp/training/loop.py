@@ -257,9 +257,10 @@ def train_stage(
         total = settings.epochs * len(train_loader) + 1
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total,
                                                         pct_start=max(ONE_CYCLE_WARMUP, min(1.0, 2 / total)))
+        per_step = scheduler
     else:
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=settings.lr_decay)
-    per_step = scheduler if settings.schedule == "one-cycle" else None
+        per_step = None
 
     # Where we are: fresh, or restored from the last finished epoch (read by rank 0, sent to every rank).
     # A state is resumed only with the data, settings and number of processes that wrote it.
