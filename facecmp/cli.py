@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights averaged with the pretrained ones, no extra training) (default replay)")
     p.add_argument("--retain-alpha", type=float, default=0.7, metavar="A", help="with --retain-method wise: the fine-tuned "
                    "weights' share of the average (1: the plain fine-tune; default 0.7)")
+    p.add_argument("--retain-share", type=float, default=None, metavar="S", help="with --retain-method replay: source "
+                   "samples mixed in per target sample of each stage (default 0.25)")
+    p.add_argument("--retain-mining", choices=("cascade", "crops"), default="cascade", help="with replay: RNet's and ONet's "
+                   "source samples are the candidates the earlier stages find on the source frames (cascade, the default) or "
+                   "jittered crops around the source faces (crops: no cascade run, cheaper, keeps less)")
     p.add_argument("--retain-holdout", type=int, default=1, metavar="N", help="with --retain: N images per folder of ROOT (WIDER: "
                    "per event) set aside with --seed and never trained on: the images `--source-split split:N` tests on "
                    "(default 1: split:1, what CI and the gates score; 0: train on all of ROOT)")
@@ -534,7 +539,8 @@ def _retain_request(args):
         return None
     from facecmp.training.retain import RetainRequest, RetainSettings
 
-    settings = RetainSettings(method=args.retain_method, wise_alpha=args.retain_alpha)
+    share = {} if args.retain_share is None else {"replay_share": args.retain_share}
+    settings = RetainSettings(method=args.retain_method, wise_alpha=args.retain_alpha, source_mining=args.retain_mining, **share)
     return RetainRequest(args.retain, settings=settings, holdout=args.retain_holdout)
 
 

@@ -91,10 +91,11 @@ def test_a_retain_set_without_faces_is_refused(retain_images):
 
 @pytest.mark.parametrize("kwargs, needle", [
     ({"method": "forget"}, "expected one of replay, l2sp, replay\\+l2sp, wise"),
-    ({"replay_share": 0}, "replay share"),
+    ({"replay_share": 0}, "--retain-share 0: expected a number in \\(0, 4\\]"),
     ({"l2sp": -1}, "L2-SP strength"),
     ({"wise_alpha": 0}, "WiSE-FT share"),
     ({"wise_alpha": 1.5}, "WiSE-FT share"),
+    ({"source_mining": "guess"}, "--retain-mining 'guess': expected one of cascade, crops"),
 ])
 def test_bad_recipes_are_refused(kwargs, needle):
     with pytest.raises(FacecmpError, match=needle):
@@ -140,6 +141,41 @@ def test_l2sp_adds_the_penalty_gradient_and_only_while_active():
     assert R.distance_from(net, net) == 0.0
 
 
+@pytest.mark.parametrize("stage", ["rnet", "onet"])
+def test_cascade_replay_is_the_targets_hard_mining_run_on_the_source_frames(stage, retain_images, tmp_path):
+    """source_mining="cascade": RNet's / ONet's source samples are what the earlier stages find on
+    the source frames, labelled by their ground truth (the same samples as mining a target set), and
+    their cache is keyed by those stages' weights; "crops" cuts other samples without a cascade run."""
+    from facecmp.training.hard_mining import default_hard_mining, mine_hard_samples
+    from facecmp.training.samples import MiningSettings
+
+    nets = {s: pretrained_network(s) for s in ("pnet", "rnet", "onet")}
+    hard = default_hard_mining(stage)
+
+    def replay(how, nets, cache):
+        return R.source_samples(stage, retain_images, mining=MiningSettings(), hard_mining=hard, seed=0, cache_dir=cache,
+                                progress=False, source_mining=how, nets=nets)
+
+    cascade = replay("cascade", nets, tmp_path)
+    mined = mine_hard_samples(retain_images, nets, stage, hard, seed=0, progress=False)
+    assert len(cascade) > 0 and np.array_equal(cascade.images, mined.images) and np.array_equal(cascade.labels, mined.labels)
+    crops = replay("crops", nets, tmp_path)
+    assert len(crops) != len(cascade) or not np.array_equal(crops.images, cascade.images)
+    assert replay("cascade", nets, tmp_path).from_cache
+    earlier = "rnet" if stage == "onet" else "pnet"
+    other = {**nets, earlier: _nudged(nets[earlier])}
+    assert not replay("cascade", other, tmp_path).from_cache  # other earlier weights: mined again
+
+
+def _nudged(net):
+    import copy
+
+    out = copy.deepcopy(net)
+    with torch.no_grad():
+        next(out.parameters()).add_(1e-3)
+    return out
+
+
 # --- end to end (pnet only: seconds) -----------------------------------------------------------
 
 
@@ -159,6 +195,7 @@ def test_each_retain_recipe_changes_the_weights_and_is_recorded(method, target, 
     assert recorded["data_fingerprint"] and "split:1 of seed 0 set aside" in recorded["data"]
     stage = ckpt.meta["stage_training"]["pnet"]
     if method == "replay":
+        assert recorded["source_mining"] == "cascade" and recorded["replay_share"] == 0.25
         assert stage["retain"]["replay"]["source"]["positive"] > 0
         assert stage["samples"]["positive"] == plain_pnet.meta["stage_training"]["pnet"]["samples"]["positive"] + \
             stage["retain"]["replay"]["source"]["positive"]

@@ -226,7 +226,7 @@ def finetune(
             samples, kept = retaining.replay_stage(
                 stage, samples, retain, settings.retain, mining=settings.mining, seed=settings.seed, cache_dir=cache_dir,
                 hard_mining=hard_mining_settings(stage, settings.hard_mining, settings.min_face_size) if stage != "pnet" else None,
-                progress=progress,
+                progress=progress, nets=nets, workers=mining_workers(retain, device) if workers is None else workers,
             )
         start = time.perf_counter()
         strength = settings.retain.l2sp if retain_record is not None and settings.retain.penalises else 0.0

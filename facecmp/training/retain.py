@@ -39,6 +39,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -49,10 +50,12 @@ from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError, FacecmpError
-from facecmp.training.hard_mining import HardMiningSettings, mine_candidate_image
+from facecmp.training.hard_mining import HardMiningSettings, mine_candidate_image, mine_stage_samples
 from facecmp.training.samples import MiningSettings, SampleSet, balanced_sample_set, cached_samples, mine_pnet_samples
 
 RETAIN_METHODS = ("replay", "l2sp", "replay+l2sp", "wise")
+# How RNet's / ONet's replay samples are found on the source frames (RetainSettings.source_mining).
+SOURCE_MINING = ("cascade", "crops")
 # The source images of ROOT set aside per folder by default: the test part CI and the gates score (split:1).
 DEFAULT_HOLDOUT = 1
 # Bump when this module changes what the replay samples are: old caches are then ignored.
@@ -66,6 +69,12 @@ class RetainSettings:
     method: str = "replay"
     # replay: source samples per target sample of each stage (fewer when fewer were mined).
     replay_share: float = 0.25
+    # replay: how RNet's / ONet's source samples are found. "cascade": the candidates the earlier
+    # stages, as fine-tuned so far, find on the source frames, labelled by the source ground truth
+    # (the target's own hard mining, run on the source images). "crops": jittered crops and random
+    # negatives around the source faces, no cascade run (cheaper; ONet then forgets more of what it
+    # does on the candidates it really sees: docs/wider.md). PNet's are crops either way.
+    source_mining: str = "cascade"
     # l2sp: the penalty's strength alpha in alpha / 2 * ||w - w_pretrained||^2.
     l2sp: float = 0.01
     # wise: the fine-tuned weights' share of the average with the pretrained ones (1: the plain fine-tune).
@@ -74,8 +83,10 @@ class RetainSettings:
     def __post_init__(self) -> None:
         if self.method not in RETAIN_METHODS:
             raise FacecmpError(f"--retain-method {self.method!r}: expected one of {', '.join(RETAIN_METHODS)}")
+        if self.source_mining not in SOURCE_MINING:
+            raise FacecmpError(f"--retain-mining {self.source_mining!r}: expected one of {', '.join(SOURCE_MINING)}")
         if not 0 < self.replay_share <= 4:
-            raise FacecmpError(f"retain replay share {self.replay_share}: expected a number in (0, 4] (source samples per target sample)")
+            raise FacecmpError(f"--retain-share {self.replay_share}: expected a number in (0, 4] (source samples per target sample)")
         if self.l2sp < 0:
             raise FacecmpError(f"retain L2-SP strength {self.l2sp}: expected a number >= 0")
         if not 0 < self.wise_alpha <= 1:
@@ -98,6 +109,7 @@ class RetainSettings:
         out = {"method": self.method}
         if self.replays:
             out["replay_share"] = self.replay_share
+            out["source_mining"] = self.source_mining
         if "l2sp" in self.method:
             out["l2sp"] = self.l2sp
         if self.interpolates:
@@ -207,10 +219,16 @@ def mine_source_crops(retain: Dataset, stage: str, settings: HardMiningSettings,
 
 
 def source_samples(stage: str, retain: Dataset, *, mining: MiningSettings, hard_mining: HardMiningSettings | None, seed: int,
-                   cache_dir: Path | None, progress: bool = True) -> SampleSet:
-    """All replay samples of ``stage`` on ``retain`` (cached in ``cache_dir`` by data, recipe, seed and code)."""
+                   cache_dir: Path | None, progress: bool = True, source_mining: str = "crops",
+                   nets: Mapping[str, nn.Module] | None = None, workers: int = 0) -> SampleSet:
+    """All replay samples of ``stage`` on ``retain`` (cached in ``cache_dir`` by data, recipe, seed and
+    code; with ``source_mining="cascade"`` also by the weights of ``nets``' earlier stages, which find
+    RNet's / ONet's candidates on the source frames as they find the target's)."""
     if stage == "pnet":
         return mine_pnet_samples(retain, mining, seed=seed, cache_dir=cache_dir, progress=progress)
+    if source_mining == "cascade":
+        return mine_stage_samples(retain, nets, stage, hard_mining, seed=seed, cache_dir=cache_dir, progress=progress,
+                                  workers=workers)
     if cache_dir is None:
         return mine_source_crops(retain, stage, hard_mining, seed, progress)
     spec = {"version": REPLAY_VERSION, "stage": stage, "crops": asdict(hard_mining.crops), "seed": seed,
@@ -274,14 +292,17 @@ def distance_from(net: nn.Module, anchor: nn.Module) -> float:
 
 
 def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: RetainSettings, *, mining: MiningSettings,
-                 hard_mining: HardMiningSettings | None, seed: int, cache_dir: Path | None, progress: bool = True) -> tuple[SampleSet, dict]:
+                 hard_mining: HardMiningSettings | None, seed: int, cache_dir: Path | None, progress: bool = True,
+                 nets: Mapping[str, nn.Module] | None = None, workers: int = 0) -> tuple[SampleSet, dict]:
     """``stage``'s training samples with the source replay mixed in (unchanged without replay), and
-    what to record for it in ``facecmp.json["stage_training"][stage]["retain"]``."""
+    what to record for it in ``facecmp.json["stage_training"][stage]["retain"]``. ``nets``: the
+    cascade as trained so far (its earlier stages mine the source frames with ``source_mining="cascade"``)."""
     if not settings.replays:
         return samples, {}
     import time
 
     start = time.perf_counter()
-    source = source_samples(stage, retain, mining=mining, hard_mining=hard_mining, seed=seed, cache_dir=cache_dir, progress=progress)
+    source = source_samples(stage, retain, mining=mining, hard_mining=hard_mining, seed=seed, cache_dir=cache_dir, progress=progress,
+                            source_mining=settings.source_mining, nets=nets, workers=workers)
     mixed, counts = with_replay(stage, samples, source, settings.replay_share, seed)
     return mixed, {"replay": counts, "replay_mining_s": time.perf_counter() - start}
