@@ -180,9 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights' share of the average (1: the plain fine-tune; default 0.7)")
     p.add_argument("--retain-share", type=float, default=None, metavar="S", help="with --retain-method replay: source "
                    "samples mixed in per target sample of each stage (default 0.25)")
-    p.add_argument("--retain-mining", choices=("cascade", "crops"), default="cascade", help="with replay: RNet's and ONet's "
+    p.add_argument("--retain-mining", default=None, metavar="HOW", help="with replay: RNet's and ONet's "
                    "source samples are the candidates the earlier stages find on the source frames (cascade, the default) or "
                    "jittered crops around the source faces (crops: no cascade run, cheaper, keeps less)")
+    p.add_argument("--retain-targets", default=None, metavar="WHAT", help="with replay: what the source samples teach the "
+                   "classifier: the pretrained stage's face probability on each crop (teacher, the default: distillation, "
+                   "learning without forgetting) or their labels (labels)")
+    p.add_argument("--retain-teacher-weight", type=float, default=None, metavar="W", help="with --retain-targets teacher: "
+                   "a taught source sample's classification loss weighs W labelled ones (default 1)")
     p.add_argument("--retain-holdout", type=int, default=1, metavar="N", help="with --retain: N images per folder of ROOT (WIDER: "
                    "per event) set aside with --seed and never trained on: the images `--source-split split:N` tests on "
                    "(default 1: split:1, what CI and the gates score; 0: train on all of ROOT)")
@@ -539,8 +544,9 @@ def _retain_request(args):
         return None
     from facecmp.training.retain import RetainRequest, RetainSettings
 
-    share = {} if args.retain_share is None else {"replay_share": args.retain_share}
-    settings = RetainSettings(method=args.retain_method, wise_alpha=args.retain_alpha, source_mining=args.retain_mining, **share)
+    given = {"replay_share": args.retain_share, "source_mining": args.retain_mining, "source_targets": args.retain_targets,
+             "teacher_weight": args.retain_teacher_weight}
+    settings = RetainSettings(method=args.retain_method, wise_alpha=args.retain_alpha, **{k: v for k, v in given.items() if v is not None})
     return RetainRequest(args.retain, settings=settings, holdout=args.retain_holdout)
 
 

@@ -96,6 +96,8 @@ def test_a_retain_set_without_faces_is_refused(retain_images):
     ({"wise_alpha": 0}, "WiSE-FT share"),
     ({"wise_alpha": 1.5}, "WiSE-FT share"),
     ({"source_mining": "guess"}, "--retain-mining 'guess': expected one of cascade, crops"),
+    ({"source_targets": "guess"}, "--retain-targets 'guess': expected one of labels, teacher"),
+    ({"teacher_weight": 0}, "--retain-teacher-weight 0: expected a number in"),
 ])
 def test_bad_recipes_are_refused(kwargs, needle):
     with pytest.raises(FacecmpError, match=needle):
@@ -119,6 +121,73 @@ def test_replay_mixes_a_seeded_share_of_source_samples():
     assert np.array_equal(mixed.images[:40], target.images)  # the target samples are all kept
     everything, _ = R.with_replay("pnet", target, source, 4.0, seed=0)
     assert len(everything) == 70  # never more source samples than were mined
+
+
+def test_teacher_targets_are_the_pretrained_stages_probabilities_on_the_added_samples_only():
+    from facecmp.training.samples import SampleDataset, hflip
+
+    rng = np.random.default_rng(1)
+
+    def samples(n, label):
+        return SampleSet(rng.integers(0, 255, (n, 3, 24, 24), dtype=np.uint8), np.full(n, label, np.int8),
+                         rng.normal(0, 0.1, (n, 4)).astype(np.float32))
+
+    target, source = samples(40, 1), samples(30, -1)
+    teacher = pretrained_network("rnet")
+    labelled, _ = R.with_replay("rnet", target, source, 0.25, seed=0)
+    taught, counts = R.with_replay("rnet", target, source, 0.25, seed=0, teacher=teacher)
+    assert labelled.soft is None and np.array_equal(taught.images, labelled.images)
+    assert np.isnan(taught.soft[:40]).all()  # the target's own samples keep their labels
+    x = torch.from_numpy(taught.images[40:]).float().sub(127.5).mul(0.0078125)
+    with torch.no_grad():
+        expected = torch.softmax(teacher(x, logits=True)[-1], dim=1)[:, 1].numpy()
+    np.testing.assert_allclose(taught.soft[40:], expected, atol=1e-5)
+    assert counts["teacher_mean_probability"] == pytest.approx(float(expected.mean()), abs=1e-5)
+    # What training reads: the soft target as a 5th target column, carried by take() and kept by the flip.
+    _, _, row = SampleDataset(taught.take(np.array([0, 45])))[1]
+    assert row.shape == (5,) and row[4] == pytest.approx(taught.soft[45])
+    flipped = hflip(torch.zeros(1, 3, 24, 24), row[None])[1]
+    assert flipped[0, 4] == row[4] and flipped[0, 0] == -row[2]
+
+
+def test_rnet_and_onet_mine_as_many_source_images_as_their_share_needs(retain_images):
+    assert R.source_images(retain_images, 100, None, seed=0) is retain_images  # no estimate: all of them
+    assert R.source_images(retain_images, 100, 10.0, seed=0) is retain_images  # 20 images needed, 3 there
+    few = R.source_images(retain_images, 5, 10.0, seed=0)  # 2 x 5 samples at 10 per image: 1 image
+    assert len(few) == 1 and few.images[0].key in {r.key for r in retain_images.images}
+    assert R.source_images(retain_images, 5, 10.0, seed=0).images == few.images  # seeded
+
+
+def test_teacher_weight_scales_the_taught_samples_loss_in_the_recipe():
+    logits, labels = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 1])
+    soft = torch.tensor([0.9, float("nan")])
+    from facecmp.training.losses import classification_loss
+
+    one, three = (classification_loss(logits, labels, 1.0, soft, w) for w in (1.0, 3.0))
+    ce = torch.nn.functional.cross_entropy(logits[1:], labels[1:])
+    assert torch.isclose(three - ce / 2, 3 * (one - ce / 2))
+    taught = R.RetainSettings(source_targets="teacher", teacher_weight=3.0)
+    assert R.training_recipe(FAST, taught).loss.soft == 3.0
+    assert R.training_recipe(FAST, R.RetainSettings(source_targets="labels", teacher_weight=3.0)) == FAST  # label replay: no soft targets to weigh
+    assert R.training_recipe(FAST, None) == FAST
+
+
+def test_a_stage_taught_by_itself_starts_at_zero_classification_loss(tmp_path):
+    """Soft targets reach the training loop: with the starting net as the teacher of every sample
+    the validation classification loss before training is 0 (a teacher of 0.5 everywhere is not)."""
+    from facecmp.training import train_stage
+
+    rng = np.random.default_rng(2)
+    n = 64
+    # Negatives only: no box loss, so the validation loss is the classification's alone.
+    samples = SampleSet(rng.integers(0, 255, (n, 3, 12, 12), dtype=np.uint8), np.zeros(n, np.int8), np.zeros((n, 4), np.float32))
+    nets = {s: pretrained_network(s) for s in ("pnet", "rnet", "onet")}
+    samples.soft = R.teacher_probabilities(pretrained_network("pnet"), samples.images)
+    agreed = train_stage(nets, "pnet", samples, tmp_path / "a", ONE_EPOCH, progress=False)
+    samples.soft = np.full(n, 0.5, np.float32)
+    undecided = train_stage({s: pretrained_network(s) for s in nets}, "pnet", samples, tmp_path / "b", ONE_EPOCH, progress=False)
+    assert abs(agreed.start_val_loss) < 1e-5
+    assert undecided.start_val_loss > 0.01
 
 
 def test_l2sp_adds_the_penalty_gradient_and_only_while_active():
@@ -184,9 +253,11 @@ def plain_pnet(target, tmp_path_factory):
     return pnet_run(target, tmp_path_factory.mktemp("plain") / "ft", None, None, training=ONE_EPOCH)
 
 
-@pytest.mark.parametrize("method", ["replay", "l2sp"])
+@pytest.mark.parametrize("method", ["replay", "replay-teacher", "l2sp"])
 def test_each_retain_recipe_changes_the_weights_and_is_recorded(method, target, retain_images, plain_pnet, tmp_path):
-    settings = R.RetainSettings(method=method, l2sp=1.0)
+    taught = method == "replay-teacher"
+    method = method.removesuffix("-teacher")
+    settings = R.RetainSettings(method=method, l2sp=1.0, source_targets="teacher" if taught else "labels")
     ckpt = pnet_run(target, tmp_path / "ft", retain_images, settings, training=ONE_EPOCH)
     changed = [k for k, v in ckpt.state_dicts["pnet"].items() if not torch.equal(v, plain_pnet.state_dicts["pnet"][k])]
     assert changed, f"{method} trained the same weights as the plain fine-tune"
@@ -196,6 +267,8 @@ def test_each_retain_recipe_changes_the_weights_and_is_recorded(method, target, 
     stage = ckpt.meta["stage_training"]["pnet"]
     if method == "replay":
         assert recorded["source_mining"] == "cascade" and recorded["replay_share"] == 0.25
+        assert recorded.get("source_targets") == ("teacher" if taught else None)  # label replay's record is as before
+        assert ("teacher_mean_probability" in stage["retain"]["replay"]) == taught
         assert stage["retain"]["replay"]["source"]["positive"] > 0
         assert stage["samples"]["positive"] == plain_pnet.meta["stage_training"]["pnet"]["samples"]["positive"] + \
             stage["retain"]["replay"]["source"]["positive"]
@@ -256,10 +329,11 @@ def test_the_variant_needs_source_images_and_keys_its_cache_by_them(target, reta
         V.REGISTRY["finetuned-cascade-retain"].prepare(clash)
 
 
-@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method"])
+@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method", "bad-mining", "bad-targets"])
 def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
     root = target.train.images[0].path.parents[2]
-    retain = {"missing": tmp_path / "nowhere", "no-faces": None, "bad-method": source_root}[case]
+    retain = {"missing": tmp_path / "nowhere", "no-faces": None, "bad-method": source_root, "bad-mining": source_root,
+              "bad-targets": source_root}[case]
     if case == "no-faces":
         import shutil
 
@@ -276,8 +350,14 @@ def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
     argv = ["finetune", "--data", root, "--out", tmp_path / "ft", "--epochs", 1, "--dev-per-folder", 1, "--retain", retain]
     if case == "bad-method":
         argv += ["--retain-method", "forget"]
+    if case == "bad-mining":
+        argv += ["--retain-mining", "guess"]
+    if case == "bad-targets":
+        argv += ["--retain-targets", "gossip"]
     code, _, err = run_cli(argv)
-    needle = {"missing": "nowhere", "no-faces": "no annotated face left", "bad-method": "forget"}[case]
+    needle = {"missing": "nowhere", "no-faces": "no annotated face left", "bad-method": "forget",
+              "bad-mining": "--retain-mining 'guess': expected one of cascade, crops",
+              "bad-targets": "--retain-targets 'gossip': expected one of labels, teacher"}[case]
     assert_user_error(code, err, needle)
 
 

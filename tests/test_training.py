@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from facecmp.errors import FacecmpError, ModelError
 from facecmp.detection.models import build_network, pretrained_network
 from facecmp.data.synthetic import generate_dataset
 from facecmp.training import FinetuneSettings, TrainSettings, finetune, train_stage
-from facecmp.training.losses import box_loss, classification_loss
+from facecmp.training.losses import LossWeights, box_loss, classification_loss, mtcnn_loss
 from facecmp.training.samples import MiningSettings, mine_samples
 
 FAST = TrainSettings(epochs=3, batch_size=64, patience=10, threads=2)
@@ -48,6 +49,32 @@ def test_classification_loss_keeps_only_the_hardest_examples_and_ignores_parts()
     hardest_three = per_example.sort(descending=True).values[:3].mean()
     assert torch.isclose(classification_loss(logits, labels, hard_ratio=0.7), hardest_three)
     assert torch.isclose(classification_loss(logits, labels, hard_ratio=1.0), per_example.mean())
+
+
+def test_soft_targets_are_learned_as_the_kl_divergence_from_the_teacher():
+    """Against a readable reference: a taught sample (any label, part faces too) costs
+    KL(teacher || student), 0 when they agree; an untaught one (NaN) its label's cross-entropy."""
+    logits = torch.tensor([[2.0, -1.0], [0.0, 0.0], [-3.0, 3.0], [1.0, -1.0], [0.5, 0.2]])
+    labels = torch.tensor([0, 1, -1, 1, -1])
+    soft = torch.tensor([float("nan"), 0.5, 0.9, float("nan"), float("nan")])  # the last part face is untaught: ignored
+    expected = []
+    for logit, label, p in zip(logits, labels, soft):
+        q = torch.softmax(logit, 0)
+        if not torch.isnan(p):
+            expected.append(sum(t * (math.log(t) - math.log(qc)) for t, qc in zip((1 - p, p), q) if t > 0))
+        elif label >= 0:
+            expected.append(-math.log(q[label]))
+    expected = torch.tensor(expected, dtype=torch.float32)
+    assert torch.isclose(classification_loss(logits, labels, 1.0, soft), expected.mean())
+    assert torch.isclose(classification_loss(logits, labels, 0.5, soft), expected.sort(descending=True).values[:2].mean())
+    agreeing = torch.softmax(logits, 1)[:, 1]
+    assert classification_loss(logits, labels, 1.0, agreeing).abs() < 1e-6  # a student that agrees everywhere costs nothing
+    # Through mtcnn_loss: the 5th target column is the soft target, the box loss ignores it.
+    offsets, targets = torch.zeros(5, 4), torch.ones(5, 4)
+    total, cls, box = mtcnn_loss(logits, offsets, labels, torch.cat([targets, soft[:, None]], 1), LossWeights(hard_ratio=1.0))
+    assert torch.isclose(cls, expected.mean()) and torch.isclose(box, torch.tensor(1.0))
+    assert torch.isclose(mtcnn_loss(logits, offsets, labels, targets, LossWeights(hard_ratio=1.0))[1],
+                         classification_loss(logits, labels, 1.0))
 
 
 def test_box_loss_uses_positives_and_parts_only():

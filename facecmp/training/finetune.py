@@ -209,6 +209,7 @@ def finetune(
 
     nets = {stage: pretrained_network(stage) for stage in STAGES}
     per_stage: dict[str, dict] = {}
+    source_per_image = None  # --retain: the last stage's replay samples per source image (bounds the next one's mining)
     for stage in stages:
         if settings.from_scratch:
             nets[stage] = build_network(stage)
@@ -227,7 +228,10 @@ def finetune(
                 stage, samples, retain, settings.retain, mining=settings.mining, seed=settings.seed, cache_dir=cache_dir,
                 hard_mining=hard_mining_settings(stage, settings.hard_mining, settings.min_face_size) if stage != "pnet" else None,
                 progress=progress, nets=nets, workers=mining_workers(retain, device) if workers is None else workers,
+                per_image=source_per_image,
             )
+            source_per_image = kept.get("replay", {}).get("source_per_image")
+            recipe = retaining.training_recipe(recipe, settings.retain)
         start = time.perf_counter()
         strength = settings.retain.l2sp if retain_record is not None and settings.retain.penalises else 0.0
         anchor = pretrained_network(stage) if strength else None

@@ -18,6 +18,7 @@ own state file, so one folder holds the whole cascade's training.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,7 +244,7 @@ def train_stage(
     # Validation: each rank scores its share (one process: all of it); reduced, the whole split's loss.
     val_loader = DataLoader(SampleDataset(samples.take(val_idx[dist.rank :: dist.world_size])), batch_size=1024, shuffle=False,
                             num_workers=0)
-    val_weights = LossWeights(settings.loss.classification, settings.loss.box, hard_ratio=1.0)
+    val_weights = dataclasses.replace(settings.loss, hard_ratio=1.0)
     layout = settings.channels_last
 
     # The net trained (under DDP the ranks' gradients are averaged); the optimizer over this stage

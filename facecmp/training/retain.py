@@ -11,7 +11,9 @@ training loop:
   ``hard_mining.mine_candidate_image`` without candidates, so no cascade run on the large source
   frames), labelled by the source ground truth, ``replay_share`` of them per target sample
   (a seeded subset). The stage's validation split is drawn from the mix, so early stopping
-  weighs both domains.
+  weighs both domains. With ``source_targets="teacher"`` the source samples' classifier learns
+  the pretrained stage's face probability on each crop instead of the label's class
+  (distillation, learning without forgetting; the soft targets of ``losses``).
 - ``l2sp``: L2-SP (Li, Grandvalet, Davoine 2018): the gradient of ``l2sp / 2 * ||w - w_pretrained||^2``
   is added to every trained weight's gradient (a tensor hook), pulling the stage towards the
   weights it started from. It needs no source images, but ``--retain`` still names them.
@@ -36,6 +38,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,17 +52,25 @@ from tqdm.auto import tqdm
 from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library_versions
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
+from facecmp.detection.cascade import normalize
+from facecmp.detection.models import pretrained_network
 from facecmp.errors import DataError, FacecmpError
-from facecmp.training.hard_mining import HardMiningSettings, mine_candidate_image, mine_stage_samples
+from facecmp.training.hard_mining import HardMiningSettings, capped_images, mine_candidate_image, mine_stage_samples
+from facecmp.training.loop import net_outputs
 from facecmp.training.samples import MiningSettings, SampleSet, balanced_sample_set, cached_samples, mine_pnet_samples
 
 RETAIN_METHODS = ("replay", "l2sp", "replay+l2sp", "wise")
 # How RNet's / ONet's replay samples are found on the source frames (RetainSettings.source_mining).
 SOURCE_MINING = ("cascade", "crops")
+# What the replay samples' classifier learns (RetainSettings.source_targets).
+SOURCE_TARGETS = ("labels", "teacher")
 # The source images of ROOT set aside per folder by default: the test part CI and the gates score (split:1).
 DEFAULT_HOLDOUT = 1
 # Bump when this module changes what the replay samples are: old caches are then ignored.
 REPLAY_VERSION = 1
+# RNet / ONet mine this many times the source samples they mix in, on as many source images as
+# that takes at the previous stage's yield per image (a seeded subset; all of them when short).
+REPLAY_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,14 @@ class RetainSettings:
     # negatives around the source faces, no cascade run (cheaper; ONet then forgets more of what it
     # does on the candidates it really sees: docs/wider.md). PNet's are crops either way.
     source_mining: str = "cascade"
+    # replay: what the classifier learns on the source samples. "teacher" (the default since
+    # 2026-12-02, docs/wider.md): the pretrained stage's face probability on each crop, part faces
+    # included (learning without forgetting, Li & Hoiem 2016: the stage is kept doing what it did
+    # there, scores and all). "labels": the class of their source label (positive / negative). The
+    # box targets are the labelled ones either way.
+    source_targets: str = "teacher"
+    # replay with teacher targets: a taught sample's classification loss weighs this many labelled ones.
+    teacher_weight: float = 1.0
     # l2sp: the penalty's strength alpha in alpha / 2 * ||w - w_pretrained||^2.
     l2sp: float = 0.01
     # wise: the fine-tuned weights' share of the average with the pretrained ones (1: the plain fine-tune).
@@ -85,6 +104,10 @@ class RetainSettings:
             raise FacecmpError(f"--retain-method {self.method!r}: expected one of {', '.join(RETAIN_METHODS)}")
         if self.source_mining not in SOURCE_MINING:
             raise FacecmpError(f"--retain-mining {self.source_mining!r}: expected one of {', '.join(SOURCE_MINING)}")
+        if self.source_targets not in SOURCE_TARGETS:
+            raise FacecmpError(f"--retain-targets {self.source_targets!r}: expected one of {', '.join(SOURCE_TARGETS)}")
+        if not 0 < self.teacher_weight <= 100:
+            raise FacecmpError(f"--retain-teacher-weight {self.teacher_weight}: expected a number in (0, 100]")
         if not 0 < self.replay_share <= 4:
             raise FacecmpError(f"--retain-share {self.replay_share}: expected a number in (0, 4] (source samples per target sample)")
         if self.l2sp < 0:
@@ -110,6 +133,9 @@ class RetainSettings:
         if self.replays:
             out["replay_share"] = self.replay_share
             out["source_mining"] = self.source_mining
+            if self.source_targets != "labels":  # absent for label replay, so its records (and cache keys) stay as they were
+                out["source_targets"] = self.source_targets
+                out["teacher_weight"] = self.teacher_weight
         if "l2sp" in self.method:
             out["l2sp"] = self.l2sp
         if self.interpolates:
@@ -219,7 +245,7 @@ def mine_source_crops(retain: Dataset, stage: str, settings: HardMiningSettings,
 
 
 def source_samples(stage: str, retain: Dataset, *, mining: MiningSettings, hard_mining: HardMiningSettings | None, seed: int,
-                   cache_dir: Path | None, progress: bool = True, source_mining: str = "crops",
+                   cache_dir: Path | None, source_mining: str, progress: bool = True,
                    nets: Mapping[str, nn.Module] | None = None, workers: int = 0) -> SampleSet:
     """All replay samples of ``stage`` on ``retain`` (cached in ``cache_dir`` by data, recipe, seed and
     code; with ``source_mining="cascade"`` also by the weights of ``nets``' earlier stages, which find
@@ -238,19 +264,40 @@ def source_samples(stage: str, retain: Dataset, *, mining: MiningSettings, hard_
                           lambda: mine_source_crops(retain, stage, hard_mining, seed, progress))
 
 
-def with_replay(stage: str, samples: SampleSet, source: SampleSet, share: float, seed: int) -> tuple[SampleSet, dict]:
+def with_replay(stage: str, samples: SampleSet, source: SampleSet, share: float, seed: int,
+                teacher: nn.Module | None = None) -> tuple[SampleSet, dict]:
     """``samples`` with ``share`` source samples per sample mixed in (a seeded subset of ``source``),
-    and the counts of what was added."""
+    and the counts of what was added. With ``teacher``, the added samples carry its face
+    probabilities as soft targets (:func:`teacher_probabilities`), the target's none (NaN)."""
     wanted = min(len(source), int(round(share * len(samples))))
     rng = np.random.default_rng([seed, 22, ("pnet", "rnet", "onet").index(stage)])
     pick = np.sort(rng.choice(len(source), wanted, replace=False)) if wanted < len(source) else np.arange(len(source))
     added = source.take(pick)
+    counts = {"target": samples.counts(), "source": added.counts(), "source_mined": len(source)}
+    soft = None
+    if teacher is not None:
+        taught = teacher_probabilities(teacher, added.images)
+        soft = np.concatenate([np.full(len(samples), np.nan, np.float32), taught])
+        counts["teacher_mean_probability"] = float(taught.mean()) if len(taught) else None
     mixed = SampleSet(
         np.concatenate([samples.images, added.images]),
         np.concatenate([samples.labels, added.labels]),
         np.concatenate([samples.offsets, added.offsets]),
+        soft=soft,
     )
-    return mixed, {"target": samples.counts(), "source": added.counts(), "source_mined": len(source)}
+    return mixed, counts
+
+
+def teacher_probabilities(teacher: nn.Module, images: np.ndarray, batch: int = 1024) -> np.ndarray:
+    """The face probability ``teacher`` (a stage's network) gives each uint8 ``(N, 3, S, S)`` crop,
+    normalised as training normalises them: float32 ``(N,)``."""
+    teacher.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch):
+            x = normalize(torch.from_numpy(images[start : start + batch]).float())
+            out.append(torch.softmax(net_outputs(teacher, x)[0], dim=1)[:, 1])
+    return torch.cat(out).numpy().astype(np.float32) if out else np.zeros(0, np.float32)
 
 
 # --- L2-SP ----------------------------------------------------------------------------------
@@ -291,18 +338,49 @@ def distance_from(net: nn.Module, anchor: nn.Module) -> float:
 # --- one stage of finetune() ------------------------------------------------------------------
 
 
+def source_images(retain: Dataset, wanted: int, per_image: float | None, seed: int) -> Dataset:
+    """The source images a stage mines for ``wanted`` replay samples: :data:`REPLAY_MARGIN` times
+    as many at ``per_image`` samples each (the previous stage's yield), a seeded subset; all of
+    ``retain`` without an estimate or when that is more."""
+    if not per_image:
+        return retain
+    return capped_images(retain, math.ceil(REPLAY_MARGIN * wanted / per_image), seed)
+
+
 def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: RetainSettings, *, mining: MiningSettings,
                  hard_mining: HardMiningSettings | None, seed: int, cache_dir: Path | None, progress: bool = True,
-                 nets: Mapping[str, nn.Module] | None = None, workers: int = 0) -> tuple[SampleSet, dict]:
+                 nets: Mapping[str, nn.Module] | None = None, workers: int = 0,
+                 per_image: float | None = None) -> tuple[SampleSet, dict]:
     """``stage``'s training samples with the source replay mixed in (unchanged without replay), and
     what to record for it in ``facecmp.json["stage_training"][stage]["retain"]``. ``nets``: the
-    cascade as trained so far (its earlier stages mine the source frames with ``source_mining="cascade"``)."""
+    cascade as trained so far (its earlier stages mine the source frames with ``source_mining="cascade"``).
+    ``per_image``: the previous stage's source samples per source image (its record's
+    ``source_per_image``), which bounds the source images RNet and ONet mine (:func:`source_images`)."""
     if not settings.replays:
         return samples, {}
     import time
 
     start = time.perf_counter()
-    source = source_samples(stage, retain, mining=mining, hard_mining=hard_mining, seed=seed, cache_dir=cache_dir, progress=progress,
-                            source_mining=settings.source_mining, nets=nets, workers=workers)
-    mixed, counts = with_replay(stage, samples, source, settings.replay_share, seed)
+    wanted = int(round(settings.replay_share * len(samples)))
+    mined = retain if stage == "pnet" else source_images(retain, wanted, per_image, seed)
+
+    def mine(images):
+        return source_samples(stage, images, mining=mining, hard_mining=hard_mining, seed=seed, cache_dir=cache_dir,
+                              progress=progress, source_mining=settings.source_mining, nets=nets, workers=workers)
+
+    source = mine(mined)
+    if len(source) < wanted and len(mined) < len(retain):  # the estimate fell short: mine them all
+        mined = retain
+        source = mine(mined)
+    teacher = pretrained_network(stage) if settings.source_targets == "teacher" else None
+    mixed, counts = with_replay(stage, samples, source, settings.replay_share, seed, teacher)
+    counts.update(source_images=len(mined), source_per_image=len(source) / max(len(mined), 1))
     return mixed, {"replay": counts, "replay_mining_s": time.perf_counter() - start}
+
+
+def training_recipe(recipe, settings: RetainSettings | None):
+    """The stage's TrainSettings under the retain recipe: with teacher targets, the taught samples'
+    classification weight (``LossWeights.soft``) is ``teacher_weight``."""
+    if settings is None or not settings.replays or settings.source_targets != "teacher":
+        return recipe
+    return dataclasses.replace(recipe, loss=dataclasses.replace(recipe.loss, soft=settings.teacher_weight))
