@@ -264,12 +264,18 @@ def source_samples(stage: str, retain: Dataset, *, mining: MiningSettings, hard_
                           lambda: mine_source_crops(retain, stage, hard_mining, seed, progress))
 
 
+def replay_count(share: float, n_samples: int) -> int:
+    """How many source samples ``share`` per target sample mixes into ``n_samples`` (before the
+    cap of what was mined): what :func:`with_replay` adds and what :func:`replay_stage` mines for."""
+    return int(round(share * n_samples))
+
+
 def with_replay(stage: str, samples: SampleSet, source: SampleSet, share: float, seed: int,
                 teacher: nn.Module | None = None) -> tuple[SampleSet, dict]:
     """``samples`` with ``share`` source samples per sample mixed in (a seeded subset of ``source``),
     and the counts of what was added. With ``teacher``, the added samples carry its face
     probabilities as soft targets (:func:`teacher_probabilities`), the target's none (NaN)."""
-    wanted = min(len(source), int(round(share * len(samples))))
+    wanted = min(len(source), replay_count(share, len(samples)))
     rng = np.random.default_rng([seed, 22, ("pnet", "rnet", "onet").index(stage)])
     pick = np.sort(rng.choice(len(source), wanted, replace=False)) if wanted < len(source) else np.arange(len(source))
     added = source.take(pick)
@@ -361,7 +367,7 @@ def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: Reta
     import time
 
     start = time.perf_counter()
-    wanted = int(round(settings.replay_share * len(samples)))
+    wanted = replay_count(settings.replay_share, len(samples))
     mined = retain if stage == "pnet" else source_images(retain, wanted, per_image, seed)
 
     def mine(images):
