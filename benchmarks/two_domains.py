@@ -4,10 +4,12 @@ score a variant, for a checkpoint that already exists (``facecmp finetune --out 
 
     python benchmarks/two_domains.py --model CKPT [--thresholds 0.6,0.7,0.7] \\
         --data ../shared/datasets/dexter --test split:50 \\
-        --source-data ../shared/datasets/wider-face --source-split split:1 [--json out.json] [--pred PRED]
+        --source-data ../shared/datasets/wider-face --source-split split:1 [--json out.json] [--pred PRED] \\
+        [--pretrained-stages onet]
 
 ``--model pretrained`` scores facenet-pytorch's weights. ``--thresholds`` overrides the checkpoint's
-calibrated ones (``0.6,0.7,0.7``: facenet's defaults). ``--data`` is optional (the source domain
+calibrated ones (``0.6,0.7,0.7``: facenet's defaults). ``--pretrained-stages onet`` puts facenet's
+ONet (or any stages, comma-separated) in place of the checkpoint's: which stage forgets. ``--data`` is optional (the source domain
 alone). ``--source-split`` takes N images per event chosen with ``--seed``: split:1 with seed 0 is
 the test part of ``finetune --retain`` (its default ``--retain-holdout 1``), CI's source step and the
 ``[wider-face]`` gates. ``--pred`` writes the source detections as a WIDER submission folder
@@ -41,6 +43,7 @@ def main(argv=None) -> int:
     p.add_argument("--source-split", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--pretrained-stages", default="", help="stages (e.g. onet or rnet,onet) to swap back to facenet's")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--pred", type=Path, default=None, help="write the source detections here (WIDER submission format)")
     args = p.parse_args(argv)
@@ -50,8 +53,13 @@ def main(argv=None) -> int:
         detector = Detector(settings=DetectorSettings(**({"thresholds": thresholds} if thresholds else {})))
     else:
         detector = Detector.from_checkpoint(args.model, thresholds=thresholds)
+    swapped = [s for s in args.pretrained_stages.split(",") if s]
+    if swapped:
+        from facecmp.detection.models import pretrained_network
+
+        detector = Detector({**detector.nets, **{s: pretrained_network(s) for s in swapped}}, detector.settings)
     prepared = Prepared(detector, settings={"thresholds": list(detector.settings.thresholds)})
-    out = {"model": args.model, "thresholds": list(detector.settings.thresholds), "seed": args.seed}
+    out = {"model": args.model, "pretrained_stages": swapped, "thresholds": list(detector.settings.thresholds), "seed": args.seed}
     start = time.perf_counter()
     if args.data is not None:
         splits = choose_splits(args.data, args.test, seed=args.seed, dev_per_folder=args.dev)

@@ -57,6 +57,24 @@ def _probability(text: str) -> float:
     return value
 
 
+def _retain_shares(text: str) -> tuple[float | None, tuple[tuple[str, float], ...]]:
+    """``--retain-share``: ``S`` for every stage, ``stage=S`` items for one (``0.25,onet=1``)."""
+    default, stages = None, {}
+    for item in text.split(","):
+        stage, _, value = item.rpartition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = None
+        if share is None or (stage and stage in stages) or (not stage and default is not None):
+            raise argparse.ArgumentTypeError(f"expected a share S or stage=S items such as 0.25 or 0.25,onet=1; got {text!r}")
+        if stage:
+            stages[stage.strip()] = share
+        else:
+            default = share
+    return default, tuple(stages.items())
+
+
 def _min_face(text: str) -> float:
     try:
         value = float(text)
@@ -178,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights averaged with the pretrained ones, no extra training) (default replay)")
     p.add_argument("--retain-alpha", type=float, default=0.7, metavar="A", help="with --retain-method wise: the fine-tuned "
                    "weights' share of the average (1: the plain fine-tune; default 0.7)")
-    p.add_argument("--retain-share", type=float, default=None, metavar="S", help="with --retain-method replay: source "
-                   "samples mixed in per target sample of each stage (default 0.25)")
+    p.add_argument("--retain-share", type=_retain_shares, default=(None, ()), metavar="S", help="with --retain-method replay: "
+                   "source samples mixed in per target sample of each stage (default 0.25); stage=S sets one stage's, "
+                   "e.g. 0.25,onet=1")
     p.add_argument("--retain-mining", default=None, metavar="HOW", help="with replay: RNet's and ONet's "
                    "source samples are the candidates the earlier stages find on the source frames (cascade, the default) or "
                    "jittered crops around the source faces (crops: no cascade run, cheaper, keeps less)")
@@ -544,7 +563,8 @@ def _retain_request(args):
         return None
     from facecmp.training.retain import RetainRequest, RetainSettings
 
-    given = {"replay_share": args.retain_share, "source_mining": args.retain_mining, "source_targets": args.retain_targets,
+    share, stage_shares = args.retain_share
+    given = {"replay_share": share, "stage_shares": stage_shares or None, "source_mining": args.retain_mining, "source_targets": args.retain_targets,
              "teacher_weight": args.retain_teacher_weight}
     settings = RetainSettings(method=args.retain_method, wise_alpha=args.retain_alpha, **{k: v for k, v in given.items() if v is not None})
     return RetainRequest(args.retain, settings=settings, holdout=args.retain_holdout)

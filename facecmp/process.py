@@ -40,6 +40,16 @@ def openmp_wait_policy(others: int | None, cores: int, threads: int = 2) -> str 
     return "PASSIVE" if others and others + threads > cores else None
 
 
+def run_conditions() -> dict:
+    """What a run's seconds depend on besides the code and the data, for its record: torch's
+    thread count and the OpenMP wait policy the process started with (``PASSIVE`` when
+    :func:`import_torch_frozen` found the cores busy: training then takes up to ~2x as long on
+    free cores, docs/price.md)."""
+    import torch
+
+    return {"torch_threads": torch.get_num_threads(), "openmp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "runtime default")}
+
+
 def import_torch_frozen(threads: int = 2):
     """Import torch with the cycle collector paused, then freeze the objects the import made;
     idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``) when other tasks are running on the

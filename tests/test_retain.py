@@ -98,6 +98,8 @@ def test_a_retain_set_without_faces_is_refused(retain_images):
     ({"source_mining": "guess"}, "--retain-mining 'guess': expected one of cascade, crops"),
     ({"source_targets": "guess"}, "--retain-targets 'guess': expected one of labels, teacher"),
     ({"teacher_weight": 0}, "--retain-teacher-weight 0: expected a number in"),
+    ({"stage_shares": (("onet", 5.0),)}, "--retain-share onet=5.0: expected a number in \\(0, 4\\]"),
+    ({"stage_shares": (("qnet", 1.0),)}, "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet"),
 ])
 def test_bad_recipes_are_refused(kwargs, needle):
     with pytest.raises(FacecmpError, match=needle):
@@ -105,6 +107,34 @@ def test_bad_recipes_are_refused(kwargs, needle):
 
 
 # --- the remedies -------------------------------------------------------------------------------
+
+
+def test_a_stage_share_overrides_the_share_of_that_stage_only():
+    settings = R.RetainSettings(replay_share=0.25, stage_shares=(("onet", 1.0),))
+    assert [settings.share(s) for s in R.STAGES] == [0.25, 0.25, 1.0]
+    assert settings.record()["stage_shares"] == {"onet": 1.0}
+    assert "stage_shares" not in R.RetainSettings().record()  # the records of runs without overrides are unchanged
+
+
+@pytest.mark.parametrize("text, parsed", [
+    ("0.5", (0.5, ())),
+    ("onet=1", (None, (("onet", 1.0),))),
+    ("0.25,onet=1,rnet=0.1", (0.25, (("onet", 1.0), ("rnet", 0.1)))),
+])
+def test_cli_retain_share_reads_a_share_and_stage_items(text, parsed):
+    from facecmp.cli import _retain_shares
+
+    assert _retain_shares(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["lots", "onet=", "0.2,0.3", "onet=1,onet=2"])
+def test_cli_retain_share_refuses_what_it_cannot_read(text):
+    import argparse
+
+    from facecmp.cli import _retain_shares
+
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a share S or stage=S items"):
+        _retain_shares(text)
 
 
 def test_replay_mixes_a_seeded_share_of_source_samples():
@@ -329,11 +359,11 @@ def test_the_variant_needs_source_images_and_keys_its_cache_by_them(target, reta
         V.REGISTRY["finetuned-cascade-retain"].prepare(clash)
 
 
-@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method", "bad-mining", "bad-targets"])
+@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method", "bad-mining", "bad-targets", "bad-share"])
 def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
     root = target.train.images[0].path.parents[2]
     retain = {"missing": tmp_path / "nowhere", "no-faces": None, "bad-method": source_root, "bad-mining": source_root,
-              "bad-targets": source_root}[case]
+              "bad-targets": source_root, "bad-share": source_root}[case]
     if case == "no-faces":
         import shutil
 
@@ -354,10 +384,13 @@ def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
         argv += ["--retain-mining", "guess"]
     if case == "bad-targets":
         argv += ["--retain-targets", "gossip"]
+    if case == "bad-share":
+        argv += ["--retain-share", "0.25,qnet=1"]
     code, _, err = run_cli(argv)
     needle = {"missing": "nowhere", "no-faces": "no annotated face left", "bad-method": "forget",
               "bad-mining": "--retain-mining 'guess': expected one of cascade, crops",
-              "bad-targets": "--retain-targets 'gossip': expected one of labels, teacher"}[case]
+              "bad-targets": "--retain-targets 'gossip': expected one of labels, teacher",
+              "bad-share": "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet"}[case]
     assert_user_error(code, err, needle)
 
 

@@ -237,6 +237,9 @@ def test_finetune_writes_a_calibrated_checkpoint(tiny, tmp_path):
     best_ap = max(row["ap_cava"] for row in table)
     assert table[list(grid).index(ckpt.thresholds)]["ap_cava"] == best_ap
     assert set(ckpt.meta["timings"]) == {"mining_s", "training_s", "calibration_s"}
+    # What the seconds depend on: the threads and the OpenMP wait policy the process started with.
+    assert ckpt.meta["run_conditions"]["torch_threads"] == torch.get_num_threads()
+    assert ckpt.meta["run_conditions"]["openmp_wait_policy"] in ("PASSIVE", "ACTIVE", "runtime default")
     assert len(ckpt.meta["history"]) == ckpt.meta["epochs"] == 2
     assert list((tmp_path / "cache").glob("*.npz"))
 

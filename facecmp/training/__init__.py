@@ -3,7 +3,7 @@ augmentation, losses, the one training loop in ``loop`` with its run states in `
 threshold calibration), in one process or several (everything about processes in
 ``distributed``), the task-2 recognizer, and dlib's HOG detector.
 
-Imports from data, detection, evaluation and the top-level helpers (errors, atomic)."""
+Imports from data, detection, evaluation and the top-level helpers (errors, atomic, process)."""
 
 from facecmp.training.augment import AugmentSettings
 from facecmp.training.calibrate import DEFAULT_GRID, best_thresholds, stage_recall

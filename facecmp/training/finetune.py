@@ -25,6 +25,7 @@ from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.detection.inference import default_workers
 from facecmp.errors import FacecmpError
+from facecmp.process import run_conditions
 from facecmp.detection.models import STAGES, build_network, pretrained_network
 from facecmp.training.augment import AugmentSettings
 from facecmp.training.calibrate import DEFAULT_GRID, Thresholds, best_thresholds
@@ -207,6 +208,9 @@ def finetune(
         retain_record = retaining.retain_record(retain, settings.retain)
         retaining.check_resume(out_dir, retain_record, resume)
 
+    def workers_for(images: Dataset) -> int:
+        return mining_workers(images, device) if workers is None else workers
+
     nets = {stage: pretrained_network(stage) for stage in STAGES}
     per_stage: dict[str, dict] = {}
     source_per_image = None  # --retain: the last stage's replay samples per source image (bounds the next one's mining)
@@ -219,7 +223,7 @@ def finetune(
             stage, train, nets, mining=settings.mining, hard_mining=settings.hard_mining, seed=settings.seed,
             cache_dir=cache_dir, device=device, progress=progress, min_face_size=settings.min_face_size, dist=dist,
             augment=settings.augment, pnet_max_images=settings.pnet_max_images,
-            workers=mining_workers(train, device) if workers is None else workers,
+            workers=workers_for(train),
         )
         mining_s = time.perf_counter() - start
         kept = {}
@@ -227,7 +231,7 @@ def finetune(
             samples, kept = retaining.replay_stage(
                 stage, samples, retain, settings.retain, mining=settings.mining, seed=settings.seed, cache_dir=cache_dir,
                 hard_mining=hard_mining_settings(stage, settings.hard_mining, settings.min_face_size) if stage != "pnet" else None,
-                progress=progress, nets=nets, workers=mining_workers(retain, device) if workers is None else workers,
+                progress=progress, nets=nets, workers=workers_for(retain),
                 per_image=source_per_image,
             )
             source_per_image = kept.get("replay", {}).get("source_per_image")
@@ -317,6 +321,7 @@ def checkpoint_meta(settings: FinetuneSettings, stages: tuple[str, ...], train: 
             "training_s": sum(p["timings"]["training_s"] for p in per_stage.values()),
             "calibration_s": calibration["seconds"] if calibration else 0.0,
         },
+        "run_conditions": run_conditions(),
     }
     if len(stages) == 1:
         # A one-stage checkpoint keeps its training record at the top level too, as it always has.

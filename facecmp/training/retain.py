@@ -53,7 +53,7 @@ from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection.cascade import normalize
-from facecmp.detection.models import pretrained_network
+from facecmp.detection.models import STAGES, pretrained_network
 from facecmp.errors import DataError, FacecmpError
 from facecmp.training.hard_mining import HardMiningSettings, capped_images, mine_candidate_image, mine_stage_samples
 from facecmp.training.loop import net_outputs
@@ -80,6 +80,8 @@ class RetainSettings:
     method: str = "replay"
     # replay: source samples per target sample of each stage (fewer when fewer were mined).
     replay_share: float = 0.25
+    # replay: per-stage overrides of replay_share, ((stage, share), ...) (``--retain-share 0.25,onet=1``).
+    stage_shares: tuple[tuple[str, float], ...] = ()
     # replay: how RNet's / ONet's source samples are found. "cascade": the candidates the earlier
     # stages, as fine-tuned so far, find on the source frames, labelled by the source ground truth
     # (the target's own hard mining, run on the source images). "crops": jittered crops and random
@@ -108,12 +110,19 @@ class RetainSettings:
             raise FacecmpError(f"--retain-targets {self.source_targets!r}: expected one of {', '.join(SOURCE_TARGETS)}")
         if not 0 < self.teacher_weight <= 100:
             raise FacecmpError(f"--retain-teacher-weight {self.teacher_weight}: expected a number in (0, 100]")
-        if not 0 < self.replay_share <= 4:
-            raise FacecmpError(f"--retain-share {self.replay_share}: expected a number in (0, 4] (source samples per target sample)")
+        for stage, share in (("", self.replay_share), *self.stage_shares):
+            if stage and stage not in STAGES:
+                raise FacecmpError(f"--retain-share {stage}={share}: expected a stage of {', '.join(STAGES)}")
+            if not 0 < share <= 4:
+                raise FacecmpError(f"--retain-share {stage + '=' if stage else ''}{share}: expected a number in (0, 4] (source samples per target sample)")
         if self.l2sp < 0:
             raise FacecmpError(f"retain L2-SP strength {self.l2sp}: expected a number >= 0")
         if not 0 < self.wise_alpha <= 1:
             raise FacecmpError(f"retain WiSE-FT share {self.wise_alpha}: expected a number in (0, 1] (the fine-tuned weights' share)")
+
+    def share(self, stage: str) -> float:
+        """Source samples per target sample for ``stage``: its override, else ``replay_share``."""
+        return dict(self.stage_shares).get(stage, self.replay_share)
 
     @property
     def replays(self) -> bool:
@@ -132,6 +141,8 @@ class RetainSettings:
         out = {"method": self.method}
         if self.replays:
             out["replay_share"] = self.replay_share
+            if self.stage_shares:  # absent without overrides, so older records (and cache keys) stay as they were
+                out["stage_shares"] = dict(self.stage_shares)
             out["source_mining"] = self.source_mining
             if self.source_targets != "labels":  # absent for label replay, so its records (and cache keys) stay as they were
                 out["source_targets"] = self.source_targets
@@ -276,7 +287,7 @@ def with_replay(stage: str, samples: SampleSet, source: SampleSet, share: float,
     and the counts of what was added. With ``teacher``, the added samples carry its face
     probabilities as soft targets (:func:`teacher_probabilities`), the target's none (NaN)."""
     wanted = min(len(source), replay_count(share, len(samples)))
-    rng = np.random.default_rng([seed, 22, ("pnet", "rnet", "onet").index(stage)])
+    rng = np.random.default_rng([seed, 22, STAGES.index(stage)])
     pick = np.sort(rng.choice(len(source), wanted, replace=False)) if wanted < len(source) else np.arange(len(source))
     added = source.take(pick)
     counts = {"target": samples.counts(), "source": added.counts(), "source_mined": len(source)}
@@ -367,7 +378,7 @@ def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: Reta
     import time
 
     start = time.perf_counter()
-    wanted = replay_count(settings.replay_share, len(samples))
+    wanted = replay_count(settings.share(stage), len(samples))
     mined = retain if stage == "pnet" else source_images(retain, wanted, per_image, seed)
 
     def mine(images):
@@ -379,7 +390,7 @@ def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: Reta
         mined = retain
         source = mine(mined)
     teacher = pretrained_network(stage) if settings.source_targets == "teacher" else None
-    mixed, counts = with_replay(stage, samples, source, settings.replay_share, seed, teacher)
+    mixed, counts = with_replay(stage, samples, source, settings.share(stage), seed, teacher)
     counts.update(source_images=len(mined), source_per_image=len(source) / max(len(mined), 1))
     return mixed, {"replay": counts, "replay_mining_s": time.perf_counter() - start}
 
