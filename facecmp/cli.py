@@ -62,6 +62,7 @@ def _retain_shares(text: str) -> tuple[float | None, tuple[tuple[str, float], ..
     default, stages = None, {}
     for item in text.split(","):
         stage, _, value = item.rpartition("=")
+        stage = stage.strip()
         try:
             share = float(value)
         except ValueError:
@@ -69,7 +70,7 @@ def _retain_shares(text: str) -> tuple[float | None, tuple[tuple[str, float], ..
         if share is None or (stage and stage in stages) or (not stage and default is not None):
             raise argparse.ArgumentTypeError(f"expected a share S or stage=S items such as 0.25 or 0.25,onet=1; got {text!r}")
         if stage:
-            stages[stage.strip()] = share
+            stages[stage] = share
         else:
             default = share
     return default, tuple(stages.items())

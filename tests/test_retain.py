@@ -127,7 +127,7 @@ def test_cli_retain_share_reads_a_share_and_stage_items(text, parsed):
     assert _retain_shares(text) == parsed
 
 
-@pytest.mark.parametrize("text", ["lots", "onet=", "0.2,0.3", "onet=1,onet=2"])
+@pytest.mark.parametrize("text", ["lots", "onet=", "0.2,0.3", "onet=1,onet=2", "onet=1, onet=2"])
 def test_cli_retain_share_refuses_what_it_cannot_read(text):
     import argparse
 

@@ -378,7 +378,8 @@ def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: Reta
     import time
 
     start = time.perf_counter()
-    wanted = replay_count(settings.share(stage), len(samples))
+    share = settings.share(stage)
+    wanted = replay_count(share, len(samples))
     mined = retain if stage == "pnet" else source_images(retain, wanted, per_image, seed)
 
     def mine(images):
@@ -390,7 +391,7 @@ def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: Reta
         mined = retain
         source = mine(mined)
     teacher = pretrained_network(stage) if settings.source_targets == "teacher" else None
-    mixed, counts = with_replay(stage, samples, source, settings.share(stage), seed, teacher)
+    mixed, counts = with_replay(stage, samples, source, share, seed, teacher)
     counts.update(source_images=len(mined), source_per_image=len(source) / max(len(mined), 1))
     return mixed, {"replay": counts, "replay_mining_s": time.perf_counter() - start}
 
