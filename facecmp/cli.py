@@ -193,9 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "source-domain images in ROOT (any format facecmp reads, e.g. ../shared/datasets/wider-face) while fine-tuning; "
                    "see docs/wider.md")
     p.add_argument("--retain-method", default="replay", help="with --retain: replay (source crops mixed into every stage's samples), "
-                   "l2sp (a penalty on the distance from the pretrained weights), replay+l2sp, or wise (WiSE-FT: the fine-tuned "
-                   "weights averaged with the pretrained ones, no extra training) (default replay)")
-    p.add_argument("--retain-alpha", type=float, default=0.7, metavar="A", help="with --retain-method wise: the fine-tuned "
+                   "l2sp (a penalty on the distance from the pretrained weights), replay+l2sp, wise (WiSE-FT: the fine-tuned "
+                   "weights averaged with the pretrained ones, no extra training) or replay+wise (default replay)")
+    p.add_argument("--retain-alpha", type=float, default=0.7, metavar="A", help="with --retain-method wise or replay+wise: the fine-tuned "
                    "weights' share of the average (1: the plain fine-tune; default 0.7)")
     p.add_argument("--retain-share", type=_retain_shares, default=(None, ()), metavar="S", help="with --retain-method replay: "
                    "source samples mixed in per target sample of each stage (default 0.25); stage=S sets one stage's, "

@@ -90,7 +90,7 @@ def test_a_retain_set_without_faces_is_refused(retain_images):
 
 
 @pytest.mark.parametrize("kwargs, needle", [
-    ({"method": "forget"}, "expected one of replay, l2sp, replay\\+l2sp, wise"),
+    ({"method": "forget"}, "expected one of replay, l2sp, replay\\+l2sp, wise, replay\\+wise"),
     ({"replay_share": 0}, "--retain-share 0: expected a number in \\(0, 4\\]"),
     ({"l2sp": -1}, "L2-SP strength"),
     ({"wise_alpha": 0}, "WiSE-FT share"),
@@ -317,6 +317,17 @@ def test_wise_averages_the_plain_fine_tune_with_the_pretrained_weights(target, r
     assert not torch.equal(ckpt.state_dicts["pnet"]["conv1.weight"], plain_pnet.state_dicts["pnet"]["conv1.weight"])
     recorded = json.loads((tmp_path / "ft" / "facecmp.json").read_text())["settings"]["retain"]
     assert recorded["method"] == "wise" and recorded["wise_alpha"] == 0.25 and "replay_share" not in recorded
+
+
+def test_replay_then_wise_averages_the_replayed_fine_tune_with_the_pretrained_weights(target, retain_images, tmp_path):
+    replayed = pnet_run(target, tmp_path / "replay", retain_images, R.RetainSettings(method="replay"), training=ONE_EPOCH)
+    both = pnet_run(target, tmp_path / "both", retain_images, R.RetainSettings(method="replay+wise", wise_alpha=0.25), training=ONE_EPOCH)
+    pretrained = pretrained_network("pnet").state_dict()
+    for k, v in both.state_dicts["pnet"].items():
+        torch.testing.assert_close(v, 0.75 * pretrained[k] + 0.25 * replayed.state_dicts["pnet"][k])
+    recorded = json.loads((tmp_path / "both" / "facecmp.json").read_text())["settings"]["retain"]
+    assert recorded["method"] == "replay+wise" and recorded["wise_alpha"] == 0.25 and recorded["replay_share"] == 0.25
+    assert both.meta["stage_training"]["pnet"]["retain"]["replay"]["source"]["positive"] > 0
 
 
 @pytest.mark.slow

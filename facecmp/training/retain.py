@@ -22,6 +22,7 @@ training loop:
   every fine-tuned stage's weights become ``(1 - wise_alpha) * pretrained + wise_alpha * fine-tuned``
   before the thresholds are calibrated. No source images are trained on and nothing is added to
   the training time; ``--retain`` still names them (the held-out part is what the gates score).
+- ``replay+wise``: replay while training, then the average with the pretrained weights.
 
 Which images of ROOT are trained on: :func:`retain_split` sets ``holdout`` images per folder
 (WIDER: per event) aside first, chosen with the run's seed, exactly the images
@@ -59,7 +60,7 @@ from facecmp.training.hard_mining import HardMiningSettings, capped_images, mine
 from facecmp.training.loop import net_outputs
 from facecmp.training.samples import MiningSettings, SampleSet, balanced_sample_set, cached_samples, mine_pnet_samples
 
-RETAIN_METHODS = ("replay", "l2sp", "replay+l2sp", "wise")
+RETAIN_METHODS = ("replay", "l2sp", "replay+l2sp", "wise", "replay+wise")
 # How RNet's / ONet's replay samples are found on the source frames (RetainSettings.source_mining).
 SOURCE_MINING = ("cascade", "crops")
 # What the replay samples' classifier learns (RetainSettings.source_targets).
@@ -134,7 +135,7 @@ class RetainSettings:
 
     @property
     def interpolates(self) -> bool:
-        return self.method == "wise"
+        return "wise" in self.method
 
     def record(self) -> dict:
         """What the checkpoint records: only the knobs the method uses."""
