@@ -197,13 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights averaged with the pretrained ones, no extra training) or replay+wise (default replay)")
     p.add_argument("--retain-alpha", type=float, default=0.7, metavar="A", help="with --retain-method wise or replay+wise: the fine-tuned "
                    "weights' share of the average (1: the plain fine-tune; default 0.7)")
-    p.add_argument("--retain-share", type=_retain_shares, default=(None, ()), metavar="S", help="with --retain-method replay: "
-                   "source samples mixed in per target sample of each stage (default 0.25); stage=S sets one stage's, "
+    p.add_argument("--retain-share", type=_retain_shares, default=(None, ()), metavar="S", help="with a --retain-method that replays (replay, "
+                   "replay+l2sp, replay+wise): source samples mixed in per target sample of each stage (default 0.25); stage=S sets one stage's, "
                    "e.g. 0.25,onet=1")
-    p.add_argument("--retain-mining", default=None, metavar="HOW", help="with replay: RNet's and ONet's "
+    p.add_argument("--retain-mining", default=None, metavar="HOW", help="with a replaying --retain-method: RNet's and ONet's "
                    "source samples are the candidates the earlier stages find on the source frames (cascade, the default) or "
                    "jittered crops around the source faces (crops: no cascade run, cheaper, keeps less)")
-    p.add_argument("--retain-targets", default=None, metavar="WHAT", help="with replay: what the source samples teach the "
+    p.add_argument("--retain-targets", default=None, metavar="WHAT", help="with a replaying --retain-method: what the source samples teach the "
                    "classifier: the pretrained stage's face probability on each crop (teacher, the default: distillation, "
                    "learning without forgetting) or their labels (labels)")
     p.add_argument("--retain-teacher-weight", type=float, default=None, metavar="W", help="with --retain-targets teacher: "
