@@ -13,7 +13,7 @@ from facecmp.data.records import Dataset, ImageRecord
 from facecmp.data.synthetic import generate_dataset
 from facecmp.detection.base import DetectorSettings
 from facecmp.detection.detector import Detector
-from facecmp.errors import DataError
+from facecmp.errors import DataError, ModelError
 from facecmp.study.robustness.cells import Cell, CellCache, GridVariant, variant_identity
 from facecmp.study.robustness.compat import missing_dependency
 from facecmp.study.robustness.conditions import CLEAN, Condition
@@ -150,6 +150,26 @@ def test_a_corruption_failing_on_an_image_stops_the_run_naming_it(test_set, tmp_
     settings = replace(SETTINGS, corruptions=("contrast",), severities=(2,))
     with pytest.raises(DataError, match=r"corruption contrast at severity 2 failed on .*tiny\.png.*32x32"):
         run_grid(grid_variants()[:1], broken, settings, CellCache(tmp_path / "c", "x", 0), progress=False)
+
+
+class Refusing:
+    """A detector that cannot run (as a broken peer): every batch raises one ModelError."""
+
+    settings = DetectorSettings()
+
+    def detect_batch(self, images):
+        raise ModelError("refusing: rebuild its environment")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_detector_error_in_a_worker_is_raised_as_itself(test_set, tmp_path, workers):
+    # In a worker process it travels back as a value (facecmp.errors.returns_errors): the same
+    # exception type and line as in process, without the worker's traceback around it.
+    variant = GridVariant("refusing", Refusing(), "refusing")
+    settings = replace(SETTINGS, corruptions=("contrast",), severities=(2,), workers=workers)
+    with pytest.raises(ModelError) as raised:
+        run_grid([variant], test_set, settings, CellCache(tmp_path / "c", "x", 0), progress=False)
+    assert str(raised.value) == "refusing: rebuild its environment"
 
 
 def test_cli_writes_the_report_and_resumes(root, tmp_path):

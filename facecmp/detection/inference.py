@@ -18,7 +18,7 @@ from tqdm import tqdm
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection.base import Detections, DetectorLike
-from facecmp.errors import FacecmpError, SilentPeerError
+from facecmp.errors import SilentPeerError, raise_returned, returns_errors
 from facecmp.data.predictions import Predictions
 
 
@@ -72,13 +72,11 @@ class _Detected(TorchDataset):
     def __len__(self) -> int:
         return -(-len(self.records) // self.batch_size)
 
+    @returns_errors  # data errors, and a peer that cannot run (missing, broken)
     def __getitem__(self, b: int):
         records = self.records[b * self.batch_size : (b + 1) * self.batch_size]
-        try:  # data errors, and a peer that cannot run (missing, broken)
-            images = [read_image(r.path) for r in records]
-            return [(r.key, d) for r, d in zip(records, self.detector.detect_batch(images))]
-        except FacecmpError as exc:
-            return exc
+        images = [read_image(r.path) for r in records]
+        return [(r.key, d) for r, d in zip(records, self.detector.detect_batch(images))]
 
 
 def single_threaded(_worker_id: int) -> None:
@@ -106,10 +104,7 @@ def _detected_batches(detector, dataset: Dataset, batch_size: int, workers: int)
             _Detected(dataset, detector, batch_size), batch_size=None, num_workers=workers,
             worker_init_fn=single_threaded, multiprocessing_context=context,
         )
-        for item in loader:
-            if isinstance(item, FacecmpError):
-                raise item
-            yield item
+        yield from raise_returned(loader)
         return
     loader = DataLoader(_Images(dataset), batch_size=batch_size, collate_fn=_as_list)
     for batch in loader:

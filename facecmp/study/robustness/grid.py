@@ -15,7 +15,7 @@ import numpy as np
 
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
-from facecmp.errors import FacecmpError
+from facecmp.errors import FacecmpError, raise_returned, returns_errors
 from facecmp.study.robustness.apply import apply_condition
 from facecmp.study.robustness.cells import Cell, CellCache, GridVariant
 from facecmp.study.robustness.conditions import (
@@ -58,20 +58,18 @@ class _GridItems:
     def __len__(self) -> int:
         return len(self.work) * len(self.records)
 
+    @returns_errors
     def __getitem__(self, index: int):
         condition, variants = self.work[index // len(self.records)]
         record = self.records[index % len(self.records)]
-        try:
-            image = read_image(record.path)
-        except FacecmpError as exc:
-            return exc
+        image = read_image(record.path)
         try:
             image, truth = apply_condition(image, record.boxes, condition, self.seed)
         except Exception as exc:  # noqa: BLE001 - any failure stops the run, named
-            return CorruptionError(
+            raise CorruptionError(
                 f"corruption {condition.name} at severity {condition.severity} failed on {record.path}: "
                 f"{type(exc).__name__}: {exc}"
-            )
+            ) from exc
         return index, record.key, truth, {v.name: v.detector.detect_batch([image])[0] for v in variants}
 
 
@@ -140,9 +138,7 @@ def run_grid(
             bar.write(f"robustness: {done_cells} cached cells reused")
         frames: dict[str, dict] = {}
         truth: dict[str, np.ndarray] = {}
-        for item in _grid_items(items, settings.workers):
-            if isinstance(item, FacecmpError):
-                raise item
+        for item in raise_returned(_grid_items(items, settings.workers)):
             index, key, boxes, detections = item
             condition, pending = work[index // n]
             truth[key] = boxes

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from facecmp.data.records import ImageRecord
 from facecmp.detection.inference import single_threaded
-from facecmp.errors import FacecmpError
+from facecmp.errors import raise_returned, returns_errors
 from facecmp.training.augment import AugmentSettings, Frame, frames_at, frames_per_record
 
 # One frame's mined samples: (crops N x 3 x S x S uint8, labels N, offsets N x 4).
@@ -40,12 +40,10 @@ class FrameBatches(TorchDataset):
     def __len__(self) -> int:
         return -(-self.n_frames // self.batch)
 
+    @returns_errors
     def __getitem__(self, b: int):
-        try:
-            indices = range(b * self.batch, min((b + 1) * self.batch, self.n_frames))
-            return self.mine(frames_at(self.records, self.augment, self.seed, indices))
-        except FacecmpError as exc:
-            return exc
+        indices = range(b * self.batch, min((b + 1) * self.batch, self.n_frames))
+        return self.mine(frames_at(self.records, self.augment, self.seed, indices))
 
 
 def _as_is(item):
@@ -63,9 +61,7 @@ def mine_frames(records: Sequence[ImageRecord], augment: AugmentSettings | None,
         items = (batches[b] for b in range(len(batches)))
     images, labels, offsets = [], [], []
     with tqdm(total=batches.n_frames, desc=desc, disable=not progress, unit="img") as bar:
-        for item in items:
-            if isinstance(item, FacecmpError):
-                raise item
+        for item in raise_returned(items):
             for im, lab, off in item:
                 images.append(im)
                 labels.append(lab)
