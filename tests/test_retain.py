@@ -100,6 +100,7 @@ def test_a_retain_set_without_faces_is_refused(retain_images):
     ({"teacher_weight": 0}, "--retain-teacher-weight 0: expected a number in"),
     ({"stage_shares": (("onet", 5.0),)}, "--retain-share onet=5.0: expected a number in \\(0, 4\\]"),
     ({"stage_shares": (("qnet", 1.0),)}, "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet"),
+    ({"stage_shares": (("onet", 1.0), ("onet", 0.5))}, "--retain-share onet=...: given twice"),
 ])
 def test_bad_recipes_are_refused(kwargs, needle):
     with pytest.raises(FacecmpError, match=needle):

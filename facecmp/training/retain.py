@@ -111,6 +111,10 @@ class RetainSettings:
             raise FacecmpError(f"--retain-targets {self.source_targets!r}: expected one of {', '.join(SOURCE_TARGETS)}")
         if not 0 < self.teacher_weight <= 100:
             raise FacecmpError(f"--retain-teacher-weight {self.teacher_weight}: expected a number in (0, 100]")
+        named = [stage for stage, _ in self.stage_shares]
+        twice = sorted({stage for stage in named if named.count(stage) > 1})
+        if twice:
+            raise FacecmpError(f"--retain-share {twice[0]}=...: given twice; give each stage's share once")
         for stage, share in (("", self.replay_share), *self.stage_shares):
             if stage and stage not in STAGES:
                 raise FacecmpError(f"--retain-share {stage}={share}: expected a stage of {', '.join(STAGES)}")
