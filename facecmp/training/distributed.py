@@ -59,7 +59,7 @@ from tqdm.auto import tqdm
 from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection.detector import Detector
-from facecmp.errors import FacecmpError
+from facecmp.errors import FacecmpError, raise_returned
 from facecmp.training.calibrate import (
     BATCH_IMAGES,
     Thresholds,
@@ -80,7 +80,7 @@ from facecmp.training.run_state import read_run_state, run_id_file, state_file
 from facecmp.training.samples.batches import FrameBatches
 from facecmp.training.samples.cache import load_samples, save_samples
 from facecmp.training.samples.crops import MiningSettings
-from facecmp.training.samples.mining import balanced_sample_set, mine_image_samples, mining_fingerprint
+from facecmp.training.samples.mining import FRAMES_PER_BATCH, balanced_sample_set, frame_miner, mining_fingerprint
 from facecmp.training.samples.sample_set import SampleSet
 
 # Seconds a process waits for the others at the rendezvous and in any collective (a rank that
@@ -340,16 +340,24 @@ def shared_cache(dist: Dist, path: Path, mine: Callable[[], SampleSet]) -> Sampl
 
 
 def mine_samples_sharded(dataset: Dataset, settings: MiningSettings, seed: int, dist: Dist, progress: bool = True) -> SampleSet:
-    """``samples.mine_samples``, each rank mining its share of the images."""
-    mine: list[tuple[int, tuple]] = []
-    share = dist.shard(len(dataset.images))
-    for i in tqdm(share, desc=f"mining {settings.crop_size}px samples", disable=not progress, unit="img"):
-        rng = np.random.default_rng([seed, i])
-        record = dataset.images[i]
-        mine.append((i, mine_image_samples(read_image(record.path), record.boxes, settings, rng)))
-    per_image = gathered_in_order(dist, mine)
-    images, labels, offsets = (list(part) for part in zip(*per_image)) if per_image else ([], [], [])
+    """``samples.mine_samples``, each rank mining its batches of images."""
+    batches = FrameBatches(dataset.images, None, seed, FRAMES_PER_BATCH, frame_miner(settings, seed))
+    images, labels, offsets = _mined_by_ranks(batches, dist, f"mining {settings.crop_size}px samples", progress)
     return balanced_sample_set(images, labels, offsets, settings, np.random.default_rng([seed, len(dataset.images)]))
+
+
+def _mined_by_ranks(batches: FrameBatches, dist: Dist, desc: str, progress: bool) -> tuple[list, list, list]:
+    """Every frame's ``(crops, labels, offsets)`` in frame order, as three lists (as ``samples.batches.mine_frames``
+    gives them), each rank mining batch b when b mod N is its rank."""
+    share = batches_of(batches.n_frames, batches.batch, dist)
+    blocks = [frames.start // batches.batch for frames in share]
+    mine: list[tuple[int, list]] = []
+    with tqdm(total=sum(map(len, share)), desc=desc, disable=not progress, unit="img") as bar:
+        for b, mined in zip(blocks, raise_returned(batches[b] for b in blocks)):
+            mine.append((b, mined))
+            bar.update(len(mined))
+    per_image = [frame for batch in gathered_in_order(dist, mine) for frame in batch]
+    return tuple(list(part) for part in zip(*per_image)) if per_image else ([], [], [])
 
 
 def mine_pnet_samples_sharded(dataset: Dataset, settings: MiningSettings, seed: int, dist: Dist,
@@ -370,19 +378,7 @@ def mine_hard_samples_sharded(dataset: Dataset, nets: Mapping[str, nn.Module], s
     """``hard_mining.mine_hard_samples``, each rank mining its batches of images (batch b on rank b mod N)."""
     records = mining_images(dataset, settings, seed)
     batches = FrameBatches(records, None, seed, settings.batch_images, batch_miner(nets, stage, settings, seed, device))
-    mine: list[tuple[int, list]] = []
-    share = batches_of(len(records), settings.batch_images, dist)
-    bar = tqdm(total=sum(map(len, share)), desc=f"mining {stage} samples", disable=not progress, unit="img")
-    for frames in share:
-        b = frames.start // settings.batch_images
-        mined = batches[b]
-        if isinstance(mined, FacecmpError):
-            raise mined
-        mine.append((b, mined))
-        bar.update(len(mined))
-    bar.close()
-    per_image = [frame for batch in gathered_in_order(dist, mine) for frame in batch]
-    images, labels, offsets = (list(part) for part in zip(*per_image)) if per_image else ([], [], [])
+    images, labels, offsets = _mined_by_ranks(batches, dist, f"mining {stage} samples", progress)
     return balanced_sample_set(images, labels, offsets, settings.crops, np.random.default_rng([seed, len(records)]))
 
 

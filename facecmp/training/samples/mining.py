@@ -62,12 +62,18 @@ def mine_samples(
     Each frame gets its own seeded generator; ``workers`` > 0 mines in that many worker processes
     (:mod:`facecmp.training.samples.batches`: the same samples)."""
 
+    images, labels, offsets = mine_frames(dataset.images, augment, seed, frame_miner(settings, seed), batch=FRAMES_PER_BATCH, workers=workers,
+                                          desc=f"mining {settings.crop_size}px samples", progress=progress)
+    return balanced_sample_set(images, labels, offsets, settings, np.random.default_rng([seed, len(dataset.images)]))
+
+
+def frame_miner(settings: MiningSettings, seed: int):
+    """A batch of frames -> each frame's samples, every frame with its own seeded generator."""
+
     def mine(frames):
         return [mine_image_samples(f.image, f.boxes, settings, np.random.default_rng([seed, *f.key])) for f in frames]
 
-    images, labels, offsets = mine_frames(dataset.images, augment, seed, mine, batch=FRAMES_PER_BATCH, workers=workers,
-                                          desc=f"mining {settings.crop_size}px samples", progress=progress)
-    return balanced_sample_set(images, labels, offsets, settings, np.random.default_rng([seed, len(dataset.images)]))
+    return mine
 
 
 def balanced_sample_set(images: list, labels: list, offsets: list, settings: MiningSettings, rng: np.random.Generator) -> SampleSet:
