@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "or dlib-hog: train dlib's HOG detector instead (needs facecmp[dlib])")
     p.add_argument("--epochs", type=_positive_int, default=None)
     p.add_argument("--recipe", choices=("default", "fast"), default="default", help="the stages' training recipe: default, or "
-                   "fast (about 0.4x the minutes for about 0.005 less AP on Dexter: RNet and ONet keep their first convolution and train 4 and "
-                   "3 epochs on a one-cycle schedule; docs/price.md)")
+                   "fast (about 0.4x the minutes: RNet and ONet keep their first convolution and train 4 and 3 epochs on a one-cycle schedule). "
+                   "Give fast --dev-per-folder 100: its thresholds, chosen on 25 frames per folder, cost it AP that 100 frames win back "
+                   "(docs/price.md, session 18)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
