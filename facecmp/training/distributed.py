@@ -77,7 +77,7 @@ from facecmp.training.hard_mining import (
     mining_images,
 )
 from facecmp.training.run_state import read_run_state, run_id_file, state_file
-from facecmp.training.samples.batches import FrameBatches
+from facecmp.training.samples.batches import FrameBatches, columns
 from facecmp.training.samples.cache import load_samples, save_samples
 from facecmp.training.samples.crops import MiningSettings
 from facecmp.training.samples.mining import FRAMES_PER_BATCH, balanced_sample_set, frame_miner, mining_fingerprint
@@ -356,8 +356,7 @@ def _mined_by_ranks(batches: FrameBatches, dist: Dist, desc: str, progress: bool
         for b, mined in zip(blocks, raise_returned(batches[b] for b in blocks)):
             mine.append((b, mined))
             bar.update(len(mined))
-    per_image = [frame for batch in gathered_in_order(dist, mine) for frame in batch]
-    return tuple(list(part) for part in zip(*per_image)) if per_image else ([], [], [])
+    return columns([frame for batch in gathered_in_order(dist, mine) for frame in batch])
 
 
 def mine_pnet_samples_sharded(dataset: Dataset, settings: MiningSettings, seed: int, dist: Dist,

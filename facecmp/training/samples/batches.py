@@ -59,12 +59,19 @@ def mine_frames(records: Sequence[ImageRecord], augment: AugmentSettings | None,
         items = DataLoader(batches, batch_size=None, num_workers=workers, worker_init_fn=single_threaded, collate_fn=_as_is)
     else:
         items = (batches[b] for b in range(len(batches)))
-    images, labels, offsets = [], [], []
+    per_frame: list[Mined] = []
     with tqdm(total=batches.n_frames, desc=desc, disable=not progress, unit="img") as bar:
         for item in raise_returned(items):
-            for im, lab, off in item:
-                images.append(im)
-                labels.append(lab)
-                offsets.append(off)
+            per_frame.extend(item)
             bar.update(len(item))
-    return images, labels, offsets
+    return columns(per_frame)
+
+
+def columns(per_frame: Sequence[Mined]) -> tuple[list, list, list]:
+    """Frames' ``(crops, labels, offsets)`` as three lists in the same order."""
+    crops, labels, offsets = [], [], []
+    for im, lab, off in per_frame:
+        crops.append(im)
+        labels.append(lab)
+        offsets.append(off)
+    return crops, labels, offsets
