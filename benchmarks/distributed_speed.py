@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def finetune_command(args, n: int, out: Path, holdout: int) -> list[str]:
     command = [sys.executable, "-m", "facecmp", "--threads", str(args.threads), "finetune", "--data", str(args.data),
-               "--out", str(out), "--stages", args.stages, "--dev-per-folder", str(args.dev_per_folder),
+               "--out", str(out), "--stages", args.stages, *(["--dev-per-folder", str(args.dev_per_folder)] if args.dev_per_folder is not None else []),
                "--holdout-per-folder", str(holdout), "--seed", str(args.seed)]
     return command + (["--nproc", str(n)] if n > 1 else [])
 
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--test", default=None, help="split:N (held out of training) or a test folder (default: validare/, else split:50)")
-    p.add_argument("--dev-per-folder", type=int, default=25)
+    p.add_argument("--dev-per-folder", type=int, default=None, help="as finetune's (default: finetune's)")
     p.add_argument("--order", default="1,2,2,1")
     p.add_argument("--threads", type=int, default=2, help="the machine's threads, shared among the N processes")
     p.add_argument("--stages", default="pnet,rnet,onet")

@@ -2,7 +2,7 @@
 
     python benchmarks/measure_gates.py                                  # the built-in generated data
     python benchmarks/measure_gates.py --speed-runs 3 -- --facecmp-data ../shared/datasets/dexter \
-        --facecmp-split split:50 --facecmp-dev 25 --facecmp-workers 2     # the [dexter] table
+        --facecmp-split split:50 --facecmp-dev 100 --facecmp-workers 2    # the [dexter] table
 
 Runs the accuracy benchmarks once (every variant; arguments after ``--`` go to pytest) and the
 speed gates ``--speed-runs`` times, each run its own process, then prints, for every gate of

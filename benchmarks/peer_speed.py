@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=None, help="course archive (default: the generated data)")
     ap.add_argument("--split", default="split:50")
-    ap.add_argument("--dev", type=int, default=25, help="dev images per folder (calibration)")
+    ap.add_argument("--dev", type=int, default=None, help="dev images per folder (calibration; default: finetune's)")
     ap.add_argument("--variants", required=True, help="comma-separated; the first is the reference of the ratios")
     ap.add_argument("--n", type=int, default=10, help="test images timed")
     ap.add_argument("--rounds", type=int, default=2)

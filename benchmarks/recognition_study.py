@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--test", default="split:50")
-    p.add_argument("--dev", type=int, default=25)
+    p.add_argument("--dev", type=int, default=None, help="dev images per folder (default: finetune's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--detector", default="oracle,pretrained")
     p.add_argument("--thresholds", default="0.6,0.02,0.02", help="for --detector pretrained (docs/task2.md: best on Dexter's dev split)")

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--data", required=True, type=Path)
     parser.add_argument("--test", default="split:50")
-    parser.add_argument("--dev-per-folder", type=int, default=25)
+    parser.add_argument("--dev-per-folder", type=int, default=None, help="the checkpoint's finetune --dev-per-folder (default: finetune's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recalibrate", action="store_true")
     parser.add_argument("--json", type=Path, default=None)

@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--thresholds", default=None, help="a,b,c: override the checkpoint's thresholds")
     p.add_argument("--data", type=Path, default=None, help="the target-domain archive (optional)")
     p.add_argument("--test", default="split:50")
-    p.add_argument("--dev", type=int, default=25, help="dev images per folder (they only shift which images train; default 25)")
+    p.add_argument("--dev", type=int, default=None, help="dev images per folder (they only shift which images train; default: finetune's)")
     p.add_argument("--source-data", type=Path, required=True)
     p.add_argument("--source-split", default=None)
     p.add_argument("--seed", type=int, default=0)

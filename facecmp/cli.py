@@ -16,6 +16,11 @@ from facecmp.errors import DataError, FacecmpError
 # `detect --batch-size` on a GPU (H200, 100 generated 480x360 images: 22.8 ms/image one at a
 # time, 5.3 in batches of 8, 1.6 in batches of 32).
 CUDA_BATCH_SIZE = 32
+# facecmp.training.finetune.RECIPES, the default (DEFAULT_RECIPE) first; named here so that building the
+# parser imports no torch (tests/test_recipes.py holds the two together).
+RECIPE_NAMES = ("fast", "classic")
+# facecmp.study.splits.default_dev_per_folder in words (DEFAULT_DEV_PER_FOLDER, DEV_SHARE_LIMIT).
+DEV_DEFAULT_HELP = "default 100, or a quarter of the smallest training folder's images when that is fewer"
 
 
 def _thresholds(text: str) -> tuple[float, float, float]:
@@ -173,17 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default="pnet", help="comma-separated stages to fine-tune, in any order: pnet, pnet,rnet or pnet,rnet,onet (default pnet); "
         "or dlib-hog: train dlib's HOG detector instead (needs facecmp[dlib])")
     p.add_argument("--epochs", type=_positive_int, default=None)
-    p.add_argument("--recipe", choices=("default", "fast"), default="default", help="the stages' training recipe: default, or "
-                   "fast (about 0.4x the minutes: RNet and ONet keep their first convolution and train 4 and 3 epochs on a one-cycle schedule). "
-                   "Give fast --dev-per-folder 100: its thresholds, chosen on 25 frames per folder, cost it AP that 100 frames win back "
-                   "(docs/price.md, session 18)")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default=None, help="the stages' training recipe: fast (the default: RNet and "
+                   "ONet keep their first convolution and train 4 and 3 epochs on a one-cycle schedule) or classic (every layer, 8 and 6 "
+                   "epochs on a decaying rate: about 2x the minutes; the default before 2026-12-07). docs/price.md compares them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--from-scratch", action="store_true", help="random initialisation instead of the pretrained weights")
     p.add_argument("--augment", action="store_true", help="also mine an augmented copy of every training frame (photometric, blur, "
                    "noise, JPEG, downscaling; torchvision, not the robustness benchmark's corruptions)")
-    p.add_argument("--dev-per-folder", type=int, default=25, help="images per training folder kept out of training to calibrate thresholds (default 25)")
+    p.add_argument("--dev-per-folder", type=int, default=None, help="images per training folder kept out of training to calibrate thresholds "
+                   f"({DEV_DEFAULT_HELP})")
     p.add_argument("--holdout-per-folder", type=int, default=0, help="images per folder held out entirely, e.g. as your own test split (default 0)")
     p.add_argument("--from", dest="from_checkpoint", type=Path, default=None, help="--stages recognizer: the detector checkpoint "
                    "to add a recognizer to (copied into --out)")
@@ -251,7 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="splits, subsets and training (default 0)")
     p.add_argument("--repeats", type=_positive_int, default=1, help="subsets and trainings per size, seeds SEED..SEED+R-1 (default 1)")
     p.add_argument("--epochs", type=_positive_int, default=None, help="epochs of every stage (default: each stage's recipe)")
-    p.add_argument("--dev-per-folder", type=_non_negative_int, default=25, help="images per training folder for threshold calibration, the same for every point (default 25)")
+    p.add_argument("--dev-per-folder", type=_non_negative_int, default=None, help="images per training folder for threshold calibration, "
+                   f"the same for every point ({DEV_DEFAULT_HELP})")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default=None, help="the stages' training recipe at every point, as finetune's "
+                   "(default fast)")
     p.add_argument("--resume", action="store_true", help="continue (or extend) the curve in --out; finished points are not retrained")
     p.add_argument("--device", type=_device, default="cpu")
     _add_format_option(p)
@@ -284,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="split seed and corruption seed (default 0)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--cache", type=Path, default=None, help="cache folder for checkpoints and grid cells (default OUT/cache); a rerun resumes from it")
-    p.add_argument("--dev-per-folder", type=int, default=25, help="dev images per training folder for threshold calibration (default 25, as compare)")
+    p.add_argument("--dev-per-folder", type=int, default=None, help="dev images per training folder for threshold calibration "
+                   f"({DEV_DEFAULT_HELP}, as compare and finetune)")
     p.add_argument("--allow-missing", action="store_true", help="evaluate only the test images present on disk")
     p.add_argument("--device", type=_device, default="cpu")
     _add_format_option(p)
@@ -637,7 +646,7 @@ def cmd_curve(args) -> int:
     _require_output_folder(args.out, "--out")
     settings = CurveSettings(
         frames=args.frames, stages=tuple(s.strip() for s in args.stages.split(",") if s.strip()), seed=args.seed,
-        repeats=args.repeats, epochs=args.epochs, dev_per_folder=args.dev_per_folder,
+        repeats=args.repeats, epochs=args.epochs, dev_per_folder=args.dev_per_folder, recipe=args.recipe,
     )
     curve = run_curve(args.data, args.out, settings, test=args.test, resume=args.resume, device=args.device, fmt=args.format,
                       progress=sys.stderr.isatty())
@@ -661,7 +670,7 @@ def cmd_robustness(args) -> int:
     from facecmp.study.robustness.run import checkpoints_by_variant, run_robustness
     from facecmp.study.variants import get_variants
 
-    if args.workers < 0 or args.dev_per_folder < 0:
+    if args.workers < 0 or (args.dev_per_folder or 0) < 0:
         raise FacecmpError(f"--workers {args.workers} / --dev-per-folder {args.dev_per_folder}: expected 0 or more")
     corruptions = parse_corruptions(args.corruptions)
     severities = parse_severities(args.severities)

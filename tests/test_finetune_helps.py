@@ -13,6 +13,8 @@ noisy, so the test asks for a gain on every seed and +0.05 on average, half the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -24,7 +26,8 @@ from facecmp.detection.detector import Detector
 from facecmp.detection.inference import detections_to_predictions
 from facecmp.detection.models import STAGES, pretrained_network
 from facecmp.evaluation.evaluator import evaluate
-from facecmp.study.splits import choose_splits
+from facecmp.data.records import Dataset, ImageRecord
+from facecmp.study.splits import DEFAULT_DEV_PER_FOLDER, DEV_SHARE_LIMIT, choose_splits, default_dev_per_folder
 from facecmp.training import TrainSettings, train_stage
 from facecmp.training.samples import MiningSettings, mine_samples
 
@@ -99,3 +102,21 @@ def test_split_test_set_is_apart_from_train_and_dev(archive_root, n):
     again = choose_splits(archive_root, f"split:{n}", seed=0, dev_per_folder=2)
     assert {r.key for r in again.test.images} == keys["test"]
     assert np.all([k.split("/")[0] in folders for k in keys["test"]])
+
+
+@pytest.mark.parametrize("test, per_folder", [(None, 8), ("split:3", 5)])
+def test_a_run_that_names_no_dev_count_keeps_a_quarter_of_the_smallest_folder_at_most(archive_root, test, per_folder):
+    """The default dev count: 100 per folder, or a quarter of the smallest folder's frames left after
+    the held-out test images (8 frames a folder here: 2 dev; 5 after split:3: 1 dev)."""
+    splits = choose_splits(archive_root, test, seed=0)
+    keys = _assert_disjoint(splits)
+    folders = {k.split("/")[0] for k in keys["train"]}
+    assert len(keys["dev"]) == (per_folder // DEV_SHARE_LIMIT) * len(folders)
+
+
+def test_the_default_dev_count_is_100_per_folder_on_large_folders():
+    records = [ImageRecord(f"{f}/{i:04d}.jpg", Path(f"/x/{f}/{i:04d}.jpg")) for f, n in (("a", 950), ("b", 1000)) for i in range(n)]
+    large = Dataset("large", records)
+    assert default_dev_per_folder(large) == DEFAULT_DEV_PER_FOLDER == 100
+    small = Dataset("small", records[:399] + records[950:])
+    assert default_dev_per_folder(small) == 99

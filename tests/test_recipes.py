@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from facecmp.cli import main
+from facecmp.cli import RECIPE_NAMES, main
 from facecmp.data.synthetic import generate_dataset
-from facecmp.training.finetune import DEFAULT_TRAINING, FAST_TRAINING, RECIPES, recipe_name
+from facecmp.training.finetune import CLASSIC_TRAINING, DEFAULT_RECIPE, DEFAULT_TRAINING, FAST_TRAINING, RECIPES, recipe_name
 
 
 @pytest.fixture(scope="module")
@@ -19,15 +19,28 @@ def root(tmp_path_factory):
 
 
 def test_each_recipe_is_named_and_the_fast_one_freezes_the_first_layer_of_rnet_and_onet_on_one_cycle():
-    assert recipe_name(None) == recipe_name(DEFAULT_TRAINING) == "default"
-    assert recipe_name(FAST_TRAINING) == "fast" and set(RECIPES) == {"default", "fast"}
+    assert recipe_name(None) == recipe_name(FAST_TRAINING) == "fast" == DEFAULT_RECIPE
+    assert DEFAULT_TRAINING is FAST_TRAINING
+    assert recipe_name(CLASSIC_TRAINING) == "classic" and set(RECIPES) == {"classic", "fast"}
+    assert RECIPE_NAMES == (DEFAULT_RECIPE, *(name for name in RECIPES if name != DEFAULT_RECIPE))  # the CLI's choices
     assert recipe_name({"pnet": FAST_TRAINING["rnet"]}) == "custom"
-    assert FAST_TRAINING["pnet"] == DEFAULT_TRAINING["pnet"]
+    assert FAST_TRAINING["pnet"] == CLASSIC_TRAINING["pnet"]
     for stage in ("rnet", "onet"):
-        assert FAST_TRAINING[stage].frozen == ("conv1", "prelu1") and DEFAULT_TRAINING[stage].frozen == ()
-        assert FAST_TRAINING[stage].epochs < DEFAULT_TRAINING[stage].epochs
-        assert FAST_TRAINING[stage].schedule == "one-cycle" and DEFAULT_TRAINING[stage].schedule == "exponential"
-    assert FAST_TRAINING["rnet"].channels_last and DEFAULT_TRAINING["rnet"].channels_last is None
+        assert FAST_TRAINING[stage].frozen == ("conv1", "prelu1") and CLASSIC_TRAINING[stage].frozen == ()
+        assert FAST_TRAINING[stage].epochs < CLASSIC_TRAINING[stage].epochs
+        assert FAST_TRAINING[stage].schedule == "one-cycle" and CLASSIC_TRAINING[stage].schedule == "exponential"
+    assert FAST_TRAINING["rnet"].channels_last and CLASSIC_TRAINING["rnet"].channels_last is None
+
+
+@pytest.mark.slow
+def test_a_run_that_names_no_recipe_trains_the_fast_one_and_classic_is_one_option_away(root, tmp_path):
+    for argv, expected in (([], "fast"), (["--recipe", "classic"], "classic")):
+        out = tmp_path / expected
+        assert main([str(a) for a in ["finetune", "--data", root, "--out", out, "--stages", "pnet,rnet", "--epochs", "1",
+                                      "--dev-per-folder", "1", *argv]]) == 0
+        meta = json.loads((out / "facecmp.json").read_text())
+        assert meta["settings"]["recipe"] == expected
+        assert meta["stage_training"]["rnet"]["training"]["schedule"] == RECIPES[expected]["rnet"].schedule
 
 
 @pytest.mark.slow
@@ -48,6 +61,7 @@ def test_the_fast_recipe_reaches_every_stage_and_the_checkpoint(root, tmp_path):
 @pytest.mark.parametrize("argv, needle", [
     (["--stages", "dlib-hog", "--recipe", "fast"], "--recipe fast"),
     (["--recipe", "quick"], "quick"),
+    (["--recipe", "default"], "'default'"),  # the name before 2026-12-07: the choices are listed
 ])
 def test_a_recipe_that_cannot_run_is_one_error_line(root, tmp_path, capsys, argv, needle):
     try:

@@ -25,9 +25,9 @@ if TYPE_CHECKING:  # the study (torch, matplotlib) is imported when a test first
     from facecmp.study.variants import Prepared, VariantContext
 
 DEFAULT_SPLIT = "split:50"
-# Fewer dev images than `facecmp compare` (study.splits.DEFAULT_DEV_PER_FOLDER, 25): calibration
-# runs the cascade over every dev image once per PNet threshold, and the generated-data gates were
-# measured with 5. The Dexter gates run with --facecmp-dev 25.
+# Fewer dev images than `facecmp compare` (study.splits.default_dev_per_folder: 15 per folder on the
+# generated data): calibration runs the cascade over every dev image once per PNet threshold, and the
+# generated-data gates were measured with 5. The Dexter gates run with --facecmp-dev 100 (the default there).
 BENCH_DEV_PER_FOLDER = 5
 
 

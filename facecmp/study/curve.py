@@ -33,7 +33,7 @@ from facecmp.atomic import atomic_path, write_json, write_text
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
 from facecmp.study.compare import evaluate_prepared
-from facecmp.study.splits import DEFAULT_DEV_PER_FOLDER, Splits, choose_splits
+from facecmp.study.splits import Splits, choose_splits
 from facecmp.study.report import data_note
 from facecmp.study.variants import Prepared, VariantContext, get_variants
 
@@ -59,7 +59,8 @@ class CurveSettings:
     seed: int = 0
     repeats: int = 1
     epochs: int | None = None
-    dev_per_folder: int = DEFAULT_DEV_PER_FOLDER
+    dev_per_folder: int | None = None  # None: study.splits.default_dev_per_folder
+    recipe: str | None = None  # the stages' training recipe by name (training.finetune.RECIPES); None: the default
 
 
 # --- the points ------------------------------------------------------------------------------
@@ -133,10 +134,13 @@ def _fingerprint(ds: Dataset | None) -> str | None:
 
 
 def curve_spec(splits: Splits, settings: CurveSettings) -> dict:
-    """What every point of a curve folder shares: the data, the splits and the recipe's epochs."""
+    """What every point of a curve folder shares: the data, the splits, the recipe and its epochs."""
+    from facecmp.training.finetune import DEFAULT_RECIPE
+
     return {
         "format": CURVE_FORMAT, "train": _fingerprint(splits.train), "dev": _fingerprint(splits.dev),
         "test": _fingerprint(splits.test), "epochs": settings.epochs, "split_seed": settings.seed,
+        "recipe": settings.recipe or DEFAULT_RECIPE,
     }
 
 
@@ -145,7 +149,7 @@ def point_folder(out: Path, stages: Sequence[str], seed: int, frames: int) -> Pa
 
 
 def train_point(subset: Dataset, folder: Path, *, stages: tuple[str, ...], dev: Dataset | None, seed: int,
-                epochs: int | None, cache_dir: Path, device: str, resume: bool, progress: bool) -> Prepared:
+                epochs: int | None, cache_dir: Path, device: str, resume: bool, progress: bool, recipe: str | None = None) -> Prepared:
     """Fine-tune (or train dlib's HOG detector) on one subset; the ready detector and its seconds
     (mining + training + calibration, as the checkpoint records them)."""
     if stages == ("dlib-hog",):
@@ -157,9 +161,10 @@ def train_point(subset: Dataset, folder: Path, *, stages: tuple[str, ...], dev: 
         meta = json.loads((folder / "facecmp.json").read_text(encoding="utf-8"))
     else:
         from facecmp.detection.detector import Detector
-        from facecmp.training.finetune import FinetuneSettings, finetune
+        from facecmp.training.finetune import RECIPES, FinetuneSettings, finetune
 
-        meta = finetune(subset, folder, FinetuneSettings(stages=stages, epochs=epochs, seed=seed), dev=dev, device=device,
+        settings = FinetuneSettings(stages=stages, epochs=epochs, seed=seed, training=RECIPES[recipe] if recipe is not None else None)
+        meta = finetune(subset, folder, settings, dev=dev, device=device,
                         resume=resume, cache_dir=cache_dir, progress=progress).meta
         detector = Detector.from_checkpoint(folder, device=device)
     return Prepared(detector, float(sum((meta.get("timings") or {}).values())), {"checkpoint": str(folder)})
@@ -190,7 +195,7 @@ def _start(out: Path, spec: dict, resume: bool) -> dict:
         return {"spec": spec, "baselines": {}, "points": []}
     curve = _read_curve(path)
     if curve.get("spec") != spec:
-        raise DataError(f"{path}: made with other data, splits or epochs ({curve.get('spec')}); "
+        raise DataError(f"{path}: made with other data, splits, recipe or epochs ({curve.get('spec')}); "
                         "drop --resume and choose another --out to start a new curve")
     return curve
 
@@ -207,6 +212,8 @@ def run_curve(root: str | Path, out: str | Path, settings: CurveSettings = Curve
     stages = ("dlib-hog",) if tuple(settings.stages) == ("dlib-hog",) else ordered_stages(settings.stages)
     if "dlib-hog" in settings.stages and stages != ("dlib-hog",):
         raise DataError(f"--stages {','.join(settings.stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
+    if stages == ("dlib-hog",) and settings.recipe is not None:
+        raise DataError(f"--recipe {settings.recipe} chooses the MTCNN stages' training; dlib-hog trains with its own (drop --recipe)")
     out = Path(out)
     splits = choose_splits(root, test, seed=settings.seed, dev_per_folder=settings.dev_per_folder, fmt=fmt)
     if splits.train is None or len(splits.train) == 0:
@@ -231,7 +238,7 @@ def run_curve(root: str | Path, out: str | Path, settings: CurveSettings = Curve
         folder = point_folder(out, stages, seed, n)
         resumed = folder.is_dir() and any(folder.iterdir())
         prepared = train_point(subset, folder, stages=stages, dev=splits.dev, seed=seed, epochs=settings.epochs,
-                               cache_dir=cache, device=device, resume=resumed, progress=progress)
+                               cache_dir=cache, device=device, resume=resumed, progress=progress, recipe=settings.recipe)
         result = evaluate_prepared(f"{n} frames", prepared, splits.test, progress=progress)
         point = {"frames": n, "faces": subset.n_faces, **_scores(result), "train_s": prepared.training_seconds,
                  "checkpoint": str(folder), "stages": label, "seed": seed, "resumed": resumed}

@@ -9,11 +9,11 @@ from typing import Sequence
 from facecmp.data import load_archive
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
-from facecmp.study.splits import DEFAULT_DEV_PER_FOLDER, carve_splits, report_data_warnings
+from facecmp.study.splits import carve_splits, report_data_warnings
 
 
 def training_split(
-    root: str | Path, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER, holdout_per_folder: int = 0,
+    root: str | Path, *, seed: int = 0, dev_per_folder: int | None = None, holdout_per_folder: int = 0,
     fmt: str | None = None,
 ) -> tuple[Dataset, Dataset | None]:
     """``(train, dev)`` of an archive's training images as ``facecmp finetune`` uses them: ``holdout_per_folder``
@@ -36,13 +36,13 @@ def finetune_from_archive(
     device: str = "cpu",
     resume: bool = False,
     from_scratch: bool = False,
-    dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
+    dev_per_folder: int | None = None,
     holdout_per_folder: int = 0,
     fmt: str | None = None,
     dist=None,
     augment: bool = False,
     retain=None,
-    recipe: str = "default",
+    recipe: str | None = None,
 ):
     """``facecmp finetune``: train on the archive's training images, calibrate on a dev split of them.
 
@@ -50,7 +50,8 @@ def finetune_from_archive(
     split, the same one ``compare --test split:N`` uses with the same seed). ``augment`` mines
     augmented copies of the training frames too (the default :class:`AugmentSettings`). ``retain``
     (a :class:`facecmp.training.retain.RetainRequest`, ``--retain``) keeps the source domain.
-    ``recipe``: the stages' training recipe by name (``facecmp.training.finetune.RECIPES``, ``--recipe``).
+    ``recipe``: the stages' training recipe by name (``facecmp.training.finetune.RECIPES``, ``--recipe``; None: the
+    default, ``fast``). ``dev_per_folder`` None: :func:`facecmp.study.splits.default_dev_per_folder`.
     """
     from facecmp.training.augment import AugmentSettings
     from facecmp.training.finetune import RECIPES, FinetuneSettings, finetune
@@ -59,7 +60,7 @@ def finetune_from_archive(
         raise DataError(f"--stages {','.join(stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
     if "dlib-hog" in stages and retain is not None:
         raise DataError("--retain keeps the source domain in the MTCNN stages; dlib-hog trains without it (drop --retain)")
-    if "dlib-hog" in stages and recipe != "default":
+    if "dlib-hog" in stages and recipe is not None:
         raise DataError(f"--recipe {recipe} chooses the MTCNN stages' training; dlib-hog trains with its own (drop --recipe)")
     if "dlib-hog" in stages and augment:
         raise DataError("--augment mines augmented frames for the MTCNN stages; dlib-hog trains without it (drop --augment)")
@@ -69,7 +70,7 @@ def finetune_from_archive(
     settings = FinetuneSettings(
         stages=tuple(stages), epochs=epochs or None, seed=seed, from_scratch=from_scratch,
         augment=AugmentSettings() if augment else None, retain=retain.settings if retain is not None else None,
-        training=RECIPES[recipe] if recipe != "default" else None,
+        training=RECIPES[recipe] if recipe is not None else None,
     )
     kept = retain.images(seed) if retain is not None else None
     if dist is not None:  # one process of a distributed run (training.distributed)

@@ -77,7 +77,7 @@ def add_recognizer(
 
 def recognizer_from_archive(
     root: str | Path, out: str | Path, *, source: str | Path | None = None, kind: str = "finetune", epochs: int | None = None,
-    seed: int = 0, resume: bool = False, dev_per_folder: int = 25, holdout_per_folder: int = 0, fmt: str | None = None,
+    seed: int = 0, resume: bool = False, dev_per_folder: int | None = None, holdout_per_folder: int = 0, fmt: str | None = None,
     device: str = "cpu",
 ) -> Recognizer:
     """``facecmp finetune --stages recognizer``: the same train/dev split as the detector's fine-tuning

@@ -13,7 +13,12 @@ from facecmp.data.records import Dataset
 from facecmp.errors import DataError
 
 DEFAULT_TEST_PER_FOLDER = 50
-DEFAULT_DEV_PER_FOLDER = 25
+# Dev images per training folder when a run names no count: 100, but at most a quarter of the smallest
+# folder's frames left after the held-out test images (a small dataset keeps most frames for training).
+# Why 100: the fast recipe's thresholds chosen on 25 frames per folder cost it AP that 100 win back
+# (docs/price.md, session 18).
+DEFAULT_DEV_PER_FOLDER = 100
+DEV_SHARE_LIMIT = 4
 
 
 @dataclass
@@ -38,11 +43,23 @@ def parse_split(spec: str) -> int | None:
     return None
 
 
-def carve_splits(train_all: Dataset, *, holdout_per_folder: int, dev_per_folder: int, seed: int) -> Splits:
+def default_dev_per_folder(train: Dataset) -> int:
+    """The dev count a run that names none gets: :data:`DEFAULT_DEV_PER_FOLDER`, or a quarter of the
+    smallest folder of ``train`` (rounded down) when that is fewer."""
+    per_folder: dict[str, int] = {}
+    for record in train.images:
+        per_folder[record.folder] = per_folder.get(record.folder, 0) + 1
+    return min(DEFAULT_DEV_PER_FOLDER, min(per_folder.values(), default=0) // DEV_SHARE_LIMIT)
+
+
+def carve_splits(train_all: Dataset, *, holdout_per_folder: int, dev_per_folder: int | None, seed: int) -> Splits:
     """The study's recipe for one training set: first ``holdout_per_folder`` test images per folder
-    (seed ``seed``), then ``dev_per_folder`` dev images per folder from the rest (seed ``seed + 1``);
-    what remains trains. Either count may be 0 (no such split: ``None``)."""
+    (seed ``seed``), then ``dev_per_folder`` dev images per folder from the rest (seed ``seed + 1``;
+    None: :func:`default_dev_per_folder` of the rest); what remains trains. Either count may be 0
+    (no such split: ``None``)."""
     train, test = split_dataset(train_all, per_folder=holdout_per_folder, seed=seed) if holdout_per_folder > 0 else (train_all, None)
+    if dev_per_folder is None:
+        dev_per_folder = default_dev_per_folder(train)
     dev = None
     if dev_per_folder > 0:
         train, dev = split_dataset(train, per_folder=dev_per_folder, seed=seed + 1)
@@ -63,7 +80,7 @@ def report_data_warnings(*datasets: Dataset | None) -> None:
 
 
 def choose_splits(
-    root: str | Path, test: str | None = None, *, seed: int = 0, dev_per_folder: int = DEFAULT_DEV_PER_FOLDER,
+    root: str | Path, test: str | None = None, *, seed: int = 0, dev_per_folder: int | None = None,
     allow_missing: bool = False, fmt: str | None = None,
 ) -> Splits:
     """Train / dev / test images for a study. A test split carved from the training images is never trained on.

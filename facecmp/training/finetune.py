@@ -43,29 +43,34 @@ from facecmp.training.distributed import (
     mine_stage_samples_sharded,
 )
 
-# Per-stage training recipes (``epochs`` overrides them all when given).
-DEFAULT_TRAINING: dict[str, TrainSettings] = {
+# Per-stage training recipes (``epochs`` overrides them all when given), by name (``finetune --recipe``).
+# ``classic``: every layer trained on an exponentially decaying rate, PNet 15, RNet 8, ONet 6 epochs
+# (the library's default until 2026-12-07).
+CLASSIC_TRAINING: dict[str, TrainSettings] = {
     "pnet": TrainSettings(epochs=15),
     "rnet": TrainSettings(epochs=8),
     "onet": TrainSettings(epochs=6, batch_size=128),
 }
-# ``finetune --recipe fast``: RNet and ONet keep their first convolution (and its PReLU) as
-# pretrained and train 4 and 3 epochs on a one-cycle schedule (peak: the default rate), RNet's
-# batches channels-last. Fewer minutes for somewhat less AP: docs/price.md (session 11) has both,
-# against the defaults', with the commands that measured them.
+# ``fast``, the default: PNet as in ``classic``; RNet and ONet keep their first convolution (and its
+# PReLU) as pretrained and train 4 and 3 epochs on a one-cycle schedule (peak: the classic rate),
+# RNet's batches channels-last. What each recipe costs and scores, with the commands that measured
+# them, is in docs/price.md.
 _FIRST_LAYER = ("conv1", "prelu1")
 FAST_TRAINING: dict[str, TrainSettings] = {
-    "pnet": DEFAULT_TRAINING["pnet"],
+    "pnet": CLASSIC_TRAINING["pnet"],
     "rnet": TrainSettings(epochs=4, schedule="one-cycle", frozen=_FIRST_LAYER, channels_last=True),
     "onet": TrainSettings(epochs=3, batch_size=128, schedule="one-cycle", frozen=_FIRST_LAYER),
 }
-RECIPES: dict[str, dict[str, TrainSettings]] = {"default": DEFAULT_TRAINING, "fast": FAST_TRAINING}
+RECIPES: dict[str, dict[str, TrainSettings]] = {"fast": FAST_TRAINING, "classic": CLASSIC_TRAINING}
+DEFAULT_RECIPE = "fast"
+# The recipe a run gets when it names none (``FinetuneSettings.training`` None).
+DEFAULT_TRAINING: dict[str, TrainSettings] = RECIPES[DEFAULT_RECIPE]
 
 
 def recipe_name(training) -> str:
-    """The name in :data:`RECIPES` of a run's training settings (None: the default), else "custom"."""
+    """The name in :data:`RECIPES` of a run's training settings (None: the default recipe), else "custom"."""
     if training is None:
-        return "default"
+        return DEFAULT_RECIPE
     return next((name for name, recipe in RECIPES.items() if recipe == training), "custom")
 
 
@@ -139,7 +144,7 @@ class FinetuneSettings:
 
     ``mining`` is PNet's sample recipe, ``hard_mining`` RNet's/ONet's (default
     :func:`default_hard_mining`); ``training`` one TrainSettings for all stages or one per stage
-    (default ``DEFAULT_TRAINING``); ``epochs`` overrides every stage's; ``grid`` the thresholds
+    (default ``DEFAULT_TRAINING``, the ``fast`` recipe); ``epochs`` overrides every stage's; ``grid`` the thresholds
     tried on the dev split; ``augment`` mines augmented copies of every training frame too
     (:mod:`facecmp.training.augment`, ``facecmp finetune --augment``; None: the frames as they are).
     ``pnet_max_images``: PNet mines at most this many training images (a seeded random subset, as

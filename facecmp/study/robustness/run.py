@@ -39,7 +39,7 @@ def run_robustness(
     device: str = "cpu",
     cache_dir: Path | None = None,
     allow_missing: bool = False,
-    dev_per_folder: int = 25,
+    dev_per_folder: int | None = None,
     progress: bool = True,
     fmt: str | None = None,
 ) -> list[dict]:
