@@ -33,6 +33,7 @@ from facecmp.atomic import atomic_path, write_json, write_text
 from facecmp.data.records import Dataset
 from facecmp.errors import DataError
 from facecmp.study.compare import evaluate_prepared
+from facecmp.study.finetune import recipe_training
 from facecmp.study.splits import Splits, choose_splits
 from facecmp.study.report import data_note
 from facecmp.study.variants import Prepared, VariantContext, get_variants
@@ -149,9 +150,10 @@ def point_folder(out: Path, stages: Sequence[str], seed: int, frames: int) -> Pa
 
 
 def train_point(subset: Dataset, folder: Path, *, stages: tuple[str, ...], dev: Dataset | None, seed: int,
-                epochs: int | None, cache_dir: Path, device: str, resume: bool, progress: bool, recipe: str | None = None) -> Prepared:
+                epochs: int | None, cache_dir: Path, device: str, resume: bool, progress: bool, training=None) -> Prepared:
     """Fine-tune (or train dlib's HOG detector) on one subset; the ready detector and its seconds
-    (mining + training + calibration, as the checkpoint records them)."""
+    (mining + training + calibration, as the checkpoint records them). ``training``: the stages'
+    ``FinetuneSettings.training`` (None: the default recipe)."""
     if stages == ("dlib-hog",):
         from facecmp.detection.peers.dlib_hog import load_dlib_checkpoint
         from facecmp.training.dlib_train import DlibTrainSettings, train_dlib_hog
@@ -161,9 +163,9 @@ def train_point(subset: Dataset, folder: Path, *, stages: tuple[str, ...], dev: 
         meta = json.loads((folder / "facecmp.json").read_text(encoding="utf-8"))
     else:
         from facecmp.detection.detector import Detector
-        from facecmp.training.finetune import RECIPES, FinetuneSettings, finetune
+        from facecmp.training.finetune import FinetuneSettings, finetune
 
-        settings = FinetuneSettings(stages=stages, epochs=epochs, seed=seed, training=RECIPES[recipe] if recipe is not None else None)
+        settings = FinetuneSettings(stages=stages, epochs=epochs, seed=seed, training=training)
         meta = finetune(subset, folder, settings, dev=dev, device=device,
                         resume=resume, cache_dir=cache_dir, progress=progress).meta
         detector = Detector.from_checkpoint(folder, device=device)
@@ -212,8 +214,7 @@ def run_curve(root: str | Path, out: str | Path, settings: CurveSettings = Curve
     stages = ("dlib-hog",) if tuple(settings.stages) == ("dlib-hog",) else ordered_stages(settings.stages)
     if "dlib-hog" in settings.stages and stages != ("dlib-hog",):
         raise DataError(f"--stages {','.join(settings.stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
-    if stages == ("dlib-hog",) and settings.recipe is not None:
-        raise DataError(f"--recipe {settings.recipe} chooses the MTCNN stages' training; dlib-hog trains with its own (drop --recipe)")
+    training = recipe_training(settings.recipe, stages)
     out = Path(out)
     splits = choose_splits(root, test, seed=settings.seed, dev_per_folder=settings.dev_per_folder, fmt=fmt)
     if splits.train is None or len(splits.train) == 0:
@@ -238,7 +239,7 @@ def run_curve(root: str | Path, out: str | Path, settings: CurveSettings = Curve
         folder = point_folder(out, stages, seed, n)
         resumed = folder.is_dir() and any(folder.iterdir())
         prepared = train_point(subset, folder, stages=stages, dev=splits.dev, seed=seed, epochs=settings.epochs,
-                               cache_dir=cache, device=device, resume=resumed, progress=progress, recipe=settings.recipe)
+                               cache_dir=cache, device=device, resume=resumed, progress=progress, training=training)
         result = evaluate_prepared(f"{n} frames", prepared, splits.test, progress=progress)
         point = {"frames": n, "faces": subset.n_faces, **_scores(result), "train_s": prepared.training_seconds,
                  "checkpoint": str(folder), "stages": label, "seed": seed, "resumed": resumed}

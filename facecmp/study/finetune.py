@@ -26,6 +26,18 @@ def training_split(
     return splits.train, splits.dev
 
 
+def recipe_training(recipe: str | None, stages: Sequence[str]):
+    """The stages' training settings for ``--recipe`` by name (``facecmp.training.finetune.RECIPES``; None: the
+    default recipe, ``FinetuneSettings.training`` None), refused with dlib-hog, which trains with its own."""
+    from facecmp.training.finetune import RECIPES
+
+    if recipe is None:
+        return None
+    if "dlib-hog" in stages:
+        raise DataError(f"--recipe {recipe} chooses the MTCNN stages' training; dlib-hog trains with its own (drop --recipe)")
+    return RECIPES[recipe]
+
+
 def finetune_from_archive(
     root: str | Path,
     out: str | Path,
@@ -54,14 +66,13 @@ def finetune_from_archive(
     default, ``fast``). ``dev_per_folder`` None: :func:`facecmp.study.splits.default_dev_per_folder`.
     """
     from facecmp.training.augment import AugmentSettings
-    from facecmp.training.finetune import RECIPES, FinetuneSettings, finetune
+    from facecmp.training.finetune import FinetuneSettings, finetune
 
     if "dlib-hog" in stages and tuple(stages) != ("dlib-hog",):
         raise DataError(f"--stages {','.join(stages)}: dlib-hog trains a detector of its own; pass --stages dlib-hog alone")
     if "dlib-hog" in stages and retain is not None:
         raise DataError("--retain keeps the source domain in the MTCNN stages; dlib-hog trains without it (drop --retain)")
-    if "dlib-hog" in stages and recipe is not None:
-        raise DataError(f"--recipe {recipe} chooses the MTCNN stages' training; dlib-hog trains with its own (drop --recipe)")
+    training = recipe_training(recipe, stages)
     if "dlib-hog" in stages and augment:
         raise DataError("--augment mines augmented frames for the MTCNN stages; dlib-hog trains without it (drop --augment)")
     train, dev = training_split(root, seed=seed, dev_per_folder=dev_per_folder, holdout_per_folder=holdout_per_folder, fmt=fmt)
@@ -70,7 +81,7 @@ def finetune_from_archive(
     settings = FinetuneSettings(
         stages=tuple(stages), epochs=epochs or None, seed=seed, from_scratch=from_scratch,
         augment=AugmentSettings() if augment else None, retain=retain.settings if retain is not None else None,
-        training=RECIPES[recipe] if recipe is not None else None,
+        training=training,
     )
     kept = retain.images(seed) if retain is not None else None
     if dist is not None:  # one process of a distributed run (training.distributed)

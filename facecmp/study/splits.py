@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +47,7 @@ def parse_split(spec: str) -> int | None:
 def default_dev_per_folder(train: Dataset) -> int:
     """The dev count a run that names none gets: :data:`DEFAULT_DEV_PER_FOLDER`, or a quarter of the
     smallest folder of ``train`` (rounded down) when that is fewer."""
-    per_folder: dict[str, int] = {}
-    for record in train.images:
-        per_folder[record.folder] = per_folder.get(record.folder, 0) + 1
+    per_folder = Counter(record.folder for record in train.images)
     return min(DEFAULT_DEV_PER_FOLDER, min(per_folder.values(), default=0) // DEV_SHARE_LIMIT)
 
 
