@@ -8,6 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings as hsettings, strategies as st
 
 from facecmp.detection.checkpoint import load_checkpoint
 from facecmp.data import load_archive
@@ -126,6 +127,35 @@ def test_pretrained_rnet_regression_agrees_in_sign_with_the_targets(rnet_samples
         assert np.corrcoef(predicted[faced, k], rnet_samples.offsets[faced, k])[0, 1] > 0.2
 
 
+def test_onet_mining_from_the_pnet_candidates_rnet_kept_equals_mining_from_scratch(tiny, monkeypatch):
+    """RNet's mining keeps PNet's candidates; ONet's starts at RNet from them (``refine_batch``, not PNet
+    again) and mines the same samples; another PNet's candidates are not used."""
+    from facecmp.training.hard_mining import PnetProposals
+
+    nets = pretrained_nets()
+    proposals = PnetProposals()
+    mine_hard_samples(tiny.train, nets, "rnet", recipe("rnet"), seed=0, progress=False, proposals=proposals)
+    assert len(proposals.by_frame) == len(tiny.train.images)
+    refined = []
+    monkeypatch.setattr(Detector, "refine_batch", lambda self, *a, _r=Detector.refine_batch: refined.append(1) or _r(self, *a))
+    reused = mine_hard_samples(tiny.train, nets, "onet", recipe("onet"), seed=0, progress=False, proposals=proposals)
+    scratch = mine_hard_samples(tiny.train, nets, "onet", recipe("onet"), seed=0, progress=False)
+    assert refined and all(np.array_equal(getattr(reused, k), getattr(scratch, k)) for k in ("images", "labels", "offsets"))
+    refined.clear()
+    other = pretrained_nets()
+    other["pnet"].load_state_dict({k: v * 1.01 for k, v in other["pnet"].state_dict().items()})
+    mine_hard_samples(tiny.train, other, "onet", recipe("onet"), seed=0, progress=False, proposals=proposals)
+    assert not refined, "candidates of another PNet must not be used"
+
+
+def test_refine_batch_equals_the_cascade_up_to_rnet(tiny):
+    detector = Detector(settings=DetectorSettings(thresholds=(0.5, 0.2, 0.2)))
+    images = [read_image(r.path) for r in tiny.train.images[:5]]
+    proposals = detector.detect_batch(images, upto="pnet")
+    for refined, direct in zip(detector.refine_batch(images, proposals), detector.detect_batch(images, upto="rnet")):
+        assert np.array_equal(refined.boxes, direct.boxes) and np.array_equal(refined.scores, direct.scores)
+
+
 def test_the_sample_cache_follows_the_earlier_stages_weights(tiny, tmp_path):
     nets = pretrained_nets()
     settings = recipe("rnet")
@@ -232,6 +262,36 @@ def test_one_run_calibration_equals_running_the_detector_at_each_grid_point(tiny
         assert row["ap_cava"] == pytest.approx(direct["ap_cava"], abs=1e-9), point
     assert len({row["n_detections"] for row in table}) > 1, "the grid should change what is detected"
     assert best in grid and table[grid.index(best)]["ap_cava"] == max(r["ap_cava"] for r in table)
+
+
+@given(seed=st.integers(0, 10_000), tied=st.lists(st.booleans(), min_size=1, max_size=3))
+@hsettings(max_examples=60, deadline=None)
+def test_one_final_nms_per_rnet_threshold_equals_one_per_grid_point(seed, tied):
+    """One final NMS per RNet threshold, cut at each ONet threshold (``detections_by_onet``, and the flat
+    arrays calibration scores), equals ``detections`` run per grid point, box for box and in the same
+    order, also when scores tie (the shortcut is then not taken)."""
+    from facecmp.detection.inference import detections_to_predictions
+    from facecmp.training.calibrate import CascadeCandidates, _OnetCuts
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for k, ties in enumerate(tied):
+        n = int(rng.integers(0, 25))
+        corners = rng.uniform(0, 60, (n, 2))
+        boxes = np.concatenate([corners, corners + rng.uniform(5, 30, (n, 2))], axis=1)  # crowded: many overlap
+        onet = rng.choice([0.05, 0.5, 0.95, 1.0], n) if ties else rng.uniform(0, 1, n)
+        images.append((f"img{k}.jpg", CascadeCandidates(boxes, rng.uniform(0, 1, n), onet.astype(np.float32))))
+    onets = [0.02, 0.1, 0.5, 0.9]
+    for rnet in (0.02, 0.4):
+        cuts = _OnetCuts.build(images, rnet, onets, 0.7)
+        for o in onets:
+            per_point = {key: c.detections(rnet, o, 0.7) for key, c in images}
+            for key, c in images:
+                cut = c.detections_by_onet(rnet, onets, 0.7)[o]
+                assert np.array_equal(cut.boxes, per_point[key].boxes) and np.array_equal(cut.scores, per_point[key].scores)
+            flat, expected = cuts.predictions(o), detections_to_predictions(per_point)
+            assert np.array_equal(flat.boxes, expected.boxes) and np.array_equal(flat.scores, expected.scores)
+            assert flat.file_names.tolist() == expected.file_names.tolist()
 
 
 def test_calibration_falls_back_to_running_other_detectors_per_point(tiny):

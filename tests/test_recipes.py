@@ -10,7 +10,15 @@ import pytest
 
 from facecmp.cli import RECIPE_NAMES, main
 from facecmp.data.synthetic import generate_dataset
-from facecmp.training.finetune import CLASSIC_TRAINING, DEFAULT_RECIPE, DEFAULT_TRAINING, FAST_TRAINING, RECIPES, recipe_name
+from facecmp.training.finetune import (
+    CLASSIC_TRAINING,
+    DEFAULT_RECIPE,
+    DEFAULT_TRAINING,
+    FAST_TRAINING,
+    RECIPES,
+    SHORT_TRAINING,
+    recipe_name,
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,28 +27,34 @@ def root(tmp_path_factory):
 
 
 def test_each_recipe_is_named_and_the_fast_one_freezes_the_first_layer_of_rnet_and_onet_on_one_cycle():
-    assert recipe_name(None) == recipe_name(FAST_TRAINING) == "fast" == DEFAULT_RECIPE
-    assert DEFAULT_TRAINING is FAST_TRAINING
-    assert recipe_name(CLASSIC_TRAINING) == "classic" and set(RECIPES) == {"classic", "fast"}
+    assert recipe_name(None) == recipe_name(SHORT_TRAINING) == "short" == DEFAULT_RECIPE
+    assert DEFAULT_TRAINING is SHORT_TRAINING
+    assert recipe_name(FAST_TRAINING) == "fast" and recipe_name(CLASSIC_TRAINING) == "classic"
+    assert set(RECIPES) == {"short", "fast", "classic"}
     assert RECIPE_NAMES == (DEFAULT_RECIPE, *(name for name in RECIPES if name != DEFAULT_RECIPE))  # the CLI's choices
     assert recipe_name({"pnet": FAST_TRAINING["rnet"]}) == "custom"
     assert FAST_TRAINING["pnet"] == CLASSIC_TRAINING["pnet"]
     for stage in ("rnet", "onet"):
-        assert FAST_TRAINING[stage].frozen == ("conv1", "prelu1") and CLASSIC_TRAINING[stage].frozen == ()
-        assert FAST_TRAINING[stage].epochs < CLASSIC_TRAINING[stage].epochs
-        assert FAST_TRAINING[stage].schedule == "one-cycle" and CLASSIC_TRAINING[stage].schedule == "exponential"
-    assert FAST_TRAINING["rnet"].channels_last and CLASSIC_TRAINING["rnet"].channels_last is None
+        for quick in (SHORT_TRAINING, FAST_TRAINING):
+            assert quick[stage].frozen == ("conv1", "prelu1") and CLASSIC_TRAINING[stage].frozen == ()
+            assert quick[stage].epochs < CLASSIC_TRAINING[stage].epochs
+            assert quick[stage].schedule == "one-cycle" and CLASSIC_TRAINING[stage].schedule == "exponential"
+    assert FAST_TRAINING["rnet"].channels_last and SHORT_TRAINING["rnet"].channels_last and CLASSIC_TRAINING["rnet"].channels_last is None
+    # short: fewer epochs than fast where it differs, on one-cycle schedules throughout
+    assert all(SHORT_TRAINING[s].epochs <= FAST_TRAINING[s].epochs for s in ("pnet", "rnet", "onet"))
+    assert SHORT_TRAINING["pnet"].schedule == "one-cycle" and SHORT_TRAINING["onet"] == FAST_TRAINING["onet"]
 
 
 @pytest.mark.slow
-def test_a_run_that_names_no_recipe_trains_the_fast_one_and_classic_is_one_option_away(root, tmp_path):
-    for argv, expected in (([], "fast"), (["--recipe", "classic"], "classic")):
+def test_a_run_that_names_no_recipe_trains_the_short_one_and_the_others_are_one_option_away(root, tmp_path):
+    for argv, expected in (([], "short"), (["--recipe", "fast"], "fast"), (["--recipe", "classic"], "classic")):
         out = tmp_path / expected
         assert main([str(a) for a in ["finetune", "--data", root, "--out", out, "--stages", "pnet,rnet", "--epochs", "1",
                                       "--dev-per-folder", "1", *argv]]) == 0
         meta = json.loads((out / "facecmp.json").read_text())
         assert meta["settings"]["recipe"] == expected
         assert meta["stage_training"]["rnet"]["training"]["schedule"] == RECIPES[expected]["rnet"].schedule
+        assert meta["stage_training"]["pnet"]["training"]["lr"] == RECIPES[expected]["pnet"].lr
 
 
 @pytest.mark.slow

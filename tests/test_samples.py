@@ -157,6 +157,26 @@ def test_sample_dataset_normalises_like_the_cascade(tiny_train):
     assert label.item() == samples.labels[0] and torch.equal(offsets, torch.from_numpy(samples.offsets[0]))
 
 
+def test_batches_cut_by_index_equal_the_collated_ones(tiny_train):
+    """``batch_loader`` (one gather per tensor) gives DataLoader's collated batches to the bit, shuffled by
+    the same draws of the same generator, contiguous whatever layout the crops were mined in."""
+    from torch.utils.data import DataLoader, RandomSampler
+
+    samples = S.mine_samples(tiny_train.subset([r.key for r in tiny_train.images[:4]]), SETTINGS, seed=0, progress=False)
+    channels_last = samples.take(np.arange(len(samples)))
+    channels_last.images = np.ascontiguousarray(samples.images.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    for mined in (samples, channels_last):
+        ds = S.SampleDataset(mined)
+        ours, theirs = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        for _ in range(2):  # two epochs: the generator goes on the same way
+            cut = list(S.batch_loader(ds, 7, RandomSampler(ds, generator=ours), ours))
+            collated = list(DataLoader(ds, batch_size=7, shuffle=True, generator=theirs))
+            assert len(cut) == len(collated) > 1
+            for a, b in zip(cut, collated):
+                assert all(torch.equal(x, y) and x.is_contiguous() for x, y in zip(a, b))
+        assert torch.equal(ours.get_state(), theirs.get_state())
+
+
 def test_second_mining_call_reads_the_cache(tiny_train, tmp_path, monkeypatch):
     first = S.mine_pnet_samples(tiny_train, SETTINGS, seed=0, cache_dir=tmp_path, progress=False)
     assert not first.from_cache and first.cache_path.is_file()

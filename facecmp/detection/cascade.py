@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from facecmp.detection import geometry
 from facecmp.detection.geometry import PIXEL_MEAN, PIXEL_SCALE, PNET_CELL, PNET_STRIDE, nms_min, pyramid_scales, scaled_size
@@ -76,9 +75,12 @@ def integral_image(images: torch.Tensor) -> torch.Tensor:
     channels-last (as decoded images are), so that one pixel's channels sit together and a crop
     corner is one contiguous row to gather.
     """
-    pixels = images.permute(0, 2, 3, 1)
-    sums = pixels.cumsum(1, dtype=torch.int32).cumsum(2, dtype=torch.int32)
-    return F.pad(sums, (0, 0, 1, 0, 1, 0)).permute(0, 3, 1, 2)
+    batch, channels, height, width = images.shape
+    sums = torch.zeros((batch, height + 1, width + 1, channels), dtype=torch.int32, device=images.device)
+    inner = sums[:, 1:, 1:]
+    inner.copy_(images.permute(0, 2, 3, 1))
+    inner.cumsum_(1).cumsum_(2)  # in place: a third less time than cumsum(dtype=...) and a pad on 2 CPU cores
+    return sums.permute(0, 3, 1, 2)
 
 
 def _bins(length: torch.Tensor, size: int, device) -> tuple[torch.Tensor, torch.Tensor]:

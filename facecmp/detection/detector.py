@@ -106,12 +106,25 @@ class Detector:
         if upto not in STAGES:
             raise ValueError(f"upto must be one of {STAGES}, got {upto!r}")
         results: list[Detections | None] = [None] * len(images)
-        by_size: dict[tuple, list[int]] = {}
-        for i, img in enumerate(images):
-            by_size.setdefault(img.shape, []).append(i)
-        for members in by_size.values():
+        for members in _same_size(images).values():
             batch = np.stack([images[i] for i in members])
             for i, det in zip(members, self._detect_same_size(batch, upto)):
+                results[i] = det
+        return results  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def refine_batch(self, images: Sequence[np.ndarray], proposals: Sequence[Detections]) -> list[Detections]:
+        """``detect_batch(images, upto="rnet")`` from PNet's candidates already found for these images
+        (``detect_batch(upto="pnet")``'s output at this detector's PNet settings and weights): RNet's part
+        alone. Equal to running PNet again up to float rounding in NMS (its IoUs are computed on boxes
+        shifted by the largest coordinate of the batch they ran in)."""
+        results: list[Detections | None] = [None] * len(images)
+        for members in _same_size(images).values():
+            imgs = torch.as_tensor(np.stack([images[i] for i in members]), device=self.device).permute(0, 3, 1, 2)
+            found = [torch.as_tensor(proposals[i].boxes, dtype=torch.float32, device=self.device).reshape(-1, 4) for i in members]
+            inds = torch.cat([torch.full((len(b),), k, dtype=torch.long, device=self.device) for k, b in enumerate(found)])
+            boxes, scores, inds = self._refine(C.integral_image(imgs), torch.cat(found), inds)
+            for i, det in zip(members, _per_image(len(members), boxes, scores, inds)):
                 results[i] = det
         return results  # type: ignore[return-value]
 
@@ -127,11 +140,7 @@ class Detector:
         points = None
         if upto == "onet":
             boxes, scores, inds, points = self._output(sat, boxes, inds)
-        boxes_np, scores_np, inds_np = boxes.cpu().numpy(), scores.cpu().numpy(), inds.cpu().numpy()
-        return [
-            Detections(boxes_np[inds_np == b], scores_np[inds_np == b], None if points is None else points[inds_np == b])
-            for b in range(len(batch))
-        ]
+        return _per_image(len(batch), boxes, scores, inds, points)
 
     def _propose(self, sat: torch.Tensor):
         """Stage 1: PNet over the pyramid; squared candidate boxes per image."""
@@ -204,6 +213,23 @@ class Detector:
         keep = C.batched_nms_min(boxes, scores, inds, s.nms_thresholds[3])
         points = landmark_points(seen[keep].cpu().numpy(), landmarks[keep].cpu().numpy())
         return boxes[keep], scores[keep], inds[keep], points
+
+
+def _same_size(images: Sequence[np.ndarray]) -> dict[tuple, list[int]]:
+    """Indices of ``images`` grouped by shape (a batch runs the networks on images of one size)."""
+    by_size: dict[tuple, list[int]] = {}
+    for i, img in enumerate(images):
+        by_size.setdefault(img.shape, []).append(i)
+    return by_size
+
+
+def _per_image(n: int, boxes: torch.Tensor, scores: torch.Tensor, inds: torch.Tensor, points=None) -> list[Detections]:
+    """A batch's candidates (``inds``: the image of each) as one ``Detections`` per image of the ``n``."""
+    boxes_np, scores_np, inds_np = boxes.cpu().numpy(), scores.cpu().numpy(), inds.cpu().numpy()
+    return [
+        Detections(boxes_np[inds_np == b], scores_np[inds_np == b], None if points is None else points[inds_np == b])
+        for b in range(n)
+    ]
 
 
 def pretrained(settings: DetectorSettings | None = None) -> Detector:

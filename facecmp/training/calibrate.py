@@ -9,9 +9,11 @@ with the grid's lowest RNet and ONet thresholds, keeping every final candidate's
 ONet score and regressed box (:class:`CascadeCandidates`). A higher RNet/ONet threshold then
 keeps exactly the candidates whose scores pass it: greedy NMS visits boxes in score order, so
 the boxes above a threshold suppress one another the same way whether or not lower-scoring
-boxes are present. Only the final (min-overlap) NMS is re-run per grid point, because removing
-candidates with RNet can change which boxes it keeps. The result equals ``Detector.detect`` at
-that grid point (a test checks it).
+boxes are present. The final (min-overlap) NMS is re-run per RNet threshold, because removing
+candidates with RNet can change which boxes it keeps; its boxes are visited in ONet-score order, so
+one run at the grid's lowest ONet threshold, cut at each higher one, serves them all
+(:meth:`CascadeCandidates.final_nms_by_onet`; an image whose scores tie is run per ONet threshold). The
+result equals ``Detector.detect`` at that grid point (tests check it).
 
 The PNet thresholds share one run too (:func:`candidates_by_pnet`): PNet's two NMS steps visit
 boxes in PNet-score order, so PNet at a higher threshold proposes exactly the boxes PNet at the
@@ -39,6 +41,7 @@ from facecmp.data.images import read_image
 from facecmp.data.records import Dataset
 from facecmp.detection.base import Detections, DetectorLike
 from facecmp.detection.detector import REFINE_BATCH, Detector, run_padded
+from facecmp.data.predictions import Predictions
 from facecmp.errors import DataError
 from facecmp.evaluation.evaluator import evaluate, pairwise_iou
 from facecmp.detection.inference import detections_to_predictions, require_answers
@@ -62,7 +65,10 @@ def _decoded(dataset: Dataset, progress: bool) -> list[tuple[str, np.ndarray]]:
 
 
 def _row(thresholds, per_image: dict[str, Detections], ground_truth) -> dict:
-    result = evaluate(detections_to_predictions(per_image), ground_truth)
+    return _scored(thresholds, evaluate(detections_to_predictions(per_image), ground_truth))
+
+
+def _scored(thresholds, result) -> dict:
     return {
         "thresholds": [float(t) for t in thresholds],
         "ap_cava": result.ap_cava,
@@ -135,7 +141,33 @@ class CascadeCandidates:
     def detections(self, rnet: float, onet: float, nms_threshold: float) -> Detections:
         """What the cascade finds with these RNet/ONet thresholds (same PNet threshold)."""
         passed = np.flatnonzero((self.rnet_scores > rnet) & (self.onet_scores > onet))
-        keep = passed[C.nms_min(self.boxes[passed], self.onet_scores[passed], nms_threshold)]
+        return self._kept(passed[C.nms_min(self.boxes[passed], self.onet_scores[passed], nms_threshold)])
+
+    def detections_by_onet(self, rnet: float, onets: Sequence[float], nms_threshold: float) -> dict[float, Detections]:
+        """:meth:`detections` at one RNet threshold and each ONet threshold of ``onets``, from one final NMS
+        (:meth:`final_nms_by_onet`)."""
+        found = self.final_nms_by_onet(rnet, onets, nms_threshold)
+        if isinstance(found, dict):
+            return found
+        return {onet: Detections(found.boxes[found.scores > onet], found.scores[found.scores > onet]) for onet in onets}
+
+    def final_nms_by_onet(self, rnet: float, onets: Sequence[float], nms_threshold: float) -> Detections | dict[float, Detections]:
+        """What the cascade keeps at one RNet threshold and the lowest of ``onets``; at a higher ONet
+        threshold it keeps those of these boxes whose score passes it. Or, for an image whose scores
+        tie, :meth:`detections` at each threshold of ``onets``.
+
+        The final NMS visits boxes in ONet-score order, so the boxes above a higher ONet threshold are
+        a prefix of that order and keep what they kept at the lowest one. Exact when no two boxes share
+        a score (else the sort may order ties differently in the smaller set).
+        """
+        lowest = min(onets)
+        passed = np.flatnonzero((self.rnet_scores > rnet) & (self.onet_scores > lowest))
+        scores = self.onet_scores[passed]
+        if len(np.unique(scores)) < len(scores):
+            return {onet: self.detections(rnet, onet, nms_threshold) for onet in onets}
+        return self._kept(passed[C.nms_min(self.boxes[passed], scores, nms_threshold)])
+
+    def _kept(self, keep: np.ndarray) -> Detections:
         return Detections(self.boxes[keep].astype(np.float32), self.onet_scores[keep].astype(np.float32))
 
 
@@ -238,6 +270,35 @@ def grid_by_pnet(grid: Sequence[Thresholds]) -> tuple[dict[float, list[int]], Th
     return by_pnet, tuple(min(point[k] for point in grid) for k in range(3))
 
 
+@dataclass
+class _OnetCuts:
+    """Every dev image's detections at one PNet and one RNet threshold, image after image in flat
+    arrays, from which each ONet threshold's predictions are one mask: a row with ``only_at`` NaN is
+    kept at every ONet threshold its score passes, any other row at that threshold alone (an image
+    whose scores tie, :meth:`CascadeCandidates.final_nms_by_onet`)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    names: np.ndarray
+    only_at: np.ndarray
+
+    @classmethod
+    def build(cls, found: Sequence[tuple[str, CascadeCandidates]], rnet: float, onets: Sequence[float], nms_threshold: float):
+        parts = []
+        for key, candidates in found:
+            kept = candidates.final_nms_by_onet(rnet, onets, nms_threshold)
+            for only_at, d in kept.items() if isinstance(kept, dict) else [(np.nan, kept)]:
+                parts.append((d.boxes.reshape(-1, 4), d.scores, np.full(len(d), key), np.full(len(d), only_at)))
+        if not parts:
+            return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, str), np.zeros(0))
+        return cls(*(np.concatenate(column) for column in zip(*parts)))
+
+    def predictions(self, onet: float) -> Predictions:
+        """Exactly ``detections_to_predictions`` of every image's ``detections(rnet, onet, ...)``."""
+        keep = np.where(np.isnan(self.only_at), self.scores > onet, self.only_at == onet)
+        return Predictions(self.boxes[keep].astype(np.float64), self.scores[keep].astype(np.float64), self.names[keep])
+
+
 def _score_all_groups(detector: Detector, by_pnet: dict[float, list[int]], grid, images, ground_truth,
                       progress: bool = False) -> dict[int, dict]:
     """Rows for every grid point from one cascade run (:func:`candidates_by_pnet`) at the grid's lowest thresholds."""
@@ -251,10 +312,14 @@ def _score_all_groups(detector: Detector, by_pnet: dict[float, list[int]], grid,
     rows = {}
     scoring = tqdm(total=len(grid), desc="calibrating: scoring thresholds", disable=not progress, unit="setting")
     for p, members in by_pnet.items():
-        scoring.update(len(members))
+        by_rnet: dict[float, list[int]] = {}  # one final NMS per RNet threshold serves its ONet thresholds
         for i in members:
-            t = grid[i]
-            rows[i] = _row(t, {key: c.detections(t[1], t[2], nms_threshold) for key, c in found[p]}, ground_truth)
+            by_rnet.setdefault(grid[i][1], []).append(i)
+        for r, points in by_rnet.items():
+            cuts = _OnetCuts.build(found[p], r, sorted({grid[i][2] for i in points}), nms_threshold)
+            for i in points:
+                rows[i] = _scored(grid[i], evaluate(cuts.predictions(grid[i][2]), ground_truth))
+            scoring.update(len(points))
     scoring.close()
     return rows
 

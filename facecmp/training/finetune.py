@@ -29,7 +29,13 @@ from facecmp.process import run_conditions
 from facecmp.detection.models import STAGES, build_network, pretrained_network
 from facecmp.training.augment import AugmentSettings
 from facecmp.training.calibrate import DEFAULT_GRID, Thresholds, best_thresholds
-from facecmp.training.hard_mining import HardMiningSettings, capped_images, default_hard_mining, mine_stage_samples
+from facecmp.training.hard_mining import (
+    HardMiningSettings,
+    PnetProposals,
+    capped_images,
+    default_hard_mining,
+    mine_stage_samples,
+)
 from facecmp.training.loop import TrainSettings, train_stage
 from facecmp.data.fingerprint import data_fingerprint
 from facecmp.training.samples import MiningSettings, SampleSet, mine_pnet_samples
@@ -45,13 +51,13 @@ from facecmp.training.distributed import (
 
 # Per-stage training recipes (``epochs`` overrides them all when given), by name (``finetune --recipe``).
 # ``classic``: every layer trained on an exponentially decaying rate, PNet 15, RNet 8, ONet 6 epochs
-# (the library's default until 2026-12-07).
+# (the library's default until session 19, 2026-12-07).
 CLASSIC_TRAINING: dict[str, TrainSettings] = {
     "pnet": TrainSettings(epochs=15),
     "rnet": TrainSettings(epochs=8),
     "onet": TrainSettings(epochs=6, batch_size=128),
 }
-# ``fast``, the default: PNet as in ``classic``; RNet and ONet keep their first convolution (and its
+# ``fast`` (the default of 2026-12-07, session 19): PNet as in ``classic``; RNet and ONet keep their first convolution (and its
 # PReLU) as pretrained and train 4 and 3 epochs on a one-cycle schedule (peak: the classic rate),
 # RNet's batches channels-last. What each recipe costs and scores, with the commands that measured
 # them, is in docs/price.md.
@@ -61,8 +67,16 @@ FAST_TRAINING: dict[str, TrainSettings] = {
     "rnet": TrainSettings(epochs=4, schedule="one-cycle", frozen=_FIRST_LAYER, channels_last=True),
     "onet": TrainSettings(epochs=3, batch_size=128, schedule="one-cycle", frozen=_FIRST_LAYER),
 }
-RECIPES: dict[str, dict[str, TrainSettings]] = {"fast": FAST_TRAINING, "classic": CLASSIC_TRAINING}
-DEFAULT_RECIPE = "fast"
+# ``short``, the default since session 20 (2026-12-07): PNet 8 epochs on a one-cycle schedule peaking at
+# 2e-3 (15 on the exponential decay in ``fast`` and ``classic``), RNet as in ``fast`` but 3 epochs peaking
+# at 2e-3, ONet as in ``fast``: less time than ``fast`` for its AP (docs/price.md, session 20).
+SHORT_TRAINING: dict[str, TrainSettings] = {
+    "pnet": TrainSettings(epochs=8, lr=2e-3, schedule="one-cycle"),
+    "rnet": dataclasses.replace(FAST_TRAINING["rnet"], epochs=3, lr=2e-3),
+    "onet": FAST_TRAINING["onet"],
+}
+RECIPES: dict[str, dict[str, TrainSettings]] = {"short": SHORT_TRAINING, "fast": FAST_TRAINING, "classic": CLASSIC_TRAINING}
+DEFAULT_RECIPE = "short"
 # The recipe a run gets when it names none (``FinetuneSettings.training`` None).
 DEFAULT_TRAINING: dict[str, TrainSettings] = RECIPES[DEFAULT_RECIPE]
 
@@ -108,7 +122,10 @@ def hard_mining_settings(stage: str, hard_mining, min_face_size: float) -> HardM
 
 
 def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, device, progress, min_face_size,
-                   dist: Dist = SINGLE, augment=None, pnet_max_images: int | None = None, workers: int = 0) -> SampleSet:
+                   dist: Dist = SINGLE, augment=None, pnet_max_images: int | None = None, workers: int = 0,
+                   proposals: PnetProposals | None = None) -> SampleSet:
+    """``stage``'s training samples (cached). ``proposals``: RNet's mining keeps PNet's candidates in it and
+    ONet's starts from them (``hard_mining.PnetProposals``)."""
     if dist.active and augment is not None:
         raise FacecmpError("--augment trains in one process for now: drop --nproc / torchrun, or drop --augment")
     if stage == "pnet":
@@ -126,7 +143,7 @@ def mine_for_stage(stage, train, nets, *, mining, hard_mining, seed, cache_dir, 
         else:
             samples = mine_stage_samples(
                 train, nets, stage, settings, seed=seed, cache_dir=cache_dir, device=device, progress=progress, augment=augment,
-                workers=workers,
+                workers=workers, proposals=proposals,
             )
         smallest = settings.crops.min_face_size
     if len(samples) < 2 or samples.counts()["positive"] == 0:
@@ -217,6 +234,8 @@ def finetune(
         return mining_workers(images, device) if workers is None else workers
 
     nets = {stage: pretrained_network(stage) for stage in STAGES}
+    # PNet's candidates on the training (and source) frames, from RNet's mining to ONet's.
+    proposals, source_proposals = PnetProposals(), PnetProposals()
     per_stage: dict[str, dict] = {}
     source_per_image = None  # --retain: the last stage's replay samples per source image (bounds the next one's mining)
     for stage in stages:
@@ -228,7 +247,7 @@ def finetune(
             stage, train, nets, mining=settings.mining, hard_mining=settings.hard_mining, seed=settings.seed,
             cache_dir=cache_dir, device=device, progress=progress, min_face_size=settings.min_face_size, dist=dist,
             augment=settings.augment, pnet_max_images=settings.pnet_max_images,
-            workers=workers_for(train),
+            workers=workers_for(train), proposals=proposals,
         )
         mining_s = time.perf_counter() - start
         kept = {}
@@ -237,7 +256,7 @@ def finetune(
                 stage, samples, retain, settings.retain, mining=settings.mining, seed=settings.seed, cache_dir=cache_dir,
                 hard_mining=hard_mining_settings(stage, settings.hard_mining, settings.min_face_size) if stage != "pnet" else None,
                 progress=progress, nets=nets, workers=workers_for(retain),
-                per_image=source_per_image,
+                per_image=source_per_image, proposals=source_proposals,
             )
             source_per_image = kept.get("replay", {}).get("source_per_image")
             recipe = retaining.training_recipe(recipe, settings.retain)

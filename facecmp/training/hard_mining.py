@@ -37,7 +37,7 @@ from torch import nn
 from facecmp.detection import cascade as C
 from facecmp.data.records import Dataset
 from facecmp.data.fingerprint import code_fingerprint, data_fingerprint, library_versions
-from facecmp.detection.base import DetectorSettings
+from facecmp.detection.base import Detections, DetectorSettings
 from facecmp.detection.detector import Detector
 from facecmp.detection.models import INPUT_SIZE
 from facecmp.errors import FacecmpError
@@ -188,6 +188,33 @@ def mining_images(dataset: Dataset, settings: HardMiningSettings, seed: int) -> 
     return capped_images(dataset, settings.max_images, seed).images
 
 
+@dataclass
+class PnetProposals:
+    """PNet's candidates per mined frame, kept by RNet's mining so that ONet's, on frames RNet's already
+    mined, starts at RNet (``Detector.refine_batch``): PNet, most of a mining run's time, runs once per
+    frame. ``spec`` says which PNet made them (:func:`pnet_spec`); ONet's mining uses them only when
+    its own PNet is the same. Filled by :func:`mine_hard_samples` for rnet, read by it for onet."""
+
+    spec: str = ""
+    by_frame: dict[tuple, Detections] = field(default_factory=dict)
+
+    def known(self, spec: str, frames) -> list[Detections | None]:
+        """Each frame's PNet candidates when ``spec``'s PNet found them here, else None."""
+        return [self.by_frame.get(frame_id(f)) if spec == self.spec else None for f in frames]
+
+
+def frame_id(frame) -> tuple:
+    """A mined frame by its image and augmented copy (frame keys number the images of one mining run only)."""
+    return (frame.record.key, *frame.key[1:])
+
+
+def pnet_spec(detector: Detector) -> str:
+    """What PNet's candidates depend on: its weights and the detector's settings up to PNet's last NMS."""
+    s = detector.settings
+    return json.dumps({"pnet": weights_fingerprint(detector.nets, ("pnet",)), "min_face_size": s.min_face_size,
+                       "factor": s.factor, "threshold": s.thresholds[0], "nms": list(s.nms_thresholds[:2])})
+
+
 def mine_hard_samples(
     dataset: Dataset,
     nets: Mapping[str, nn.Module],
@@ -198,26 +225,49 @@ def mine_hard_samples(
     progress: bool = True,
     augment: AugmentSettings | None = None,
     workers: int = 0,
+    proposals: PnetProposals | None = None,
 ) -> SampleSet:
     """Mine ``stage``'s (rnet or onet) samples with the earlier stages of ``nets`` (no cache), on
     every mined image and, with ``augment``, its augmented copies (the cascade runs on those too).
-    ``workers`` > 0 runs the batches in that many worker processes (the same samples)."""
+    ``workers`` > 0 runs the batches in that many worker processes (the same samples).
+    ``proposals``: rnet fills it with PNet's candidates; onet starts from them where they fit
+    (:class:`PnetProposals`)."""
     records = mining_images(dataset, settings, seed)
-    images, labels, offsets = mine_frames(records, augment, seed, batch_miner(nets, stage, settings, seed, device),
-                                          batch=settings.batch_images, workers=workers, desc=f"mining {stage} samples",
-                                          progress=progress)
+    keep = [] if proposals is not None and stage == "rnet" else None
+    miner = batch_miner(nets, stage, settings, seed, device, proposals=proposals if stage == "onet" else None, keep=keep is not None)
+    images, labels, offsets = mine_frames(records, augment, seed, miner, batch=settings.batch_images, workers=workers,
+                                          desc=f"mining {stage} samples", progress=progress, extras=keep)
+    if keep is not None:
+        proposals.spec = pnet_spec(mining_detector(nets, stage, settings, device))
+        proposals.by_frame = dict(found for (found,) in keep)
     return balanced_sample_set(images, labels, offsets, settings.crops, np.random.default_rng([seed, len(records)]))
 
 
-def batch_miner(nets: Mapping[str, nn.Module], stage: str, settings: HardMiningSettings, seed: int, device: str = "cpu"):
+def batch_miner(nets: Mapping[str, nn.Module], stage: str, settings: HardMiningSettings, seed: int, device: str = "cpu",
+                proposals: PnetProposals | None = None, keep: bool = False):
     """``frames -> [(crops, labels, offsets)]``: the earlier stages run on the batch together,
-    then each frame's candidates are labelled and cut with its own seeded generator."""
+    then each frame's candidates are labelled and cut with its own seeded generator. ``keep`` (rnet):
+    each frame's PNet candidates follow, as ``(frame_id, Detections)``; ``proposals`` (onet): PNet's
+    candidates found before, used for the frames they cover (PNet runs on the others)."""
     detector = mining_detector(nets, stage, settings, device)
+    spec = pnet_spec(detector) if proposals is not None else ""
 
     def mine(frames):
-        found = detector.detect_batch([f.image for f in frames], upto=PREVIOUS_STAGE[stage])
-        return [mine_candidate_image(f.image, f.boxes, candidates, stage, settings, np.random.default_rng([seed, *f.key]))[:3]
-                for f, candidates in zip(frames, found)]
+        images = [f.image for f in frames]
+        known = proposals.known(spec, frames) if proposals is not None else [None] * len(frames)
+        found = [None] * len(frames)
+        fresh = [i for i, k in enumerate(known) if k is None]
+        started = [i for i, k in enumerate(known) if k is not None]
+        for group, run in ((fresh, lambda ims: detector.detect_batch(ims, upto=PREVIOUS_STAGE[stage])),
+                           (started, lambda ims: detector.refine_batch(ims, [known[i] for i in started]))):
+            if group:
+                for i, candidates in zip(group, run([images[i] for i in group])):
+                    found[i] = candidates
+        mined = [mine_candidate_image(f.image, f.boxes, candidates, stage, settings, np.random.default_rng([seed, *f.key]))[:3]
+                 for f, candidates in zip(frames, found)]
+        if keep:
+            mined = [(*m, (frame_id(f), candidates)) for m, f, candidates in zip(mined, frames, found)]
+        return mined
 
     return mine
 
@@ -233,16 +283,17 @@ def mine_stage_samples(
     progress: bool = True,
     augment: AugmentSettings | None = None,
     workers: int = 0,
+    proposals: PnetProposals | None = None,
 ) -> SampleSet:
     """:func:`mine_hard_samples`, read from ``cache_dir`` when the data, settings, augmentation and
-    earlier weights are unchanged."""
+    earlier weights are unchanged (``proposals`` is then left as it was)."""
     if cache_dir is None:
-        return mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment, workers)
+        return mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment, workers, proposals)
     key = hard_mining_fingerprint(dataset, nets, stage, settings, seed, augment)[:20]
     path = Path(cache_dir) / f"samples{settings.crops.crop_size}_{stage}_{key}.npz"
 
     def mine() -> SampleSet:
-        samples = mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment, workers)
+        samples = mine_hard_samples(dataset, nets, stage, settings, seed, device, progress, augment, workers, proposals)
         if len(samples) == 0:
             raise FacecmpError(f"{dataset.name}: mining {stage} samples found nothing; are there faces in the training images?")
         return samples

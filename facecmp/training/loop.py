@@ -27,7 +27,7 @@ from typing import Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
 from facecmp.detection.models import ONet
@@ -42,7 +42,7 @@ from facecmp.training.run_state import (
     save_run_state,
     state_file,
 )
-from facecmp.training.samples.dataset import SampleDataset, hflip
+from facecmp.training.samples.dataset import SampleDataset, batch_loader, hflip
 from facecmp.training.samples.sample_set import SampleSet
 
 
@@ -238,12 +238,11 @@ def train_stage(
     train_set = SampleDataset(samples.take(train_idx))
     if dist.active:  # each rank takes its share of every global batch, in an order from (seed, epoch)
         sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed)
-        train_loader = DataLoader(train_set, batch_size=per_rank_batch(settings.batch_size, dist.world_size), sampler=sampler)
+        train_loader = batch_loader(train_set, per_rank_batch(settings.batch_size, dist.world_size), sampler)
     else:
-        train_loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, generator=generator, num_workers=0)
+        train_loader = batch_loader(train_set, settings.batch_size, RandomSampler(train_set, generator=generator), generator)
     # Validation: each rank scores its share (one process: all of it); reduced, the whole split's loss.
-    val_loader = DataLoader(SampleDataset(samples.take(val_idx[dist.rank :: dist.world_size])), batch_size=1024, shuffle=False,
-                            num_workers=0)
+    val_loader = batch_loader(SampleDataset(samples.take(val_idx[dist.rank :: dist.world_size])), 1024)
     val_weights = dataclasses.replace(settings.loss, hard_ratio=1.0)
     layout = settings.channels_last
 

@@ -56,7 +56,13 @@ from facecmp.data.records import Dataset
 from facecmp.detection.cascade import normalize
 from facecmp.detection.models import STAGES, pretrained_network
 from facecmp.errors import DataError, FacecmpError
-from facecmp.training.hard_mining import HardMiningSettings, capped_images, mine_candidate_image, mine_stage_samples
+from facecmp.training.hard_mining import (
+    HardMiningSettings,
+    PnetProposals,
+    capped_images,
+    mine_candidate_image,
+    mine_stage_samples,
+)
 from facecmp.training.loop import net_outputs
 from facecmp.training.samples import MiningSettings, SampleSet, balanced_sample_set, cached_samples, mine_pnet_samples
 
@@ -262,15 +268,17 @@ def mine_source_crops(retain: Dataset, stage: str, settings: HardMiningSettings,
 
 def source_samples(stage: str, retain: Dataset, *, mining: MiningSettings, hard_mining: HardMiningSettings | None, seed: int,
                    cache_dir: Path | None, source_mining: str, progress: bool = True,
-                   nets: Mapping[str, nn.Module] | None = None, workers: int = 0) -> SampleSet:
+                   nets: Mapping[str, nn.Module] | None = None, workers: int = 0,
+                   proposals: PnetProposals | None = None) -> SampleSet:
     """All replay samples of ``stage`` on ``retain`` (cached in ``cache_dir`` by data, recipe, seed and
     code; with ``source_mining="cascade"`` also by the weights of ``nets``' earlier stages, which find
-    RNet's / ONet's candidates on the source frames as they find the target's)."""
+    RNet's / ONet's candidates on the source frames as they find the target's, PNet's candidates
+    passed from RNet's mining to ONet's in ``proposals``)."""
     if stage == "pnet":
         return mine_pnet_samples(retain, mining, seed=seed, cache_dir=cache_dir, progress=progress)
     if source_mining == "cascade":
         return mine_stage_samples(retain, nets, stage, hard_mining, seed=seed, cache_dir=cache_dir, progress=progress,
-                                  workers=workers)
+                                  workers=workers, proposals=proposals)
     if cache_dir is None:
         return mine_source_crops(retain, stage, hard_mining, seed, progress)
     spec = {"version": REPLAY_VERSION, "stage": stage, "crops": asdict(hard_mining.crops), "seed": seed,
@@ -372,12 +380,13 @@ def source_images(retain: Dataset, wanted: int, per_image: float | None, seed: i
 def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: RetainSettings, *, mining: MiningSettings,
                  hard_mining: HardMiningSettings | None, seed: int, cache_dir: Path | None, progress: bool = True,
                  nets: Mapping[str, nn.Module] | None = None, workers: int = 0,
-                 per_image: float | None = None) -> tuple[SampleSet, dict]:
+                 per_image: float | None = None, proposals: PnetProposals | None = None) -> tuple[SampleSet, dict]:
     """``stage``'s training samples with the source replay mixed in (unchanged without replay), and
     what to record for it in ``facecmp.json["stage_training"][stage]["retain"]``. ``nets``: the
     cascade as trained so far (its earlier stages mine the source frames with ``source_mining="cascade"``).
     ``per_image``: the previous stage's source samples per source image (its record's
-    ``source_per_image``), which bounds the source images RNet and ONet mine (:func:`source_images`)."""
+    ``source_per_image``), which bounds the source images RNet and ONet mine (:func:`source_images`).
+    ``proposals``: PNet's candidates on the source frames, kept by RNet's mining for ONet's (:func:`source_samples`)."""
     if not settings.replays:
         return samples, {}
     import time
@@ -389,7 +398,8 @@ def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: Reta
 
     def mine(images):
         return source_samples(stage, images, mining=mining, hard_mining=hard_mining, seed=seed, cache_dir=cache_dir,
-                              progress=progress, source_mining=settings.source_mining, nets=nets, workers=workers)
+                              progress=progress, source_mining=settings.source_mining, nets=nets, workers=workers,
+                              proposals=proposals)
 
     source = mine(mined)
     if len(source) < wanted and len(mined) < len(retain):  # the estimate fell short: mine them all

@@ -21,7 +21,7 @@ from facecmp.training.samples.crops import (
     random_crops,
     select_crops,
 )
-from facecmp.training.samples.dataset import SampleDataset, hflip
+from facecmp.training.samples.dataset import SampleDataset, batch_loader, hflip
 from facecmp.training.samples.mining import (
     MINING_VERSION,
     balance,
@@ -41,6 +41,7 @@ __all__ = [
     "POSITIVE",
     "MiningSettings",
     "SampleDataset",
+    "batch_loader",
     "SampleSet",
     "balance",
     "balanced_sample_set",

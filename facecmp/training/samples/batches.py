@@ -51,9 +51,10 @@ def _as_is(item):
 
 
 def mine_frames(records: Sequence[ImageRecord], augment: AugmentSettings | None, seed: int, mine: MineBatch, *, batch: int,
-                workers: int = 0, desc: str = "mining", progress: bool = True) -> tuple[list, list, list]:
+                workers: int = 0, desc: str = "mining", progress: bool = True, extras: list | None = None) -> tuple[list, list, list]:
     """Every frame's ``(crops, labels, offsets)`` in frame order, as three lists; ``mine`` maps a
-    batch of frames to their samples. ``workers`` > 0 mines in that many forked worker processes."""
+    batch of frames to their samples. ``workers`` > 0 mines in that many forked worker processes.
+    ``extras``: a list that receives, in frame order, what ``mine`` returned for a frame after its samples."""
     batches = FrameBatches(records, augment, seed, batch, mine)
     if workers > 0 and len(batches) > 1:
         items = DataLoader(batches, batch_size=None, num_workers=workers, worker_init_fn=single_threaded, collate_fn=_as_is)
@@ -64,13 +65,15 @@ def mine_frames(records: Sequence[ImageRecord], augment: AugmentSettings | None,
         for item in raise_returned(items):
             per_frame.extend(item)
             bar.update(len(item))
+    if extras is not None:
+        extras.extend(mined[3:] for mined in per_frame)
     return columns(per_frame)
 
 
 def columns(per_frame: Sequence[Mined]) -> tuple[list, list, list]:
     """Frames' ``(crops, labels, offsets)`` as three lists in the same order."""
     crops, labels, offsets = [], [], []
-    for im, lab, off in per_frame:
+    for im, lab, off, *_ in per_frame:
         crops.append(im)
         labels.append(lab)
         offsets.append(off)
