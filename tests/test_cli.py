@@ -619,16 +619,28 @@ def test_finetune_writes_a_checkpoint_that_detect_uses(finetuned, small_images, 
     assert len(tuned) != len(pretrained) or not np.allclose(np.sort(tuned.scores), np.sort(pretrained.scores))
 
 
-def test_finetune_resume_continues_to_more_epochs(dataset, finetuned, tmp_path):
+def test_finetune_resume_continues_to_more_epochs(dataset, tmp_path):
+    """On a recipe whose PNet decays per epoch (``fast``) a resume with more epochs trains only the new ones."""
     from facecmp.detection.checkpoint import load_checkpoint
 
-    out = tmp_path / "ckpt"
-    shutil.copytree(finetuned[0], out)
-    code, _, stderr = run_cli(["finetune", "--data", dataset, "--out", out, "--epochs", "2", "--dev-per-folder", "1", "--resume"])
+    first, out = tmp_path / "first", tmp_path / "ckpt"
+    args = ["finetune", "--data", dataset, "--dev-per-folder", "1", "--recipe", "fast"]
+    code, _, stderr = run_cli([*args, "--out", first, "--epochs", "1"])
+    assert code == 0, stderr
+    shutil.copytree(first, out)
+    code, _, stderr = run_cli([*args, "--out", out, "--epochs", "2", "--resume"])
     assert code == 0, stderr
     history = load_checkpoint(out).meta["history"]
     assert [h["epoch"] for h in history] == [1, 2]
-    assert history[0] == load_checkpoint(finetuned[0]).meta["history"][0]  # epoch 1 was not trained again
+    assert history[0] == load_checkpoint(first).meta["history"][0]  # epoch 1 was not trained again
+
+
+def test_finetune_resume_of_a_one_cycle_run_with_other_epochs_is_one_error_line(dataset, finetuned, tmp_path):
+    """The default recipe's PNet runs one cycle over its epochs: a resume with more is refused, saying why."""
+    out = tmp_path / "ckpt"
+    shutil.copytree(finetuned[0], out)
+    code, _, err = run_cli(["finetune", "--data", dataset, "--out", out, "--epochs", "2", "--dev-per-folder", "1", "--resume"])
+    assert_user_error(code, err, "one-cycle", "--recipe fast")
 
 
 def test_finetune_bad_stage_is_a_usage_error(dataset, tmp_path):

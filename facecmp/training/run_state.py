@@ -34,6 +34,10 @@ def run_recipe(settings) -> dict:
     return {k: v for k, v in asdict(settings).items() if k != "threads" and (k != "epochs" or spans)}
 
 
+def _without_epochs(run_id: dict) -> dict:
+    return {**run_id, "settings": {k: v for k, v in (run_id.get("settings") or {}).items() if k != "epochs"}}
+
+
 def run_id_file(path: Path) -> Path:
     """The JSON beside a run state holding its ``run_id``: what a resume checks without loading the state."""
     return Path(path).with_suffix(".json")
@@ -89,6 +93,13 @@ def apply_run_state(state: dict, path: Path, run_id: dict, net, optimizer, sched
         raise world_size_error(
             f"{path}: was written by a run with {written.get('world_size', 1)} process(es), this one has {expected}; "
             "resume with the same number (--nproc / torchrun --nproc_per_node x --nnodes), or drop --resume to start over"
+        )
+    epochs = (written.get("settings") or {}).get("epochs"), run_id["settings"].get("epochs")
+    if written != run_id and epochs[0] != epochs[1] and _without_epochs(written) == _without_epochs(run_id):
+        raise ModelError(  # say so rather than "different settings": only the epochs of a one-cycle run differ
+            f"{path}: was trained on a one-cycle schedule over {epochs[0]} epoch(s), which spans the run's epochs, so it "
+            f"resumes only with the same number (this run asks for {epochs[1]}). Resume with those epochs, or drop --resume "
+            "to start over; --recipe fast and --recipe classic train PNet on a decaying rate that a resume can extend."
         )
     if written != run_id:
         raise ModelError(
