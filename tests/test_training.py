@@ -156,7 +156,7 @@ def test_one_cycle_warms_up_to_the_peak_then_anneals_and_resumes_only_with_the_s
     # Interrupted after 2 of its 4 epochs, it continues on the same cycle to the same weights...
     train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "parts", dataclasses.replace(cycle, epochs=2), seed=0,
                 progress=False)
-    with pytest.raises(ModelError, match="different data or settings"):  # (a 2-epoch cycle is another schedule)
+    with pytest.raises(ModelError, match="one-cycle schedule over 2 epoch"):  # (a 2-epoch cycle is another schedule)
         train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path / "parts", cycle, seed=0, resume=True, progress=False)
     # ...as a run of the same 4 epochs cut off after its second does.
     import facecmp.training.loop as loop
