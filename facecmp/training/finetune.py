@@ -57,7 +57,7 @@ CLASSIC_TRAINING: dict[str, TrainSettings] = {
     "rnet": TrainSettings(epochs=8),
     "onet": TrainSettings(epochs=6, batch_size=128),
 }
-# ``fast`` (the default of 2026-12-07, session 19): PNet as in ``classic``; RNet and ONet keep their first convolution (and its
+# ``fast``, the default (since 2026-12-07, session 19): PNet as in ``classic``; RNet and ONet keep their first convolution (and its
 # PReLU) as pretrained and train 4 and 3 epochs on a one-cycle schedule (peak: the classic rate),
 # RNet's batches channels-last. What each recipe costs and scores, with the commands that measured
 # them, is in docs/price.md.
@@ -67,16 +67,16 @@ FAST_TRAINING: dict[str, TrainSettings] = {
     "rnet": TrainSettings(epochs=4, schedule="one-cycle", frozen=_FIRST_LAYER, channels_last=True),
     "onet": TrainSettings(epochs=3, batch_size=128, schedule="one-cycle", frozen=_FIRST_LAYER),
 }
-# ``short``, the default since session 20 (2026-12-07): PNet 8 epochs on a one-cycle schedule peaking at
-# 2e-3 (15 on the exponential decay in ``fast`` and ``classic``), RNet as in ``fast`` but 3 epochs peaking
-# at 2e-3, ONet as in ``fast``: less time than ``fast`` for its AP (docs/price.md, session 20).
+# ``short`` (opt-in, session 20): PNet 8 epochs on a one-cycle schedule peaking at 2e-3 (15 on the
+# exponential decay in ``fast`` and ``classic``), RNet as in ``fast`` but 3 epochs peaking at 2e-3, ONet as
+# in ``fast``: less time than ``fast`` for its Dexter AP, less AP on small datasets (docs/price.md, session 20).
 SHORT_TRAINING: dict[str, TrainSettings] = {
     "pnet": TrainSettings(epochs=8, lr=2e-3, schedule="one-cycle"),
     "rnet": dataclasses.replace(FAST_TRAINING["rnet"], epochs=3, lr=2e-3),
     "onet": FAST_TRAINING["onet"],
 }
-RECIPES: dict[str, dict[str, TrainSettings]] = {"short": SHORT_TRAINING, "fast": FAST_TRAINING, "classic": CLASSIC_TRAINING}
-DEFAULT_RECIPE = "short"
+RECIPES: dict[str, dict[str, TrainSettings]] = {"fast": FAST_TRAINING, "short": SHORT_TRAINING, "classic": CLASSIC_TRAINING}
+DEFAULT_RECIPE = "fast"
 # The recipe a run gets when it names none (``FinetuneSettings.training`` None).
 DEFAULT_TRAINING: dict[str, TrainSettings] = RECIPES[DEFAULT_RECIPE]
 
