@@ -95,7 +95,7 @@ def apply_run_state(state: dict, path: Path, run_id: dict, net, optimizer, sched
             "resume with the same number (--nproc / torchrun --nproc_per_node x --nnodes), or drop --resume to start over"
         )
     epochs = (written.get("settings") or {}).get("epochs"), run_id["settings"].get("epochs")
-    if written != run_id and epochs[0] != epochs[1] and _without_epochs(written) == _without_epochs(run_id):
+    if written != run_id and _without_epochs(written) == _without_epochs(run_id):
         raise ModelError(  # say so rather than "different settings": only the epochs of a one-cycle run differ
             f"{path}: was trained on a one-cycle schedule over {epochs[0]} epoch(s), which spans the run's epochs, so it "
             f"resumes only with the same number (this run asks for {epochs[1]}). Resume with those epochs, or drop --resume "
