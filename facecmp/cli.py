@@ -18,7 +18,7 @@ from facecmp.errors import DataError, FacecmpError
 CUDA_BATCH_SIZE = 32
 # facecmp.training.finetune.RECIPES, the default (DEFAULT_RECIPE) first; named here so that building the
 # parser imports no torch (tests/test_recipes.py holds the two together).
-RECIPE_NAMES = ("fast", "short", "classic")
+RECIPE_NAMES = ("short", "fast", "classic")
 # facecmp.study.splits.default_dev_per_folder in words (DEFAULT_DEV_PER_FOLDER, DEV_SHARE_LIMIT).
 DEV_DEFAULT_HELP = "default 100, or a quarter of the smallest training folder's images when that is fewer"
 

@@ -152,9 +152,11 @@ def test_resume_refuses_a_curve_of_other_data(archive, small_curve, tmp_path):
 
 
 def test_resume_refuses_a_curve_of_another_recipe_and_each_point_trains_the_curves(archive, small_curve, monkeypatch):
-    assert json.loads((small_curve / C.CURVE_FILE).read_text())["spec"]["recipe"] == "fast"  # named or not
+    from facecmp.training.finetune import DEFAULT_RECIPE
+
+    assert json.loads((small_curve / C.CURVE_FILE).read_text())["spec"]["recipe"] == DEFAULT_RECIPE  # named or not
     for point in json.loads((small_curve / C.CURVE_FILE).read_text())["points"]:
-        assert json.loads((Path(point["checkpoint"]) / "facecmp.json").read_text())["settings"]["recipe"] == "fast"
+        assert json.loads((Path(point["checkpoint"]) / "facecmp.json").read_text())["settings"]["recipe"] == DEFAULT_RECIPE
     Trainings(monkeypatch, fail_at=-1)
     with pytest.raises(DataError, match="recipe"):
         C.run_curve(archive, small_curve, C.CurveSettings(frames="2,4", recipe="classic", **SETTINGS), resume=True, progress=False)

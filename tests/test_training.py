@@ -178,6 +178,35 @@ def test_one_cycle_warms_up_to_the_peak_then_anneals_and_resumes_only_with_the_s
     assert all(torch.equal(resumed.state_dict[k], v) for k, v in whole.state_dict.items())
 
 
+@pytest.mark.parametrize("epochs, min_steps, batches, expected", [
+    (8, 0, 3, 8), (8, 24, 3, 8), (8, 25, 3, 9), (8, 300, 18, 17), (3, 300, 302, 3), (2, 5, 0, 5),
+])
+def test_min_steps_raises_the_epochs_only_where_they_are_fewer_steps(epochs, min_steps, batches, expected):
+    from facecmp.training.loop import planned_epochs
+
+    assert planned_epochs(TrainSettings(epochs=epochs, min_steps=min_steps), batches) == expected
+
+
+def test_a_run_too_small_for_its_min_steps_trains_more_epochs_on_one_cycle_over_all_of_them(tiny_samples, tmp_path):
+    from facecmp.training.loop import split_indices
+
+    train_idx, _ = split_indices(len(tiny_samples), FAST.val_fraction, 0)
+    batches = math.ceil(len(train_idx) / FAST.batch_size)  # the training split's batches per epoch
+    cycle = dataclasses.replace(FAST, epochs=2, lr=2e-3, schedule="one-cycle", min_steps=4 * batches)
+    result = train_stage(fresh_nets(), "pnet", tiny_samples, tmp_path, cycle, seed=0, progress=False)
+    assert len(result.history) == 4  # min_steps: 4 epochs' steps, not the 2 epochs asked
+    lrs = [h["lr"] for h in result.history]
+    assert lrs[0] < lrs[1] and lrs[1] >= lrs[2] > lrs[3], lrs  # one cycle over the 4 epochs
+
+
+def test_finetune_epochs_mean_exactly_those_epochs_whatever_the_recipes_min_steps():
+    from facecmp.training.finetune import SHORT_TRAINING, training_settings
+
+    assert training_settings("pnet", SHORT_TRAINING, None) == SHORT_TRAINING["pnet"]
+    given = training_settings("pnet", SHORT_TRAINING, 1)
+    assert (given.epochs, given.min_steps) == (1, 0)
+
+
 def test_an_unknown_schedule_names_the_ones_there_are():
     with pytest.raises(ValueError, match="expected one of exponential, one-cycle"):
         TrainSettings(schedule="cosine")

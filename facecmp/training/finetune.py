@@ -57,8 +57,8 @@ CLASSIC_TRAINING: dict[str, TrainSettings] = {
     "rnet": TrainSettings(epochs=8),
     "onet": TrainSettings(epochs=6, batch_size=128),
 }
-# ``fast``, the default (since 2026-12-07, session 19): PNet as in ``classic``; RNet and ONet keep their first convolution (and its
-# PReLU) as pretrained and train 4 and 3 epochs on a one-cycle schedule (peak: the classic rate),
+# ``fast`` (the default from session 19 to 21): PNet as in ``classic``; RNet and ONet keep their first convolution
+# (and its PReLU) as pretrained and train 4 and 3 epochs on a one-cycle schedule (peak: the classic rate),
 # RNet's batches channels-last. What each recipe costs and scores, with the commands that measured
 # them, is in docs/price.md.
 _FIRST_LAYER = ("conv1", "prelu1")
@@ -67,16 +67,18 @@ FAST_TRAINING: dict[str, TrainSettings] = {
     "rnet": TrainSettings(epochs=4, schedule="one-cycle", frozen=_FIRST_LAYER, channels_last=True),
     "onet": TrainSettings(epochs=3, batch_size=128, schedule="one-cycle", frozen=_FIRST_LAYER),
 }
-# ``short`` (opt-in, session 20): PNet 8 epochs on a one-cycle schedule peaking at 2e-3 (15 on the
+# ``short``, the default (session 21): PNet 8 epochs on a one-cycle schedule peaking at 2e-3 (15 on the
 # exponential decay in ``fast`` and ``classic``), RNet as in ``fast`` but 3 epochs peaking at 2e-3, ONet as
-# in ``fast``: less time than ``fast`` for its Dexter AP, less AP on small datasets (docs/price.md, session 20).
+# in ``fast``; every stage takes at least SHORT_MIN_STEPS optimizer steps, so a small training set gets
+# more epochs (none of the three binds on the Dexter training set; docs/price.md, sessions 20 and 21).
+SHORT_MIN_STEPS = 300
 SHORT_TRAINING: dict[str, TrainSettings] = {
-    "pnet": TrainSettings(epochs=8, lr=2e-3, schedule="one-cycle"),
-    "rnet": dataclasses.replace(FAST_TRAINING["rnet"], epochs=3, lr=2e-3),
-    "onet": FAST_TRAINING["onet"],
+    "pnet": TrainSettings(epochs=8, lr=2e-3, schedule="one-cycle", min_steps=SHORT_MIN_STEPS),
+    "rnet": dataclasses.replace(FAST_TRAINING["rnet"], epochs=3, lr=2e-3, min_steps=SHORT_MIN_STEPS),
+    "onet": dataclasses.replace(FAST_TRAINING["onet"], min_steps=SHORT_MIN_STEPS),
 }
 RECIPES: dict[str, dict[str, TrainSettings]] = {"fast": FAST_TRAINING, "short": SHORT_TRAINING, "classic": CLASSIC_TRAINING}
-DEFAULT_RECIPE = "fast"
+DEFAULT_RECIPE = "short"
 # The recipe a run gets when it names none (``FinetuneSettings.training`` None).
 DEFAULT_TRAINING: dict[str, TrainSettings] = RECIPES[DEFAULT_RECIPE]
 
@@ -107,12 +109,13 @@ def ordered_stages(stages) -> tuple[str, ...]:
 
 
 def training_settings(stage: str, training, epochs: int | None) -> TrainSettings:
-    """One TrainSettings for every stage, a per-stage mapping, or None (the defaults); ``epochs`` wins."""
+    """One TrainSettings for every stage, a per-stage mapping, or None (the defaults); ``epochs`` wins
+    (exactly those epochs: the recipe's ``min_steps`` is dropped)."""
     if isinstance(training, TrainSettings):
         settings = training
     else:
         settings = dict(training or {}).get(stage, DEFAULT_TRAINING[stage])
-    return dataclasses.replace(settings, epochs=epochs) if epochs else settings
+    return dataclasses.replace(settings, epochs=epochs, min_steps=0) if epochs else settings
 
 
 def hard_mining_settings(stage: str, hard_mining, min_face_size: float) -> HardMiningSettings:

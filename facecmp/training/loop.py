@@ -73,10 +73,18 @@ class TrainSettings:
     # Training batches in channels-last memory format: faster convolution steps on the CPU, float
     # rounding differences only. None: the stage's default, ONet's batches only (docs/price.md).
     channels_last: bool | None = None
+    # At least this many optimizer steps: on a training set too small for ``epochs`` to reach them,
+    # the run takes as many epochs as it needs (``planned_epochs``); 0: ``epochs`` as given.
+    min_steps: int = 0
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+
+
+def planned_epochs(settings: TrainSettings, batches_per_epoch: int) -> int:
+    """The epochs a run takes: ``settings.epochs``, or more where those are fewer than ``min_steps`` steps."""
+    return max(settings.epochs, -(-settings.min_steps // max(1, batches_per_epoch)))
 
 
 SCHEDULES = ("exponential", "one-cycle")
@@ -245,6 +253,7 @@ def train_stage(
     val_loader = batch_loader(SampleDataset(samples.take(val_idx[dist.rank :: dist.world_size])), 1024)
     val_weights = dataclasses.replace(settings.loss, hard_ratio=1.0)
     layout = settings.channels_last
+    n_epochs = planned_epochs(settings, len(train_loader))
 
     # The net trained (under DDP the ranks' gradients are averaged); the optimizer over this stage
     # only, with a per-epoch exponential decay or a per-step one-cycle schedule.
@@ -254,7 +263,7 @@ def train_stage(
     if settings.schedule == "one-cycle":
         # One step more than the run takes, and a warm-up of at least 2 steps: torch's OneCycleLR
         # divides by zero on the last step of a run of <= 4 steps otherwise (tiny data).
-        total = settings.epochs * len(train_loader) + 1
+        total = n_epochs * len(train_loader) + 1
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings.lr, total_steps=total,
                                                         pct_start=max(ONE_CYCLE_WARMUP, min(1.0, 2 / total)))
         per_step = scheduler
@@ -283,8 +292,8 @@ def train_stage(
         best = {"val_loss": start_val_loss, "epoch": 0, "state_dict": copy.deepcopy(net.state_dict())}
 
     desc = f"training {stage}" + (f" ({dist.world_size} processes)" if dist.active else "")
-    epochs = tqdm(range(len(history), settings.epochs), desc=desc, disable=not progress, unit="epoch",
-                  initial=len(history), total=settings.epochs)
+    epochs = tqdm(range(len(history), n_epochs), desc=desc, disable=not progress, unit="epoch",
+                  initial=len(history), total=n_epochs)
     for epoch in epochs:
         if stopped:
             break
