@@ -178,11 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", default="pnet", help="comma-separated stages to fine-tune, in any order: pnet, pnet,rnet or pnet,rnet,onet (default pnet); "
         "or dlib-hog: train dlib's HOG detector instead (needs facecmp[dlib])")
     p.add_argument("--epochs", type=_positive_int, default=None)
-    p.add_argument("--recipe", choices=RECIPE_NAMES, default=None, help="the stages' training recipe: fast (the default: PNet 15 "
-                   "epochs on a decaying rate, RNet 4 and ONet 3 on one-cycle schedules with their first convolution kept), short "
-                   "(PNet 8 and RNet 3 epochs on one-cycle schedules: about 0.85x the minutes, less AP on small datasets) or classic "
-                   "(every layer, RNet 8 and ONet 6 epochs on a decaying rate: the default before 2026-12-07, about 2x). docs/price.md "
-                   "compares them")
+    p.add_argument("--recipe", choices=RECIPE_NAMES, default=None, help="the stages' training recipe: short (the default: PNet 8, "
+                   "RNet 3 and ONet 3 epochs on one-cycle schedules, RNet's and ONet's first convolution kept, at least 300 steps per "
+                   "stage), fast (PNet 15 epochs on a decaying rate, RNet 4: about 1.15x the minutes) or classic (every layer, RNet 8 "
+                   "and ONet 6 epochs on a decaying rate: the default before 2026-12-07, about 2.7x). docs/price.md compares them")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", type=_device, default="cpu")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
@@ -261,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dev-per-folder", type=_non_negative_int, default=None, help="images per training folder for threshold calibration, "
                    f"the same for every point ({DEV_DEFAULT_HELP})")
     p.add_argument("--recipe", choices=RECIPE_NAMES, default=None, help="the stages' training recipe at every point, as finetune's "
-                   "(default fast)")
+                   "(default short)")
     p.add_argument("--resume", action="store_true", help="continue (or extend) the curve in --out; finished points are not retrained")
     p.add_argument("--device", type=_device, default="cpu")
     _add_format_option(p)

@@ -298,3 +298,22 @@ def test_stage_recall_after_onet_matches_what_detect_finds(tiny):
     assert set(recall) == {"pnet", "rnet", "onet"}
     assert recall["onet"] == pytest.approx(covered / total)
     assert all(0.0 <= v <= 1.0 for v in recall.values())
+
+
+@pytest.mark.parametrize("stage, named, not_named", [
+    ("pnet", "--recipe fast and --recipe classic train PNet", None),
+    ("rnet", "--recipe classic trains RNet", "--recipe fast"),
+    ("onet", "--recipe classic trains ONet", "--recipe fast"),
+])
+def test_a_one_cycle_resume_with_other_epochs_names_the_recipes_that_extend_that_stage(stage, named, not_named, tmp_path):
+    """fast trains only PNet on a decaying rate; its RNet and ONet run one cycle too, so the hint differs."""
+    from facecmp.training.run_state import apply_run_state, run_recipe
+
+    cycle = TrainSettings(epochs=3, schedule="one-cycle")
+    written = {"stage": stage, "seed": 0, "n_samples": 10, "settings": run_recipe(cycle)}
+    asked = {**written, "settings": run_recipe(dataclasses.replace(cycle, epochs=4))}
+    with pytest.raises(ModelError) as caught:
+        apply_run_state({"run_id": written}, tmp_path / "state.pt", asked, None, None, None)
+    message = str(caught.value)
+    assert "over 3 epoch(s)" in message and "asks for 4" in message and named in message
+    assert not_named is None or not_named not in message

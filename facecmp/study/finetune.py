@@ -63,7 +63,7 @@ def finetune_from_archive(
     augmented copies of the training frames too (the default :class:`AugmentSettings`). ``retain``
     (a :class:`facecmp.training.retain.RetainRequest`, ``--retain``) keeps the source domain.
     ``recipe``: the stages' training recipe by name (``facecmp.training.finetune.RECIPES``, ``--recipe``; None: the
-    default, ``fast``). ``dev_per_folder`` None: :func:`facecmp.study.splits.default_dev_per_folder`.
+    default, ``facecmp.training.finetune.DEFAULT_RECIPE``). ``dev_per_folder`` None: :func:`facecmp.study.splits.default_dev_per_folder`.
     """
     from facecmp.training.augment import AugmentSettings
     from facecmp.training.finetune import FinetuneSettings, finetune

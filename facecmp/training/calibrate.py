@@ -143,14 +143,6 @@ class CascadeCandidates:
         passed = np.flatnonzero((self.rnet_scores > rnet) & (self.onet_scores > onet))
         return self._kept(passed[C.nms_min(self.boxes[passed], self.onet_scores[passed], nms_threshold)])
 
-    def detections_by_onet(self, rnet: float, onets: Sequence[float], nms_threshold: float) -> dict[float, Detections]:
-        """:meth:`detections` at one RNet threshold and each ONet threshold of ``onets``, from one final NMS
-        (:meth:`final_nms_by_onet`)."""
-        found = self.final_nms_by_onet(rnet, onets, nms_threshold)
-        if isinstance(found, dict):
-            return found
-        return {onet: Detections(found.boxes[found.scores > onet], found.scores[found.scores > onet]) for onet in onets}
-
     def final_nms_by_onet(self, rnet: float, onets: Sequence[float], nms_threshold: float) -> Detections | dict[float, Detections]:
         """What the cascade keeps at one RNet threshold and the lowest of ``onets``; at a higher ONet
         threshold it keeps those of these boxes whose score passes it. Or, for an image whose scores
@@ -219,10 +211,7 @@ def candidates_by_pnet(detector: Detector, images: Sequence[np.ndarray], pnet_th
     ``detector``'s own) from one run of PNet and RNet over ``images`` and one of ONet (module docstring)."""
     s = detector.settings
     out = {p: [_empty_candidates() for _ in images] for p in pnet_thresholds}
-    by_size: dict[tuple, list[int]] = {}
-    for i, image in enumerate(images):
-        by_size.setdefault(image.shape, []).append(i)
-    for members in by_size.values():
+    for members in _grouped(range(len(images)), lambda i: images[i].shape).values():
         imgs = torch.as_tensor(np.stack([images[i] for i in members]), device=detector.device).permute(0, 3, 1, 2)
         sat = C.integral_image(imgs)
         boxes, pnet_scores, inds = detector._propose(sat)
@@ -264,10 +253,15 @@ def candidates_by_pnet(detector: Detector, images: Sequence[np.ndarray], pnet_th
 def grid_by_pnet(grid: Sequence[Thresholds]) -> tuple[dict[float, list[int]], Thresholds]:
     """The grid's point indices per PNet threshold, and the grid's lowest thresholds: the one
     detector whose cascade run scores every point (``candidates_by_pnet``)."""
-    by_pnet: dict[float, list[int]] = {}
-    for i, point in enumerate(grid):
-        by_pnet.setdefault(point[0], []).append(i)
-    return by_pnet, tuple(min(point[k] for point in grid) for k in range(3))
+    return _grouped(range(len(grid)), lambda i: grid[i][0]), tuple(min(point[k] for point in grid) for k in range(3))
+
+
+def _grouped(indices, key) -> dict:
+    """``indices`` grouped by ``key(index)``, in order of first appearance."""
+    groups: dict = {}
+    for i in indices:
+        groups.setdefault(key(i), []).append(i)
+    return groups
 
 
 @dataclass
@@ -312,10 +306,8 @@ def _score_all_groups(detector: Detector, by_pnet: dict[float, list[int]], grid,
     rows = {}
     scoring = tqdm(total=len(grid), desc="calibrating: scoring thresholds", disable=not progress, unit="setting")
     for p, members in by_pnet.items():
-        by_rnet: dict[float, list[int]] = {}  # one final NMS per RNet threshold serves its ONet thresholds
-        for i in members:
-            by_rnet.setdefault(grid[i][1], []).append(i)
-        for r, points in by_rnet.items():
+        # one final NMS per RNet threshold serves its ONet thresholds
+        for r, points in _grouped(members, lambda i: grid[i][1]).items():
             cuts = _OnetCuts.build(found[p], r, sorted({grid[i][2] for i in points}), nms_threshold)
             for i in points:
                 rows[i] = _scored(grid[i], evaluate(cuts.predictions(grid[i][2]), ground_truth))

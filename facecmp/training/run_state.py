@@ -38,6 +38,13 @@ def _without_epochs(run_id: dict) -> dict:
     return {**run_id, "settings": {k: v for k, v in (run_id.get("settings") or {}).items() if k != "epochs"}}
 
 
+def _extendable_recipes(stage) -> str:
+    """The named recipes that train ``stage`` on a per-epoch decay (fast: PNet only; classic: every stage)."""
+    if stage == "pnet":
+        return "--recipe fast and --recipe classic train PNet"
+    return f"--recipe classic trains {dict(rnet='RNet', onet='ONet').get(stage, 'every stage')}"
+
+
 def run_id_file(path: Path) -> Path:
     """The JSON beside a run state holding its ``run_id``: what a resume checks without loading the state."""
     return Path(path).with_suffix(".json")
@@ -99,7 +106,7 @@ def apply_run_state(state: dict, path: Path, run_id: dict, net, optimizer, sched
         raise ModelError(  # say so rather than "different settings": only the epochs of a one-cycle run differ
             f"{path}: was trained on a one-cycle schedule over {epochs[0]} epoch(s), which spans the run's epochs, so it "
             f"resumes only with the same number (this run asks for {epochs[1]}). Resume with those epochs, or drop --resume "
-            "to start over; --recipe fast and --recipe classic train PNet on a decaying rate that a resume can extend."
+            f"to start over; {_extendable_recipes(run_id.get('stage'))} on a decaying rate that a resume can extend."
         )
     if written != run_id:
         raise ModelError(
