@@ -98,6 +98,7 @@ def test_a_retain_set_without_faces_is_refused(retain_images):
     ({"source_mining": "guess"}, "--retain-mining 'guess': expected one of cascade, crops"),
     ({"source_targets": "guess"}, "--retain-targets 'guess': expected one of labels, teacher"),
     ({"teacher_weight": 0}, "--retain-teacher-weight 0: expected a number in"),
+    ({"source_min_face": 8}, "--retain-min-face 8: expected a face size in pixels in \\[12, 1000\\]"),
     ({"stage_shares": (("onet", 5.0),)}, "--retain-share onet=5.0: expected a number in \\(0, 4\\]"),
     ({"stage_shares": (("qnet", 1.0),)}, "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet"),
     ({"stage_shares": (("onet", 1.0), ("onet", 0.5))}, "--retain-share onet=...: given twice"),
@@ -267,6 +268,33 @@ def test_cascade_replay_is_the_targets_hard_mining_run_on_the_source_frames(stag
     assert not replay("cascade", other, tmp_path).from_cache  # other earlier weights: mined again
 
 
+def test_the_source_min_face_sets_the_pyramid_the_earlier_stages_run_on_the_source_frames(retain_images, tmp_path):
+    """--retain-min-face: RNet's replay candidates are the target's hard mining on the source frames at that
+    minimum face (fewer pyramid levels); None mines at the target's, and the cache tells them apart."""
+    from facecmp.training.hard_mining import default_hard_mining, mine_hard_samples
+    from facecmp.training.samples import MiningSettings
+
+    nets = {s: pretrained_network(s) for s in ("pnet", "rnet")}
+    hard = default_hard_mining("rnet")
+    target = SampleSet(np.zeros((400, 3, 24, 24), np.uint8), np.zeros(400, np.int8), np.zeros((400, 4), np.float32))
+
+    def mined(settings):
+        _, record = R.replay_stage("rnet", target, retain_images, settings, mining=MiningSettings(), hard_mining=hard, seed=0,
+                                   cache_dir=tmp_path, progress=False, nets=nets)
+        return record["replay"]["source_mined"]
+
+    default = R.RetainSettings().source_min_face
+    at = {px: len(mine_hard_samples(retain_images, nets, "rnet", dataclasses.replace(hard, min_face_size=px), seed=0, progress=False))
+          for px in (hard.min_face_size, default, 60.0)}
+    assert at[60.0] != at[hard.min_face_size]
+    assert mined(R.RetainSettings(source_min_face=None)) == at[hard.min_face_size]
+    assert mined(R.RetainSettings(source_min_face=60)) == at[60.0]  # not the samples cached at the target's
+    assert mined(R.RetainSettings()) == at[default]
+    assert R.RetainSettings().record()["source_min_face"] == default  # in facecmp.json and the variant's cache key
+    assert "source_min_face" not in R.RetainSettings(source_min_face=None).record()  # as recorded before it existed
+    assert "source_min_face" not in R.RetainSettings(source_mining="crops").record()  # no cascade run on the source frames
+
+
 def _nudged(net):
     import copy
 
@@ -381,11 +409,11 @@ def test_the_variant_needs_source_images_and_keys_its_cache_by_them(target, reta
         V.REGISTRY["finetuned-cascade-retain"].prepare(clash)
 
 
-@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method", "bad-mining", "bad-targets", "bad-share"])
+@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method", "bad-mining", "bad-targets", "bad-share", "bad-min-face"])
 def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
     root = target.train.images[0].path.parents[2]
     retain = {"missing": tmp_path / "nowhere", "no-faces": None, "bad-method": source_root, "bad-mining": source_root,
-              "bad-targets": source_root, "bad-share": source_root}[case]
+              "bad-targets": source_root, "bad-share": source_root, "bad-min-face": source_root}[case]
     if case == "no-faces":
         import shutil
 
@@ -408,11 +436,14 @@ def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
         argv += ["--retain-targets", "gossip"]
     if case == "bad-share":
         argv += ["--retain-share", "0.25,qnet=1"]
+    if case == "bad-min-face":
+        argv += ["--retain-min-face", "5"]
     code, _, err = run_cli(argv)
     needle = {"missing": "nowhere", "no-faces": "no annotated face left", "bad-method": "forget",
               "bad-mining": "--retain-mining 'guess': expected one of cascade, crops",
               "bad-targets": "--retain-targets 'gossip': expected one of labels, teacher",
-              "bad-share": "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet"}[case]
+              "bad-share": "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet",
+              "bad-min-face": "--retain-min-face 5: expected a face size in pixels"}[case]
     assert_user_error(code, err, needle)
 
 
