@@ -97,8 +97,8 @@ class RetainSettings:
     source_mining: str = "cascade"
     # replay with cascade mining: the smallest face (px) the earlier stages look for on the source
     # frames (their image pyramid starts at 12 / this); None: the target mining's (facenet's 20).
-    # 40 since 2026-12-07: fewer pyramid levels on large source frames (WIDER's are 1024 px wide),
-    # the source mining in about half the time, as much kept (docs/wider.md, session 23).
+    # 40 since 2026-12-07: fewer pyramid levels on large source frames (WIDER's are 1024 px wide);
+    # what that saves and keeps: docs/wider.md, session 23.
     source_min_face: float | None = 40.0
     # replay: what the classifier learns on the source samples. "teacher" (the default since
     # 2026-12-02, docs/wider.md): the pretrained stage's face probability on each crop, part faces
