@@ -210,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retain-mining", default=None, metavar="HOW", help="with a replaying --retain-method: RNet's and ONet's "
                    "source samples are the candidates the earlier stages find on the source frames (cascade, the default) or "
                    "jittered crops around the source faces (crops: no cascade run, cheaper, keeps less)")
+    p.add_argument("--retain-replay", default=None, metavar="HOW", help="with a replaying --retain-method: the source samples "
+                   "replace that share of the target's (replace, the default: as many training steps as without --retain; "
+                   "--retain-share below 1) or come on top of them (add)")
     p.add_argument("--retain-min-face", type=float, default=None, metavar="PX", help="with --retain-mining cascade: the smallest "
                    "face the earlier stages look for on the source frames (default 40; 20 is the target mining's; larger runs fewer "
                    "pyramid levels on large frames)")
@@ -580,7 +583,8 @@ def _retain_request(args):
 
     share, stage_shares = args.retain_share
     given = {"replay_share": share, "stage_shares": stage_shares or None, "source_mining": args.retain_mining, "source_targets": args.retain_targets,
-             "teacher_weight": args.retain_teacher_weight, "source_min_face": args.retain_min_face}
+             "teacher_weight": args.retain_teacher_weight, "source_min_face": args.retain_min_face,
+             "replay_mode": args.retain_replay}
     settings = RetainSettings(method=args.retain_method, wise_alpha=args.retain_alpha, **{k: v for k, v in given.items() if v is not None})
     return RetainRequest(args.retain, settings=settings, holdout=args.retain_holdout)
 

@@ -102,6 +102,8 @@ def test_a_retain_set_without_faces_is_refused(retain_images):
     ({"stage_shares": (("onet", 5.0),)}, "--retain-share onet=5.0: expected a number in \\(0, 4\\]"),
     ({"stage_shares": (("qnet", 1.0),)}, "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet"),
     ({"stage_shares": (("onet", 1.0), ("onet", 0.5))}, "--retain-share onet=...: given twice"),
+    ({"replay_mode": "swap"}, "--retain-replay 'swap': expected one of add, replace"),
+    ({"stage_shares": (("onet", 1.0),)}, "--retain-share onet=1.0: --retain-replay replace replaces that share of the target's samples, so it must be below 1"),
 ])
 def test_bad_recipes_are_refused(kwargs, needle):
     with pytest.raises(FacecmpError, match=needle):
@@ -112,7 +114,7 @@ def test_bad_recipes_are_refused(kwargs, needle):
 
 
 def test_a_stage_share_overrides_the_share_of_that_stage_only():
-    settings = R.RetainSettings(replay_share=0.25, stage_shares=(("onet", 1.0),))
+    settings = R.RetainSettings(replay_share=0.25, stage_shares=(("onet", 1.0),), replay_mode="add")
     assert [settings.share(s) for s in R.STAGES] == [0.25, 0.25, 1.0]
     assert settings.record()["stage_shares"] == {"onet": 1.0}
     assert "stage_shares" not in R.RetainSettings().record()  # the records of runs without overrides are unchanged
@@ -153,6 +155,26 @@ def test_replay_mixes_a_seeded_share_of_source_samples():
     assert np.array_equal(mixed.images[:40], target.images)  # the target samples are all kept
     everything, _ = R.with_replay("pnet", target, source, 4.0, seed=0)
     assert len(everything) == 70  # never more source samples than were mined
+
+
+def test_replace_mode_keeps_the_stage_as_large_as_without_replay():
+    """replay_mode "replace": the seeded source share takes the place of as many seeded target samples, so
+    the stage trains as many steps as the plain fine-tune; "add" keeps every target sample."""
+    rng = np.random.default_rng(0)
+    target = SampleSet(rng.integers(0, 255, (40, 3, 12, 12), dtype=np.uint8), np.ones(40, np.int8), np.zeros((40, 4), np.float32))
+    source = SampleSet(rng.integers(0, 255, (30, 3, 12, 12), dtype=np.uint8), np.zeros(30, np.int8), np.zeros((30, 4), np.float32))
+    mixed, counts = R.with_replay("pnet", target, source, 0.25, seed=0, replace=True)
+    added, _ = R.with_replay("pnet", target, source, 0.25, seed=0)
+    assert len(mixed) == 40 and counts["target_replaced"] == 10 and counts["target"]["positive"] == 30
+    assert np.array_equal(mixed.images[30:], added.images[40:])  # the same source samples as "add" picks
+    kept = {t.tobytes() for t in mixed.images[:30]}
+    assert len(kept) == 30 and kept <= {t.tobytes() for t in target.images}
+    again, _ = R.with_replay("pnet", target, source, 0.25, seed=0, replace=True)
+    assert np.array_equal(mixed.images, again.images)  # seeded
+    other, _ = R.with_replay("pnet", target, source, 0.25, seed=1, replace=True)
+    assert not np.array_equal(other.images[:30], mixed.images[:30])
+    assert R.RetainSettings().record()["replay_mode"] == "replace"
+    assert "replay_mode" not in R.RetainSettings(replay_mode="add").record()  # as recorded before the mode existed
 
 
 def test_teacher_targets_are_the_pretrained_stages_probabilities_on_the_added_samples_only():
@@ -321,11 +343,13 @@ def test_each_retain_recipe_changes_the_weights_and_is_recorded(method, target, 
     # teacher case trains at a higher rate with a light teacher, so that the epoch moves them, and is
     # compared with label replay trained alike (what the teacher changes), not with the plain run.
     training = dataclasses.replace(ONE_EPOCH, lr=1e-2) if taught else ONE_EPOCH
-    targets = {"source_targets": "teacher", "teacher_weight": 0.01} if taught else {"source_targets": "labels"}
+    # (on these few samples, replacing target samples keeps the teacher's start the best epoch: it adds them)
+    targets = {"source_targets": "teacher", "teacher_weight": 0.01, "replay_mode": "add"} if taught else {"source_targets": "labels"}
     settings = R.RetainSettings(method=method, l2sp=1.0, **targets)
     ckpt = pnet_run(target, tmp_path / "ft", retain_images, settings, training=training)
     if taught:
-        other = pnet_run(target, tmp_path / "labels", retain_images, R.RetainSettings(source_targets="labels"), training=training)
+        other = pnet_run(target, tmp_path / "labels", retain_images, R.RetainSettings(source_targets="labels", replay_mode="add"),
+                         training=training)
     else:
         other = plain_pnet
     tuned, start = ckpt.state_dicts["pnet"], pretrained_network("pnet").state_dict()
@@ -341,8 +365,13 @@ def test_each_retain_recipe_changes_the_weights_and_is_recorded(method, target, 
         assert recorded.get("source_targets") == ("teacher" if taught else None)  # label replay's record is as before
         assert ("teacher_mean_probability" in stage["retain"]["replay"]) == taught
         assert stage["retain"]["replay"]["source"]["positive"] > 0
-        assert stage["samples"]["positive"] == plain_pnet.meta["stage_training"]["pnet"]["samples"]["positive"] + \
-            stage["retain"]["replay"]["source"]["positive"]
+        replay, plain_samples = stage["retain"]["replay"], plain_pnet.meta["stage_training"]["pnet"]["samples"]
+        assert stage["samples"]["positive"] == replay["target"]["positive"] + replay["source"]["positive"]
+        if settings.replay_mode == "replace":  # the default: as many samples as the plain run, the source share in place of target ones
+            assert sum(stage["samples"].values()) == sum(plain_samples.values())
+            assert replay["target_replaced"] == sum(replay["source"].values()) > 0
+        else:
+            assert replay["target"] == plain_samples and "target_replaced" not in replay
     else:
         plain = plain_pnet.state_dicts["pnet"]
         plain_distance = float(torch.sqrt(sum(((plain[k] - v) ** 2).sum() for k, v in start.items())))
@@ -409,11 +438,11 @@ def test_the_variant_needs_source_images_and_keys_its_cache_by_them(target, reta
         V.REGISTRY["finetuned-cascade-retain"].prepare(clash)
 
 
-@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method", "bad-mining", "bad-targets", "bad-share", "bad-min-face"])
+@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method", "bad-mining", "bad-targets", "bad-share", "bad-min-face", "bad-replay"])
 def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
     root = target.train.images[0].path.parents[2]
     retain = {"missing": tmp_path / "nowhere", "no-faces": None, "bad-method": source_root, "bad-mining": source_root,
-              "bad-targets": source_root, "bad-share": source_root, "bad-min-face": source_root}[case]
+              "bad-targets": source_root, "bad-share": source_root, "bad-min-face": source_root, "bad-replay": source_root}[case]
     if case == "no-faces":
         import shutil
 
@@ -438,12 +467,15 @@ def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
         argv += ["--retain-share", "0.25,qnet=1"]
     if case == "bad-min-face":
         argv += ["--retain-min-face", "5"]
+    if case == "bad-replay":
+        argv += ["--retain-share", "1"]  # replace (the default) replaces a share below 1
     code, _, err = run_cli(argv)
     needle = {"missing": "nowhere", "no-faces": "no annotated face left", "bad-method": "forget",
               "bad-mining": "--retain-mining 'guess': expected one of cascade, crops",
               "bad-targets": "--retain-targets 'gossip': expected one of labels, teacher",
               "bad-share": "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet",
-              "bad-min-face": "--retain-min-face 5: expected a face size in pixels"}[case]
+              "bad-min-face": "--retain-min-face 5: expected a face size in pixels",
+              "bad-replay": "--retain-share 1.0: --retain-replay replace replaces that share"}[case]
     assert_user_error(code, err, needle)
 
 

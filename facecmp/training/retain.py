@@ -71,6 +71,10 @@ RETAIN_METHODS = ("replay", "l2sp", "replay+l2sp", "wise", "replay+wise")
 SOURCE_MINING = ("cascade", "crops")
 # What the replay samples' classifier learns (RetainSettings.source_targets).
 SOURCE_TARGETS = ("labels", "teacher")
+# How the replayed source samples enter a stage's samples: "add" (the target's all kept, the stage trains
+# on 1 + share times as many) or "replace" (as many target samples, seeded, make room for them: the
+# stage trains on as many samples, so as many steps, as the plain fine-tune).
+REPLAY_MODES = ("add", "replace")
 # The source images of ROOT set aside per folder by default: the test part CI and the gates score (split:1).
 DEFAULT_HOLDOUT = 1
 # Bump when this module changes what the replay samples are: old caches are then ignored.
@@ -87,6 +91,9 @@ class RetainSettings:
     method: str = "replay"
     # replay: source samples per target sample of each stage (fewer when fewer were mined).
     replay_share: float = 0.25
+    # replay: "replace" (the default since 2026-12-07, docs/wider.md, session 23): the source samples take
+    # the place of as many target ones (a share below 1); "add": they come on top of the target's.
+    replay_mode: str = "replace"
     # replay: per-stage overrides of replay_share, ((stage, share), ...) (``--retain-share 0.25,onet=1``).
     stage_shares: tuple[tuple[str, float], ...] = ()
     # replay: how RNet's / ONet's source samples are found. "cascade": the candidates the earlier
@@ -120,6 +127,8 @@ class RetainSettings:
             raise FacecmpError(f"--retain-mining {self.source_mining!r}: expected one of {', '.join(SOURCE_MINING)}")
         if self.source_targets not in SOURCE_TARGETS:
             raise FacecmpError(f"--retain-targets {self.source_targets!r}: expected one of {', '.join(SOURCE_TARGETS)}")
+        if self.replay_mode not in REPLAY_MODES:
+            raise FacecmpError(f"--retain-replay {self.replay_mode!r}: expected one of {', '.join(REPLAY_MODES)}")
         if self.source_min_face is not None and not 12 <= self.source_min_face <= 1000:
             raise FacecmpError(f"--retain-min-face {self.source_min_face:g}: expected a face size in pixels in [12, 1000] (PNet's window is 12 px)")
         if not 0 < self.teacher_weight <= 100:
@@ -133,6 +142,11 @@ class RetainSettings:
                 raise FacecmpError(f"--retain-share {stage}={share}: expected a stage of {', '.join(STAGES)}")
             if not 0 < share <= 4:
                 raise FacecmpError(f"--retain-share {stage + '=' if stage else ''}{share}: expected a number in (0, 4] (source samples per target sample)")
+        if self.replays and self.replay_mode == "replace":
+            for stage, share in (("", self.replay_share), *self.stage_shares):
+                if share >= 1:
+                    raise FacecmpError(f"--retain-share {stage + '=' if stage else ''}{share}: --retain-replay replace replaces that share "
+                                       "of the target's samples, so it must be below 1; use --retain-replay add for more")
         if self.l2sp < 0:
             raise FacecmpError(f"retain L2-SP strength {self.l2sp}: expected a number >= 0")
         if not 0 < self.wise_alpha <= 1:
@@ -162,6 +176,8 @@ class RetainSettings:
             if self.stage_shares:  # absent without overrides, so older records (and cache keys) stay as they were
                 out["stage_shares"] = dict(self.stage_shares)
             out["source_mining"] = self.source_mining
+            if self.replay_mode != "add":  # absent: added (records before 2026-12-07)
+                out["replay_mode"] = self.replay_mode
             if self.source_mining == "cascade" and self.source_min_face is not None:  # absent: the target's (records before 2026-12-07)
                 out["source_min_face"] = self.source_min_face
             if self.source_targets != "labels":  # absent for label replay, so its records (and cache keys) stay as they were
@@ -304,15 +320,23 @@ def replay_count(share: float, n_samples: int) -> int:
 
 
 def with_replay(stage: str, samples: SampleSet, source: SampleSet, share: float, seed: int,
-                teacher: nn.Module | None = None) -> tuple[SampleSet, dict]:
+                teacher: nn.Module | None = None, replace: bool = False) -> tuple[SampleSet, dict]:
     """``samples`` with ``share`` source samples per sample mixed in (a seeded subset of ``source``),
-    and the counts of what was added. With ``teacher``, the added samples carry its face
-    probabilities as soft targets (:func:`teacher_probabilities`), the target's none (NaN)."""
+    and the counts of what was added. ``replace``: a seeded subset of as many target samples makes
+    room for them (``share`` < 1; the mix is as large as ``samples``). With ``teacher``, the added
+    samples carry its face probabilities as soft targets (:func:`teacher_probabilities`), the target's none (NaN)."""
     wanted = min(len(source), replay_count(share, len(samples)))
     rng = np.random.default_rng([seed, 22, STAGES.index(stage)])
     pick = np.sort(rng.choice(len(source), wanted, replace=False)) if wanted < len(source) else np.arange(len(source))
     added = source.take(pick)
+    replaced = 0
+    if replace:
+        replaced = min(wanted, len(samples) - 1)
+        keep = np.random.default_rng([seed, 23, STAGES.index(stage)]).choice(len(samples), len(samples) - replaced, replace=False)
+        samples = samples.take(np.sort(keep))
     counts = {"target": samples.counts(), "source": added.counts(), "source_mined": len(source)}
+    if replace:
+        counts["target_replaced"] = replaced
     soft = None
     if teacher is not None:
         taught = teacher_probabilities(teacher, added.images)
@@ -417,7 +441,7 @@ def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: Reta
         mined = retain
         source = mine(mined)
     teacher = pretrained_network(stage) if settings.source_targets == "teacher" else None
-    mixed, counts = with_replay(stage, samples, source, share, seed, teacher)
+    mixed, counts = with_replay(stage, samples, source, share, seed, teacher, replace=settings.replay_mode == "replace")
     counts.update(source_images=len(mined), source_per_image=len(source) / max(len(mined), 1))
     return mixed, {"replay": counts, "replay_mining_s": time.perf_counter() - start}
 
