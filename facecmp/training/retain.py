@@ -428,7 +428,7 @@ def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: Reta
     share = settings.share(stage)
     wanted = replay_count(share, len(samples))
     mined = retain if stage == "pnet" else source_images(retain, wanted, per_image, seed)
-    if hard_mining is not None and settings.source_min_face is not None:
+    if hard_mining is not None and settings.source_mining == "cascade" and settings.source_min_face is not None:
         hard_mining = dataclasses.replace(hard_mining, min_face_size=settings.source_min_face)
 
     def mine(images):
