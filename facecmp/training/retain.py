@@ -142,11 +142,9 @@ class RetainSettings:
                 raise FacecmpError(f"--retain-share {stage}={share}: expected a stage of {', '.join(STAGES)}")
             if not 0 < share <= 4:
                 raise FacecmpError(f"--retain-share {stage + '=' if stage else ''}{share}: expected a number in (0, 4] (source samples per target sample)")
-        if self.replays and self.replay_mode == "replace":
-            for stage, share in (("", self.replay_share), *self.stage_shares):
-                if share >= 1:
-                    raise FacecmpError(f"--retain-share {stage + '=' if stage else ''}{share}: --retain-replay replace replaces that share "
-                                       "of the target's samples, so it must be below 1; use --retain-replay add for more")
+            if share >= 1 and self.replays and self.replay_mode == "replace":
+                raise FacecmpError(f"--retain-share {stage + '=' if stage else ''}{share}: --retain-replay replace replaces that share "
+                                   "of the target's samples, so it must be below 1; use --retain-replay add for more")
         if self.l2sp < 0:
             raise FacecmpError(f"retain L2-SP strength {self.l2sp}: expected a number >= 0")
         if not 0 < self.wise_alpha <= 1:
@@ -329,14 +327,12 @@ def with_replay(stage: str, samples: SampleSet, source: SampleSet, share: float,
     rng = np.random.default_rng([seed, 22, STAGES.index(stage)])
     pick = np.sort(rng.choice(len(source), wanted, replace=False)) if wanted < len(source) else np.arange(len(source))
     added = source.take(pick)
-    replaced = 0
+    replaced = {}
     if replace:
-        replaced = min(wanted, len(samples) - 1)
-        keep = np.random.default_rng([seed, 23, STAGES.index(stage)]).choice(len(samples), len(samples) - replaced, replace=False)
-        samples = samples.take(np.sort(keep))
-    counts = {"target": samples.counts(), "source": added.counts(), "source_mined": len(source)}
-    if replace:
-        counts["target_replaced"] = replaced
+        n = min(wanted, len(samples) - 1)
+        keep = np.random.default_rng([seed, 23, STAGES.index(stage)]).choice(len(samples), len(samples) - n, replace=False)
+        samples, replaced = samples.take(np.sort(keep)), {"target_replaced": n}
+    counts = {"target": samples.counts(), "source": added.counts(), "source_mined": len(source), **replaced}
     soft = None
     if teacher is not None:
         taught = teacher_probabilities(teacher, added.images)
