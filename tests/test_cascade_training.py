@@ -20,9 +20,12 @@ from facecmp.data.synthetic import generate_dataset
 from facecmp.training import FinetuneSettings, TrainSettings, finetune, train_stage
 from facecmp.training.calibrate import best_thresholds, score_thresholds
 from facecmp.training.finetune import ordered_stages
+from facecmp.detection import cascade as C
 from facecmp.training.hard_mining import (
     HardMiningSettings,
+    PnetProposals,
     crop_regions,
+    cut_crops,
     default_hard_mining,
     mine_candidate_image,
     mine_hard_samples,
@@ -137,7 +140,7 @@ def test_onet_mining_from_the_pnet_candidates_rnet_kept_equals_mining_from_scrat
     mine_hard_samples(tiny.train, nets, "rnet", recipe("rnet"), seed=0, progress=False, proposals=proposals)
     assert len(proposals.by_frame) == len(tiny.train.images)
     refined = []
-    monkeypatch.setattr(Detector, "refine_batch", lambda self, *a, _r=Detector.refine_batch: refined.append(1) or _r(self, *a))
+    monkeypatch.setattr(Detector, "refine_batch", lambda self, *a, _r=Detector.refine_batch, **k: refined.append(1) or _r(self, *a, **k))
     reused = mine_hard_samples(tiny.train, nets, "onet", recipe("onet"), seed=0, progress=False, proposals=proposals)
     scratch = mine_hard_samples(tiny.train, nets, "onet", recipe("onet"), seed=0, progress=False)
     assert refined and all(np.array_equal(getattr(reused, k), getattr(scratch, k)) for k in ("images", "labels", "offsets"))
@@ -154,6 +157,55 @@ def test_refine_batch_equals_the_cascade_up_to_rnet(tiny):
     proposals = detector.detect_batch(images, upto="pnet")
     for refined, direct in zip(detector.refine_batch(images, proposals), detector.detect_batch(images, upto="rnet")):
         assert np.array_equal(refined.boxes, direct.boxes) and np.array_equal(refined.scores, direct.scores)
+
+
+def test_the_detectors_integral_images_are_each_images_and_cut_the_same_crops(tiny):
+    """``tables=`` hands out each image's integral image (batches of two sizes), the detections are
+    unchanged, and ``cut_crops`` with a table cuts the crops it cuts without."""
+    detector = Detector(settings=DetectorSettings(thresholds=(0.5, 0.2, 0.2)))
+    images = [read_image(r.path) for r in tiny.train.images[:4]]
+    images[1] = np.ascontiguousarray(images[1][:-37, :-21])  # another size, between two of the first
+    assert len({im.shape for im in images}) == 2
+    own = [C.integral_image(torch.from_numpy(im).permute(2, 0, 1)[None]) for im in images]
+    proposals = detector.detect_batch(images, upto="pnet")
+    for upto in ("pnet", "rnet", "onet"):
+        tables = [None] * len(images)
+        found = detector.detect_batch(images, upto=upto, tables=tables)
+        assert all(table.shape == sat.shape and torch.equal(table, sat) for table, sat in zip(tables, own))
+        for a, b in zip(found, detector.detect_batch(images, upto=upto)):
+            assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+    tables = [None] * len(images)
+    refined = detector.refine_batch(images, proposals, tables=tables)
+    assert all(table.shape == sat.shape and torch.equal(table, sat) for table, sat in zip(tables, own))
+    for a, b in zip(refined, detector.refine_batch(images, proposals)):
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.scores, b.scores)
+    for image, table, candidates in zip(images, tables, proposals):
+        h, w = image.shape[:2]
+        boxes = np.concatenate([candidates.boxes.reshape(-1, 4), [[-30, -20, 10, 25], [w - 5, h - 9, w + 40, h + 30], [w + 5, 0, w + 30, 20]]])
+        for stage in ("rnet", "onet"):
+            with_table, kept = cut_crops(image, boxes, stage, sat=table)
+            without, kept_without = cut_crops(image, boxes, stage)
+            assert np.array_equal(with_table, without) and np.array_equal(kept, kept_without)
+            assert len(kept) == len(boxes) - 1  # the box wholly outside is dropped either way
+
+
+def test_mining_with_the_detectors_integral_images_equals_mining_with_its_own(tiny, monkeypatch):
+    """``batch_miner`` cuts from the tables of the detector (``detect_batch`` for rnet, ``refine_batch``
+    for onet from rnet's PNet candidates): the samples of recomputing each image's table."""
+    nets = pretrained_nets()
+
+    def mine():
+        proposals = PnetProposals()
+        rnet = mine_hard_samples(tiny.train, nets, "rnet", recipe("rnet"), seed=0, progress=False, proposals=proposals)
+        return rnet, mine_hard_samples(tiny.train, nets, "onet", recipe("onet"), seed=0, progress=False, proposals=proposals)
+
+    reused = mine()
+    cut = []
+    monkeypatch.setattr("facecmp.training.hard_mining.cut_crops", lambda *a, _c=cut_crops: cut.append(1) or _c(*a[:3]))
+    recomputed = mine()
+    assert cut
+    for a, b in zip(reused, recomputed):
+        assert all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("images", "labels", "offsets"))
 
 
 def test_the_sample_cache_follows_the_earlier_stages_weights(tiny, tmp_path):

@@ -96,44 +96,59 @@ class Detector:
         """Faces in one ``H x W x 3`` uint8 RGB image."""
         return self.detect_batch([image])[0]
 
-    def detect_batch(self, images: Sequence[np.ndarray], upto: str = "onet") -> list[Detections]:
+    def detect_batch(self, images: Sequence[np.ndarray], upto: str = "onet", tables: list | None = None) -> list[Detections]:
         """Faces in each image; images of equal size run through the networks together.
 
         ``upto="pnet"`` or ``"rnet"`` stops after that stage and returns its (squared,
         regressed) candidate boxes: what the next stage would see, e.g. to mine its
         training samples or to measure recall per stage.
+
+        ``tables``: a list of ``len(images)`` whose slot i receives image i's integral image
+        (``cascade.integral_image``, ``(1, C, H + 1, W + 1)``, a view of its batch's), for a caller
+        that cuts more crops from the same images (hard mining) without summing them again.
         """
         if upto not in STAGES:
             raise ValueError(f"upto must be one of {STAGES}, got {upto!r}")
         results: list[Detections | None] = [None] * len(images)
         for members in _same_size(images).values():
             batch = np.stack([images[i] for i in members])
-            for i, det in zip(members, self._detect_same_size(batch, upto)):
+            sats = [None] * len(members) if tables is not None else None
+            for i, det in zip(members, self._detect_same_size(batch, upto, sats)):
                 results[i] = det
+            if tables is not None:
+                for i, sat in zip(members, sats):
+                    tables[i] = sat
         return results  # type: ignore[return-value]
 
     @torch.inference_mode()
-    def refine_batch(self, images: Sequence[np.ndarray], proposals: Sequence[Detections]) -> list[Detections]:
+    def refine_batch(self, images: Sequence[np.ndarray], proposals: Sequence[Detections],
+                     tables: list | None = None) -> list[Detections]:
         """``detect_batch(images, upto="rnet")`` from PNet's candidates already found for these images
         (``detect_batch(upto="pnet")``'s output at this detector's PNet settings and weights): RNet's part
         alone. Equal to running PNet again up to float rounding in NMS (its IoUs are computed on boxes
-        shifted by the largest coordinate of the batch they ran in)."""
+        shifted by the largest coordinate of the batch they ran in). ``tables``: as in :meth:`detect_batch`."""
         results: list[Detections | None] = [None] * len(images)
         for members in _same_size(images).values():
             imgs = torch.as_tensor(np.stack([images[i] for i in members]), device=self.device).permute(0, 3, 1, 2)
             found = [torch.as_tensor(proposals[i].boxes, dtype=torch.float32, device=self.device).reshape(-1, 4) for i in members]
             inds = torch.cat([torch.full((len(b),), k, dtype=torch.long, device=self.device) for k, b in enumerate(found)])
-            boxes, scores, inds = self._refine(C.integral_image(imgs), torch.cat(found), inds)
+            sat = C.integral_image(imgs)
+            if tables is not None:
+                for k, i in enumerate(members):
+                    tables[i] = sat[k:k + 1]
+            boxes, scores, inds = self._refine(sat, torch.cat(found), inds)
             for i, det in zip(members, _per_image(len(members), boxes, scores, inds)):
                 results[i] = det
         return results  # type: ignore[return-value]
 
     # -- the cascade ------------------------------------------------------------------
     @torch.inference_mode()
-    def _detect_same_size(self, batch: np.ndarray, upto: str = "onet") -> list[Detections]:
+    def _detect_same_size(self, batch: np.ndarray, upto: str = "onet", tables: list | None = None) -> list[Detections]:
         imgs = torch.as_tensor(batch, device=self.device).permute(0, 3, 1, 2)
         # One integral image serves the whole pyramid and both crop stages.
         sat = C.integral_image(imgs)
+        if tables is not None:
+            tables[:] = [sat[k:k + 1] for k in range(len(batch))]
         boxes, scores, inds = self._propose(sat)
         if upto != "pnet":
             boxes, scores, inds = self._refine(sat, boxes, inds)

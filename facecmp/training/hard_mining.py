@@ -133,21 +133,24 @@ def pick_candidates(labels: np.ndarray, scores: np.ndarray, settings: HardMining
     ]).astype(np.int64)
 
 
-def cut_crops(image: np.ndarray, boxes: np.ndarray, stage: str) -> tuple[np.ndarray, np.ndarray]:
+def cut_crops(image: np.ndarray, boxes: np.ndarray, stage: str, sat: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Crops of cascade boxes as ``stage`` sees them: ``(uint8 (N, 3, S, S), kept index)``.
 
     Boxes whose clipped window is empty (wholly outside the image) are dropped, as the cascade drops them.
+    ``sat``: the image's integral image when already at hand (the detector's, ``tables=``; copied to the CPU,
+    where crops are cut, when it is elsewhere), else computed here: the same crops either way.
     """
-    sat = C.integral_image(torch.from_numpy(image).permute(2, 0, 1)[None])
+    sat = C.integral_image(torch.from_numpy(image).permute(2, 0, 1)[None]) if sat is None else sat.cpu()
     kept, crops = C.stage_crops(sat, torch.as_tensor(boxes, dtype=torch.float32), torch.zeros(len(boxes), dtype=torch.long), stage)
     return crops.round().clamp(0, 255).to(torch.uint8).numpy(), kept.numpy()
 
 
 def mine_candidate_image(
-    image: np.ndarray, annotated: np.ndarray, candidates, stage: str, settings: HardMiningSettings, rng: np.random.Generator
+    image: np.ndarray, annotated: np.ndarray, candidates, stage: str, settings: HardMiningSettings, rng: np.random.Generator,
+    sat: torch.Tensor | None = None,
 ):
     """Samples of one image, its labelled candidates plus jittered crops and random negatives:
-    ``(pixels uint8 (N, 3, S, S), labels (N,), offsets (N, 4), cascade boxes (N, 4))``."""
+    ``(pixels uint8 (N, 3, S, S), labels (N,), offsets (N, 4), cascade boxes (N, 4))``. ``sat``: as in :func:`cut_crops`."""
     height, width = image.shape[:2]
     faces = face_regions(annotated)
     boxes = np.asarray(candidates.boxes, dtype=np.float64).reshape(-1, 4)
@@ -158,7 +161,7 @@ def mine_candidate_image(
     boxes = np.concatenate([boxes[keep], region_boxes(crops)])
     labels = np.concatenate([labels[keep], crop_labels]).astype(np.int8)
     offsets = np.concatenate([offsets[keep], crop_offsets]).astype(np.float32)
-    pixels, valid = cut_crops(image, boxes, stage)
+    pixels, valid = cut_crops(image, boxes, stage, sat)
     return pixels, labels[valid], offsets[valid], boxes[valid]
 
 
@@ -256,15 +259,18 @@ def batch_miner(nets: Mapping[str, nn.Module], stage: str, settings: HardMiningS
         images = [f.image for f in frames]
         known = proposals.known(spec, frames) if proposals is not None else [None] * len(frames)
         found = [None] * len(frames)
+        sats = [None] * len(frames)  # the detector's integral images, cut again below
         fresh = [i for i, k in enumerate(known) if k is None]
         started = [i for i, k in enumerate(known) if k is not None]
-        for group, run in ((fresh, lambda ims: detector.detect_batch(ims, upto=PREVIOUS_STAGE[stage])),
-                           (started, lambda ims: detector.refine_batch(ims, [known[i] for i in started]))):
+        for group, run in ((fresh, lambda ims, t: detector.detect_batch(ims, upto=PREVIOUS_STAGE[stage], tables=t)),
+                           (started, lambda ims, t: detector.refine_batch(ims, [known[i] for i in started], tables=t))):
             if group:
-                for i, candidates in zip(group, run([images[i] for i in group])):
-                    found[i] = candidates
-        mined = [mine_candidate_image(f.image, f.boxes, candidates, stage, settings, np.random.default_rng([seed, *f.key]))[:3]
-                 for f, candidates in zip(frames, found)]
+                tables = [None] * len(group)
+                candidates = run([images[i] for i in group], tables)
+                for i, c, sat in zip(group, candidates, tables):
+                    found[i], sats[i] = c, sat
+        mined = [mine_candidate_image(f.image, f.boxes, candidates, stage, settings, np.random.default_rng([seed, *f.key]), sat)[:3]
+                 for f, candidates, sat in zip(frames, found, sats)]
         if keep:
             mined = [(*m, (frame_id(f), candidates)) for m, f, candidates in zip(mined, frames, found)]
         return mined
