@@ -59,11 +59,11 @@ def pytest_configure(config):
     if how == "swap-thresholds":
         detect = Detector._detect_same_size
 
-        def reversed_thresholds(self, batch, upto="onet"):
+        def reversed_thresholds(self, batch, *args, **kwargs):  # whatever detect_batch passes (upto, tables)
             real = self.settings
             self.settings = dataclasses.replace(real, thresholds=real.thresholds[::-1])
             try:
-                return detect(self, batch, upto)
+                return detect(self, batch, *args, **kwargs)
             finally:
                 self.settings = real
 

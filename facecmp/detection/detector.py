@@ -113,7 +113,7 @@ class Detector:
         for members in _same_size(images).values():
             batch = np.stack([images[i] for i in members])
             sats = [None] * len(members) if tables is not None else None
-            for i, det in zip(members, self._detect_same_size(batch, upto, sats)):
+            for i, det in zip(members, self._detect_same_size(batch, upto, tables=sats)):
                 results[i] = det
             if tables is not None:
                 for i, sat in zip(members, sats):
