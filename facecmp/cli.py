@@ -221,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "learning without forgetting) or their labels (labels)")
     p.add_argument("--retain-teacher-weight", type=float, default=None, metavar="W", help="with --retain-targets teacher: "
                    "a taught source sample's classification loss weighs W labelled ones (default 1)")
+    p.add_argument("--retain-features", type=float, default=None, metavar="W", help="with --retain-targets teacher: RNet's and "
+                   "ONet's last hidden features on the taught source samples are pulled towards the pretrained stage's, with weight W "
+                   "(feature distillation; default 10; 0: off; docs/wider.md, session 25)")
     p.add_argument("--retain-holdout", type=int, default=1, metavar="N", help="with --retain: N images per folder of ROOT (WIDER: "
                    "per event) set aside with --seed and never trained on: the images `--source-split split:N` tests on "
                    "(default 1: split:1, what CI and the gates score; 0: train on all of ROOT)")
@@ -584,7 +587,7 @@ def _retain_request(args):
     share, stage_shares = args.retain_share
     given = {"replay_share": share, "stage_shares": stage_shares or None, "source_mining": args.retain_mining, "source_targets": args.retain_targets,
              "teacher_weight": args.retain_teacher_weight, "source_min_face": args.retain_min_face,
-             "replay_mode": args.retain_replay}
+             "replay_mode": args.retain_replay, "feature_weight": args.retain_features}
     settings = RetainSettings(method=args.retain_method, wise_alpha=args.retain_alpha, **{k: v for k, v in given.items() if v is not None})
     return RetainRequest(args.retain, settings=settings, holdout=args.retain_holdout)
 

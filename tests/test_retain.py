@@ -103,6 +103,9 @@ def test_a_retain_set_without_faces_is_refused(retain_images):
     ({"stage_shares": (("qnet", 1.0),)}, "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet"),
     ({"stage_shares": (("onet", 1.0), ("onet", 0.5))}, "--retain-share onet=...: given twice"),
     ({"replay_mode": "swap"}, "--retain-replay 'swap': expected one of add, replace"),
+    ({"feature_weight": -1}, "--retain-features -1: expected a number in \\[0, 1000\\]"),
+    ({"feature_weight": 10, "source_targets": "labels"}, "--retain-features 10: distils on the replayed samples the pretrained stage teaches"),
+    ({"feature_weight": 10, "method": "l2sp"}, "so it needs a replaying --retain-method with --retain-targets teacher"),
     ({"stage_shares": (("onet", 1.0),)}, "--retain-share onet=1.0: --retain-replay replace replaces that share of the target's samples, so it must be below 1"),
 ])
 def test_bad_recipes_are_refused(kwargs, needle):
@@ -224,6 +227,76 @@ def test_teacher_weight_scales_the_taught_samples_loss_in_the_recipe():
     assert R.training_recipe(FAST, taught).loss.soft == 3.0
     assert R.training_recipe(FAST, R.RetainSettings(source_targets="labels", teacher_weight=3.0)) == FAST  # label replay: no soft targets to weigh
     assert R.training_recipe(FAST, None) == FAST
+
+
+def test_feature_distillation_is_set_for_rnet_and_onet_and_recorded_when_it_distils():
+    distilled = R.RetainSettings(feature_weight=30.0)
+    assert [R.training_recipe(FAST, distilled, s).loss.features for s in ("pnet", "rnet", "onet")] == [0.0, 30.0, 30.0]
+    assert R.training_recipe(FAST, R.RetainSettings(), "onet").loss.features == R.DEFAULT_FEATURE_WEIGHT  # the default distils
+    assert R.training_recipe(FAST, R.RetainSettings(feature_weight=0), "onet").loss.features == 0.0
+    assert R.RetainSettings(source_targets="labels").features == 0.0  # label replay has no teacher: none by default
+    assert R.feature_teacher("pnet", R.training_recipe(FAST, distilled, "pnet")) is None
+    teacher = R.feature_teacher("onet", R.training_recipe(FAST, distilled, "onet"))
+    assert R.feature_teacher("onet", R.training_recipe(FAST, R.RetainSettings(feature_weight=0), "onet")) is None
+    assert all(torch.equal(v, pretrained_network("onet").state_dict()[k]) for k, v in teacher.state_dict().items())
+    assert distilled.record()["feature_weight"] == 30.0 and R.RetainSettings().record()["feature_weight"] == R.DEFAULT_FEATURE_WEIGHT
+    assert "feature_weight" not in R.RetainSettings(feature_weight=0).record()  # as teacher replay's records were before
+    assert "feature_weight" not in R.RetainSettings(source_targets="labels").record()
+
+
+def _rnet_hidden(net, x):
+    """RNet's last hidden features written out layer by layer (the reference for the hook)."""
+    x = net.pool1(net.prelu1(net.conv1(x)))
+    x = net.pool2(net.prelu2(net.conv2(x)))
+    x = net.prelu3(net.conv3(x)).permute(0, 3, 2, 1).contiguous()
+    return net.prelu4(net.dense4(x.view(len(x), -1)))
+
+
+def test_feature_distillation_compares_the_last_hidden_features_of_the_taught_samples_only():
+    from facecmp.training.loop import distilled_features, hidden_features, net_outputs
+
+    torch.manual_seed(0)
+    teacher, student = pretrained_network("rnet"), _nudged(pretrained_network("rnet"))
+    with torch.no_grad():
+        student.dense4.weight.add_(0.05 * torch.randn_like(student.dense4.weight))
+    images = torch.randn(6, 3, 24, 24)
+    targets = torch.zeros(6, 5)
+    targets[:, 4] = torch.tensor([0.9, float("nan"), 0.1, float("nan"), 0.5, float("nan")])
+    taught = ~torch.isnan(targets[:, 4])
+    with hidden_features(student) as hidden:
+        net_outputs(student, images)
+        got = distilled_features(hidden["x"], teacher, images, targets)
+    with torch.no_grad():
+        want = ((_rnet_hidden(student, images[taught]) - _rnet_hidden(teacher, images[taught])) ** 2).mean()
+    assert got > 0 and torch.isclose(got, want, rtol=1e-5)
+    with hidden_features(teacher) as hidden:  # the teacher against itself: nothing to distil (but rounding)
+        net_outputs(teacher, images)
+        assert distilled_features(hidden["x"], teacher, images, targets) < 1e-10
+    with hidden_features(student) as hidden:  # no taught sample in the batch: nothing to distil
+        net_outputs(student, images)
+        assert distilled_features(hidden["x"], teacher, images, torch.zeros(6, 4)) == 0
+
+
+def test_feature_distillation_changes_training_only_where_there_are_taught_samples(tmp_path):
+    from facecmp.training import train_stage
+
+    rng = np.random.default_rng(3)
+    n = 96
+    samples = SampleSet(rng.integers(0, 255, (n, 3, 24, 24), dtype=np.uint8), rng.choice(np.array([0, 1, -1], np.int8), n),
+                        rng.normal(0, 0.1, (n, 4)).astype(np.float32))
+    recipe = dataclasses.replace(ONE_EPOCH, lr=1e-2, loss=dataclasses.replace(ONE_EPOCH.loss, features=100.0))
+
+    def run(name, soft, teacher):
+        samples.soft = soft
+        nets = {s: pretrained_network(s) for s in ("pnet", "rnet", "onet")}
+        return train_stage(nets, "rnet", samples, tmp_path / name, recipe, progress=False, teacher=teacher).state_dict
+
+    taught = np.where(np.arange(n) % 2 == 0, 0.5, np.nan).astype(np.float32)
+    plain, distilled = run("plain", taught, None), run("distilled", taught, pretrained_network("rnet"))
+    assert any(not torch.equal(v, distilled[k]) for k, v in plain.items())
+    untaught = np.full(n, np.nan, np.float32)  # no soft targets: the teacher has nothing to add
+    assert all(torch.equal(v, run("untaught-teacher", untaught, pretrained_network("rnet"))[k])
+               for k, v in run("untaught", untaught, None).items())
 
 
 def test_a_stage_taught_by_itself_starts_at_zero_classification_loss(tmp_path):
@@ -438,11 +511,13 @@ def test_the_variant_needs_source_images_and_keys_its_cache_by_them(target, reta
         V.REGISTRY["finetuned-cascade-retain"].prepare(clash)
 
 
-@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method", "bad-mining", "bad-targets", "bad-share", "bad-min-face", "bad-replay"])
+@pytest.mark.parametrize("case", ["missing", "no-faces", "bad-method", "bad-mining", "bad-targets", "bad-share", "bad-min-face", "bad-replay",
+                                  "bad-features"])
 def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
     root = target.train.images[0].path.parents[2]
     retain = {"missing": tmp_path / "nowhere", "no-faces": None, "bad-method": source_root, "bad-mining": source_root,
-              "bad-targets": source_root, "bad-share": source_root, "bad-min-face": source_root, "bad-replay": source_root}[case]
+              "bad-targets": source_root, "bad-share": source_root, "bad-min-face": source_root, "bad-replay": source_root,
+              "bad-features": source_root}[case]
     if case == "no-faces":
         import shutil
 
@@ -469,13 +544,16 @@ def test_cli_bad_retain_input_is_one_line(case, target, source_root, tmp_path):
         argv += ["--retain-min-face", "5"]
     if case == "bad-replay":
         argv += ["--retain-share", "1"]  # replace (the default) replaces a share below 1
+    if case == "bad-features":
+        argv += ["--retain-targets", "labels", "--retain-features", "10"]
     code, _, err = run_cli(argv)
     needle = {"missing": "nowhere", "no-faces": "no annotated face left", "bad-method": "forget",
               "bad-mining": "--retain-mining 'guess': expected one of cascade, crops",
               "bad-targets": "--retain-targets 'gossip': expected one of labels, teacher",
               "bad-share": "--retain-share qnet=1.0: expected a stage of pnet, rnet, onet",
               "bad-min-face": "--retain-min-face 5: expected a face size in pixels",
-              "bad-replay": "--retain-share 1.0: --retain-replay replace replaces that share"}[case]
+              "bad-replay": "--retain-share 1.0: --retain-replay replace replaces that share",
+              "bad-features": "--retain-features 10: distils on the replayed samples"}[case]
     assert_user_error(code, err, needle)
 
 

@@ -119,7 +119,8 @@ register(
 register(
     Variant(
         "finetuned-cascade-retain", "finetuned-cascade keeping the source domain: source-domain samples replayed in every stage's, "
-        "taught by the pretrained stage (facecmp finetune --retain ROOT; the source images not tested on)",
+        "taught by the pretrained stage, RNet's and ONet's features on them distilled from it (facecmp finetune --retain ROOT; "
+        "the source images not tested on)",
         _from_checkpoint("finetuned-cascade-retain", ("pnet", "rnet", "onet"), retained=True), needs_training_data=True,
         needs_source_data=True,
     )

@@ -262,13 +262,13 @@ def finetune(
                 per_image=source_per_image, proposals=source_proposals,
             )
             source_per_image = kept.get("replay", {}).get("source_per_image")
-            recipe = retaining.training_recipe(recipe, settings.retain)
+            recipe = retaining.training_recipe(recipe, settings.retain, stage)
         start = time.perf_counter()
         strength = settings.retain.l2sp if retain_record is not None and settings.retain.penalises else 0.0
         anchor = pretrained_network(stage) if strength else None
         with retaining.anchored(nets[stage], anchor, strength):
             result = train_stage(nets, stage, samples, out_dir, recipe, seed=settings.seed, device=device, resume=resume, progress=progress,
-                                 dist=dist)
+                                 dist=dist, teacher=retaining.feature_teacher(stage, recipe))
         if anchor is not None:
             kept["distance_from_pretrained"] = retaining.distance_from(nets[stage], anchor)
         nets[stage].load_state_dict(result.state_dict)

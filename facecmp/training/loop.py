@@ -17,6 +17,7 @@ own state file, so one folder holds the whole cascade's training.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import math
@@ -30,10 +31,10 @@ from torch import nn
 from torch.utils.data import DistributedSampler, RandomSampler
 from tqdm.auto import tqdm
 
-from facecmp.detection.models import ONet
+from facecmp.detection.models import ONet, PNet, RNet
 from facecmp.errors import ModelError
 from facecmp.training.distributed import SINGLE, Dist, DistributedError, data_parallel, flip_generator, per_rank_batch, reduced
-from facecmp.training.losses import LossWeights, mtcnn_loss
+from facecmp.training.losses import LossWeights, feature_distance, mtcnn_loss
 from facecmp.training.run_state import (
     apply_run_state,
     read_run_state,
@@ -147,14 +148,47 @@ def net_outputs(net: nn.Module, x: torch.Tensor, channels_last: bool | None = No
     return out[-1].flatten(1), out[0].flatten(1)
 
 
+# Each stage's last hidden layer: the features that feature distillation (``LossWeights.features``) compares.
+HIDDEN_LAYER = {PNet: "prelu3", RNet: "prelu4", ONet: "prelu5"}
+
+
+@contextlib.contextmanager
+def hidden_features(net: nn.Module):
+    """While active, the dict it yields holds ``"x"``: the output of ``net``'s last hidden layer
+    (:data:`HIDDEN_LAYER`) in its latest forward pass."""
+    inner = getattr(net, "module", net)  # (a DDP wrapper holds the net as .module)
+    grabbed: dict[str, torch.Tensor] = {}
+    handle = getattr(inner, HIDDEN_LAYER[type(inner)]).register_forward_hook(lambda _m, _i, out: grabbed.__setitem__("x", out))
+    try:
+        yield grabbed
+    finally:
+        handle.remove()
+
+
+def distilled_features(student_hidden: torch.Tensor, teacher: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+                       channels_last: bool | None = None) -> torch.Tensor:
+    """The feature distillation term of a batch: :func:`feature_distance` between the student's
+    last hidden features (``student_hidden``) and ``teacher``'s on the taught samples (a soft
+    target in ``targets``' 5th column), 0 without any. The teacher's batch goes in the student's
+    memory layout (``channels_last`` as :func:`net_outputs` takes it): the faster one on the CPU."""
+    taught = ~torch.isnan(targets[:, 4]) if targets.shape[1] > 4 else torch.zeros(len(targets), dtype=torch.bool, device=targets.device)
+    if not taught.any():
+        return student_hidden.sum() * 0.0
+    with torch.no_grad(), hidden_features(teacher) as hidden:
+        net_outputs(teacher, images[taught], channels_last)
+    return feature_distance(student_hidden[taught].flatten(1), hidden["x"].flatten(1))
+
+
 def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_generator=None, progress=None,
-              channels_last: bool | None = None, step_scheduler=None) -> dict[str, float]:
+              channels_last: bool | None = None, step_scheduler=None, teacher: nn.Module | None = None) -> dict[str, float]:
     """One pass over ``loader``; trains when ``optimizer`` is given (``step_scheduler`` stepped after
-    each of its steps). Returns sample-weighted mean losses."""
+    each of its steps). With ``teacher`` and ``weights.features``, the loss adds feature distillation
+    on the taught samples (:func:`distilled_features`). Returns sample-weighted mean losses."""
     totals = {"loss": 0.0, "cls": 0.0, "box": 0.0, "correct": 0, "classified": 0}
     seen = 0
     net.train(optimizer is not None)
-    with torch.set_grad_enabled(optimizer is not None):
+    distil = teacher is not None and weights.features > 0
+    with torch.set_grad_enabled(optimizer is not None), (hidden_features(net) if distil else contextlib.nullcontext()) as student:
         for images, labels, targets in loader:
             if flip_generator is not None:
                 flip = torch.rand(len(images), generator=flip_generator) < 0.5
@@ -162,6 +196,8 @@ def run_epoch(net, loader, weights: LossWeights, device, optimizer=None, flip_ge
             images, labels, targets = images.to(device), labels.to(device), targets.to(device)
             logits, offsets = net_outputs(net, images, channels_last)
             loss, cls, box = mtcnn_loss(logits, offsets, labels, targets, weights)
+            if distil:
+                loss = loss + weights.features * distilled_features(student["x"], teacher, images, targets, channels_last)
             if optimizer is not None:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -222,8 +258,12 @@ def train_stage(
     resume: bool = False,
     progress: bool = True,
     dist: Dist = SINGLE,
+    teacher: nn.Module | None = None,
 ) -> TrainResult:
     """Fine-tune ``nets[stage]`` in place on ``samples``; return the best epoch's weights.
+
+    ``teacher``: the network whose hidden features the taught samples' are pulled towards when
+    ``settings.loss.features`` is set (feature distillation; the validation loss leaves it out).
 
     ``dist``: this process's place in a distributed run (every rank calls this with the same
     samples; the weights returned are the same on every rank, and rank 0 writes the run state);
@@ -237,6 +277,7 @@ def train_stage(
 
     # Freeze every other stage and the layers the recipe keeps; only the rest reach the optimizer.
     net = freeze_all_but(nets, stage, tuple(settings.frozen)).to(device)
+    teacher = teacher.to(device).eval().requires_grad_(False) if teacher is not None and settings.loss.features > 0 else None
 
     # Data: a seeded held-out split for validation; in one process one generator drives shuffling and flips.
     train_idx, val_idx = split_indices(len(samples), settings.val_fraction, seed)
@@ -304,7 +345,7 @@ def train_stage(
         else:
             flips = generator if settings.flip else None
         train = reduced(dist, run_epoch(model, train_loader, settings.loss, device, optimizer, flips, epochs if progress else None,
-                                        layout, per_step))
+                                        layout, per_step, teacher))
         val = reduced(dist, run_epoch(net, val_loader, val_weights, device, channels_last=layout))
         if per_step is None:
             scheduler.step()

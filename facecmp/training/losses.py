@@ -8,7 +8,8 @@ may carry a teacher's face probability instead of a label to classify against; `
 has a 5th column holding it (NaN where the label decides). Such a sample's classification loss
 is the KL divergence from the teacher's two-class distribution (0 when the student agrees, so
 hard-example mining ranks it with the labelled ones), whatever its label; its box target is
-still its labelled one.
+still its labelled one. With ``LossWeights.features`` the loop also pulls the stage's last hidden
+features towards the teacher's on those samples (:func:`feature_distance`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class LossWeights:
     hard_ratio: float = 0.7
     # Weight of a taught sample's classification loss against a labelled one's (soft targets).
     soft: float = 1.0
+    # Weight of feature distillation: the mean squared distance between the stage's last hidden
+    # features and its teacher's on the taught samples (0: none; needs the teacher in the loop).
+    features: float = 0.0
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, hard_ratio: float = 0.7,
@@ -47,6 +51,14 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, hard_ratio: 
         losses = torch.where(taught[mask], soft_weight * kl, losses)
     keep = max(1, math.ceil(hard_ratio * len(losses)))
     return losses.topk(keep).values.mean()
+
+
+def feature_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between a stage's hidden features and its teacher's on the same crops
+    (feature distillation; 0 for no crops)."""
+    if len(student) == 0:
+        return student.sum() * 0.0
+    return F.mse_loss(student, teacher)
 
 
 def box_loss(predicted: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

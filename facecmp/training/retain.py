@@ -79,6 +79,11 @@ REPLAY_MODES = ("add", "replace")
 DEFAULT_HOLDOUT = 1
 # Bump when this module changes what the replay samples are: old caches are then ignored.
 REPLAY_VERSION = 1
+# The stages feature distillation (RetainSettings.feature_weight) applies to: the two that forget
+# most under replay (docs/wider.md, session 24); PNet's features are a 1x1 map of 32 channels.
+FEATURE_STAGES = ("rnet", "onet")
+# Their weight by default (RetainSettings.feature_weight): what session 25 measured on three seeds.
+DEFAULT_FEATURE_WEIGHT = 10.0
 # RNet / ONet mine this many times the source samples they mix in, on as many source images as
 # that takes at the previous stage's yield per image (a seeded subset; all of them when short).
 REPLAY_MARGIN = 2.0
@@ -115,6 +120,11 @@ class RetainSettings:
     source_targets: str = "teacher"
     # replay with teacher targets: a taught sample's classification loss weighs this many labelled ones.
     teacher_weight: float = 1.0
+    # replay with teacher targets: the weight of feature distillation for the stages in FEATURE_STAGES,
+    # the mean squared distance between their last hidden features and the pretrained stage's on the
+    # taught samples, added to the loss (0: none). None: DEFAULT_FEATURE_WEIGHT with teacher replay
+    # (since 2026-12-07, docs/wider.md, session 25), 0 otherwise (``features``).
+    feature_weight: float | None = None
     # l2sp: the penalty's strength alpha in alpha / 2 * ||w - w_pretrained||^2.
     l2sp: float = 0.01
     # wise: the fine-tuned weights' share of the average with the pretrained ones (1: the plain fine-tune).
@@ -133,6 +143,11 @@ class RetainSettings:
             raise FacecmpError(f"--retain-min-face {self.source_min_face:g}: expected a face size in pixels in [12, 1000] (PNet's window is 12 px)")
         if not 0 < self.teacher_weight <= 100:
             raise FacecmpError(f"--retain-teacher-weight {self.teacher_weight}: expected a number in (0, 100]")
+        if self.feature_weight is not None and not 0 <= self.feature_weight <= 1000:
+            raise FacecmpError(f"--retain-features {self.feature_weight:g}: expected a number in [0, 1000]")
+        if self.feature_weight and not self.teaches:
+            raise FacecmpError(f"--retain-features {self.feature_weight:g}: distils on the replayed samples the pretrained stage teaches, "
+                               "so it needs a replaying --retain-method with --retain-targets teacher")
         named = [stage for stage, _ in self.stage_shares]
         twice = sorted({stage for stage in named if named.count(stage) > 1})
         if twice:
@@ -159,6 +174,18 @@ class RetainSettings:
         return "replay" in self.method
 
     @property
+    def teaches(self) -> bool:
+        """Replay whose source samples the pretrained stage teaches (their soft targets)."""
+        return self.replays and self.source_targets == "teacher"
+
+    @property
+    def features(self) -> float:
+        """The feature distillation weight this recipe trains RNet and ONet with (0: none)."""
+        if self.feature_weight is not None:
+            return self.feature_weight
+        return DEFAULT_FEATURE_WEIGHT if self.teaches else 0.0
+
+    @property
     def penalises(self) -> bool:
         return "l2sp" in self.method and self.l2sp > 0
 
@@ -181,6 +208,8 @@ class RetainSettings:
             if self.source_targets != "labels":  # absent for label replay, so its records (and cache keys) stay as they were
                 out["source_targets"] = self.source_targets
                 out["teacher_weight"] = self.teacher_weight
+                if self.features:  # absent without it: the records of teacher replay before 2026-12-07
+                    out["feature_weight"] = self.features
         if "l2sp" in self.method:
             out["l2sp"] = self.l2sp
         if self.interpolates:
@@ -442,9 +471,17 @@ def replay_stage(stage: str, samples: SampleSet, retain: Dataset, settings: Reta
     return mixed, {"replay": counts, "replay_mining_s": time.perf_counter() - start}
 
 
-def training_recipe(recipe, settings: RetainSettings | None):
-    """The stage's TrainSettings under the retain recipe: with teacher targets, the taught samples'
-    classification weight (``LossWeights.soft``) is ``teacher_weight``."""
-    if settings is None or not settings.replays or settings.source_targets != "teacher":
+def training_recipe(recipe, settings: RetainSettings | None, stage: str | None = None):
+    """``stage``'s TrainSettings under the retain recipe: with teacher targets, the taught samples'
+    classification weight (``LossWeights.soft``) is ``teacher_weight``, and for the stages in
+    :data:`FEATURE_STAGES` the feature distillation weight (``LossWeights.features``) ``features``."""
+    if settings is None or not settings.teaches:
         return recipe
-    return dataclasses.replace(recipe, loss=dataclasses.replace(recipe.loss, soft=settings.teacher_weight))
+    features = settings.features if stage in FEATURE_STAGES else 0.0
+    return dataclasses.replace(recipe, loss=dataclasses.replace(recipe.loss, soft=settings.teacher_weight, features=features))
+
+
+def feature_teacher(stage: str, recipe) -> nn.Module | None:
+    """The network the stage's taught samples are distilled from (the pretrained stage, as for the
+    soft targets) when its recipe distils features, else None."""
+    return pretrained_network(stage) if recipe.loss.features > 0 else None
