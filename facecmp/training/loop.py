@@ -171,8 +171,8 @@ def distilled_features(student_hidden: torch.Tensor, teacher: nn.Module, images:
     last hidden features (``student_hidden``) and ``teacher``'s on the taught samples (a soft
     target in ``targets``' 5th column), 0 without any. The teacher's batch goes in the student's
     memory layout (``channels_last`` as :func:`net_outputs` takes it): the faster one on the CPU."""
-    taught = ~torch.isnan(targets[:, 4]) if targets.shape[1] > 4 else torch.zeros(len(targets), dtype=torch.bool, device=targets.device)
-    if not taught.any():
+    taught = ~torch.isnan(targets[:, 4]) if targets.shape[1] > 4 else None
+    if taught is None or not taught.any():
         return student_hidden.sum() * 0.0
     with torch.no_grad(), hidden_features(teacher) as hidden:
         net_outputs(teacher, images[taught], channels_last)
