@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a taught source sample's classification loss weighs W labelled ones (default 1)")
     p.add_argument("--retain-features", type=float, default=None, metavar="W", help="with --retain-targets teacher: RNet's and "
                    "ONet's last hidden features on the taught source samples are pulled towards the pretrained stage's, with weight W "
-                   "(feature distillation; default 10; 0: off; docs/wider.md, session 25)")
+                   "(feature distillation; default 30; 0: off; docs/wider.md, sessions 25-26)")
     p.add_argument("--retain-holdout", type=int, default=1, metavar="N", help="with --retain: N images per folder of ROOT (WIDER: "
                    "per event) set aside with --seed and never trained on: the images `--source-split split:N` tests on "
                    "(default 1: split:1, what CI and the gates score; 0: train on all of ROOT)")

@@ -230,8 +230,8 @@ def test_teacher_weight_scales_the_taught_samples_loss_in_the_recipe():
 
 
 def test_feature_distillation_is_set_for_rnet_and_onet_and_recorded_when_it_distils():
-    distilled = R.RetainSettings(feature_weight=30.0)
-    assert [R.training_recipe(FAST, distilled, s).loss.features for s in ("pnet", "rnet", "onet")] == [0.0, 30.0, 30.0]
+    distilled = R.RetainSettings(feature_weight=20.0)
+    assert [R.training_recipe(FAST, distilled, s).loss.features for s in ("pnet", "rnet", "onet")] == [0.0, 20.0, 20.0]
     assert R.training_recipe(FAST, R.RetainSettings(), "onet").loss.features == R.DEFAULT_FEATURE_WEIGHT  # the default distils
     assert R.training_recipe(FAST, R.RetainSettings(feature_weight=0), "onet").loss.features == 0.0
     assert R.RetainSettings(source_targets="labels").features == 0.0  # label replay has no teacher: none by default
@@ -239,9 +239,14 @@ def test_feature_distillation_is_set_for_rnet_and_onet_and_recorded_when_it_dist
     teacher = R.feature_teacher("onet", R.training_recipe(FAST, distilled, "onet"))
     assert R.feature_teacher("onet", R.training_recipe(FAST, R.RetainSettings(feature_weight=0), "onet")) is None
     assert all(torch.equal(v, pretrained_network("onet").state_dict()[k]) for k, v in teacher.state_dict().items())
-    assert distilled.record()["feature_weight"] == 30.0 and R.RetainSettings().record()["feature_weight"] == R.DEFAULT_FEATURE_WEIGHT
+    assert distilled.record()["feature_weight"] == 20.0 and R.RetainSettings().record()["feature_weight"] == R.DEFAULT_FEATURE_WEIGHT
     assert "feature_weight" not in R.RetainSettings(feature_weight=0).record()  # as teacher replay's records were before
     assert "feature_weight" not in R.RetainSettings(source_targets="labels").record()
+
+
+def test_cli_help_names_the_default_feature_weight():
+    code, out, _ = run_cli(["finetune", "--help"])
+    assert code == 0 and f"default {R.DEFAULT_FEATURE_WEIGHT:g};" in " ".join(out.split())
 
 
 def _rnet_hidden(net, x):

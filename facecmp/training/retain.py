@@ -82,8 +82,9 @@ REPLAY_VERSION = 1
 # The stages feature distillation (RetainSettings.feature_weight) applies to: the two that forget
 # most under replay (docs/wider.md, session 24); PNet's features are a 1x1 map of 32 channels.
 FEATURE_STAGES = ("rnet", "onet")
-# Their weight by default (RetainSettings.feature_weight): what session 25 measured on three seeds.
-DEFAULT_FEATURE_WEIGHT = 10.0
+# Their weight by default (RetainSettings.feature_weight): the heaviest that kept more on three seeds
+# (sessions 25-26, docs/wider.md; 50 kept less and cost target AP).
+DEFAULT_FEATURE_WEIGHT = 30.0
 # RNet / ONet mine this many times the source samples they mix in, on as many source images as
 # that takes at the previous stage's yield per image (a seeded subset; all of them when short).
 REPLAY_MARGIN = 2.0
@@ -123,7 +124,7 @@ class RetainSettings:
     # replay with teacher targets: the weight of feature distillation for the stages in FEATURE_STAGES,
     # the mean squared distance between their last hidden features and the pretrained stage's on the
     # taught samples, added to the loss (0: none). None: DEFAULT_FEATURE_WEIGHT with teacher replay
-    # (since 2026-12-07, docs/wider.md, session 25), 0 otherwise (``features``).
+    # (since 2026-12-07, docs/wider.md, sessions 25-26), 0 otherwise (``features``).
     feature_weight: float | None = None
     # l2sp: the penalty's strength alpha in alpha / 2 * ||w - w_pretrained||^2.
     l2sp: float = 0.01
