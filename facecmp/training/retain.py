@@ -82,8 +82,8 @@ REPLAY_VERSION = 1
 # The stages feature distillation (RetainSettings.feature_weight) applies to: the two that forget
 # most under replay (docs/wider.md, session 24); PNet's features are a 1x1 map of 32 channels.
 FEATURE_STAGES = ("rnet", "onet")
-# Their weight by default (RetainSettings.feature_weight): the heaviest that kept more on three seeds
-# (sessions 25-26, docs/wider.md; 50 kept less and cost target AP).
+# Their weight by default (RetainSettings.feature_weight): of the weights tried (10, 20, 30, 50), the one
+# that kept the most source AP (docs/wider.md, sessions 25-26).
 DEFAULT_FEATURE_WEIGHT = 30.0
 # RNet / ONet mine this many times the source samples they mix in, on as many source images as
 # that takes at the previous stage's yield per image (a seeded subset; all of them when short).
