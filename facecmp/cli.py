@@ -21,6 +21,9 @@ CUDA_BATCH_SIZE = 32
 RECIPE_NAMES = ("short", "fast", "classic")
 # facecmp.study.splits.default_dev_per_folder in words (DEFAULT_DEV_PER_FOLDER, DEV_SHARE_LIMIT).
 DEV_DEFAULT_HELP = "default 100, or a quarter of the smallest training folder's images when that is fewer"
+# facecmp.training.retain.DEFAULT_FEATURE_WEIGHT, named here so that building the parser imports no
+# torch (tests/test_retain.py holds the two together).
+RETAIN_FEATURES_DEFAULT = 30.0
 
 
 def _thresholds(text: str) -> tuple[float, float, float]:
@@ -223,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "a taught source sample's classification loss weighs W labelled ones (default 1)")
     p.add_argument("--retain-features", type=float, default=None, metavar="W", help="with --retain-targets teacher: RNet's and "
                    "ONet's last hidden features on the taught source samples are pulled towards the pretrained stage's, with weight W "
-                   "(feature distillation; default 30; 0: off; docs/wider.md, sessions 25-26)")
+                   f"(feature distillation; default {RETAIN_FEATURES_DEFAULT:g}; 0: off; docs/wider.md, sessions 25-26)")
     p.add_argument("--retain-holdout", type=int, default=1, metavar="N", help="with --retain: N images per folder of ROOT (WIDER: "
                    "per event) set aside with --seed and never trained on: the images `--source-split split:N` tests on "
                    "(default 1: split:1, what CI and the gates score; 0: train on all of ROOT)")

@@ -245,6 +245,9 @@ def test_feature_distillation_is_set_for_rnet_and_onet_and_recorded_when_it_dist
 
 
 def test_cli_help_names_the_default_feature_weight():
+    from facecmp.cli import RETAIN_FEATURES_DEFAULT
+
+    assert RETAIN_FEATURES_DEFAULT == R.DEFAULT_FEATURE_WEIGHT
     code, out, _ = run_cli(["finetune", "--help"])
     assert code == 0 and f"default {R.DEFAULT_FEATURE_WEIGHT:g};" in " ".join(out.split())
 

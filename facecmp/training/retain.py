@@ -124,7 +124,7 @@ class RetainSettings:
     # replay with teacher targets: the weight of feature distillation for the stages in FEATURE_STAGES,
     # the mean squared distance between their last hidden features and the pretrained stage's on the
     # taught samples, added to the loss (0: none). None: DEFAULT_FEATURE_WEIGHT with teacher replay
-    # (since 2026-12-07, docs/wider.md, sessions 25-26), 0 otherwise (``features``).
+    # (distillation since 2026-12-07, at 30 since 2026-12-08: docs/wider.md, sessions 25-26), 0 otherwise (``features``).
     feature_weight: float | None = None
     # l2sp: the penalty's strength alpha in alpha / 2 * ||w - w_pretrained||^2.
     l2sp: float = 0.01
